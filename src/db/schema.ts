@@ -1,0 +1,180 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigserial,
+  check,
+  index,
+  integer,
+  pgEnum,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+// Enum values are declared in the domain's order; PostgreSQL sorts enum values by declaration,
+// so `ORDER BY type` is the consumption priority.
+export const accountType = pgEnum('credit_account_type', [
+  'SUBSCRIPTION',
+  'PURCHASED',
+  'PROMOTIONAL',
+  'REFERRAL',
+]);
+export const outputType = pgEnum('output_type', ['IMAGE', 'VIDEO', 'TEXT']);
+export const modelTier = pgEnum('model_tier', ['DRAFT', 'STANDARD', 'PREMIUM']);
+export const reservationStatus = pgEnum('reservation_status', ['PENDING', 'CAPTURED', 'REFUNDED']);
+export const entryKind = pgEnum('ledger_entry_kind', ['GRANT', 'RESERVE', 'CAPTURE', 'REFUND', 'EXPIRE']);
+// Where a lot came from; together with source_key it makes every grant idempotent.
+export const lotSource = pgEnum('lot_source', ['CYCLE', 'GRANT', 'PURCHASE', 'PLAN_CHANGE', 'DEMO']);
+
+const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const plans = pgTable('plans', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  monthlyCredits: integer('monthly_credits').notNull(),
+  position: integer('position').notNull(),
+});
+
+export const creditPacks = pgTable('credit_packs', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  credits: integer('credits').notNull(),
+  priceCents: integer('price_cents').notNull(),
+});
+
+export const generationModels = pgTable('generation_models', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  tier: modelTier('tier').notNull(),
+  outputType: outputType('output_type').notNull(),
+  // Credits per image, per second of video, or per text request, at HD_720P.
+  unitCredits: integer('unit_credits').notNull(),
+  resolutions: text('resolutions').array().notNull(),
+  maxDurationSeconds: integer('max_duration_seconds'),
+  position: integer('position').notNull(),
+});
+
+export const organizations = pgTable('organizations', {
+  id: uuid('id').primaryKey(),
+  name: text('name').notNull(),
+  planId: text('plan_id')
+    .notNull()
+    .references(() => plans.id),
+  // A plan change scheduled for the start of the next billing cycle.
+  nextPlanId: text('next_plan_id').references(() => plans.id),
+  billingCycleAnchor: timestamptz('billing_cycle_anchor').notNull(),
+  cycleStartsAt: timestamptz('cycle_starts_at').notNull(),
+  cycleEndsAt: timestamptz('cycle_ends_at').notNull(),
+  // Grows with every committed change to this organization's lots; subscribers order events by it.
+  balanceVersion: integer('balance_version').notNull().default(0),
+  createdAt: timestamptz('created_at').notNull(),
+}, (t) => [index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt)]);
+
+export const creditLots = pgTable(
+  'credit_lots',
+  {
+    id: uuid('id').primaryKey(),
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    type: accountType('type').notNull(),
+    granted: integer('granted').notNull(),
+    // Cached from the journal: available = sum(available_change), reserved = sum(reserved_change).
+    available: integer('available').notNull(),
+    reserved: integer('reserved').notNull().default(0),
+    expiresAt: timestamptz('expires_at'),
+    createdAt: timestamptz('created_at').notNull(),
+    source: lotSource('source').notNull(),
+    sourceKey: text('source_key').notNull(),
+    packId: text('pack_id').references(() => creditPacks.id),
+    reason: text('reason').notNull(),
+  },
+  (t) => [
+    check('credit_lots_granted_positive', sql`${t.granted} > 0`),
+    check('credit_lots_available_nonnegative', sql`${t.available} >= 0`),
+    check('credit_lots_reserved_nonnegative', sql`${t.reserved} >= 0`),
+    check('credit_lots_within_granted', sql`${t.available} + ${t.reserved} <= ${t.granted}`),
+    uniqueIndex('credit_lots_source_key_idx').on(t.organizationId, t.source, t.sourceKey),
+    // A payment reference grants once, whichever organization it is presented for.
+    uniqueIndex('credit_lots_payment_reference_idx')
+      .on(t.sourceKey)
+      .where(sql`${t.source} = 'PURCHASE'`),
+    index('credit_lots_organization_idx').on(t.organizationId, t.type),
+    index('credit_lots_expiring_idx')
+      .on(t.expiresAt)
+      .where(sql`${t.available} > 0 and ${t.expiresAt} is not null`),
+  ],
+);
+
+export const reservations = pgTable(
+  'reservations',
+  {
+    id: uuid('id').primaryKey(),
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    idempotencyKey: text('idempotency_key').notNull(),
+    modelId: text('model_id')
+      .notNull()
+      .references(() => generationModels.id),
+    resolution: text('resolution'),
+    durationSeconds: integer('duration_seconds'),
+    count: integer('count').notNull(),
+    amount: integer('amount').notNull(),
+    capturedAmount: integer('captured_amount').notNull().default(0),
+    refundedAmount: integer('refunded_amount').notNull().default(0),
+    status: reservationStatus('status').notNull().default('PENDING'),
+    expiresAt: timestamptz('expires_at').notNull(),
+    createdAt: timestamptz('created_at').notNull(),
+    settledAt: timestamptz('settled_at'),
+    refundReason: text('refund_reason'),
+  },
+  (t) => [
+    check('reservations_amount_positive', sql`${t.amount} > 0`),
+    check(
+      'reservations_settled_sum',
+      sql`${t.capturedAmount} + ${t.refundedAmount} = case when ${t.status} = 'PENDING' then 0 else ${t.amount} end`,
+    ),
+    uniqueIndex('reservations_idempotency_idx').on(t.organizationId, t.idempotencyKey),
+    index('reservations_pending_expiry_idx').on(t.expiresAt).where(sql`${t.status} = 'PENDING'`),
+  ],
+);
+
+// The append-only journal. Each entry moves credits within one lot: available_change is the
+// signed change to the lot's spendable credits, reserved_change to the credits held for a
+// reservation. GRANT (+n, 0), RESERVE (-n, +n), CAPTURE (0, -n), REFUND (+n, -n), EXPIRE (-n, 0).
+export const ledgerEntries = pgTable(
+  'ledger_entries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    lotId: uuid('lot_id')
+      .notNull()
+      .references(() => creditLots.id),
+    reservationId: uuid('reservation_id').references(() => reservations.id),
+    kind: entryKind('kind').notNull(),
+    availableChange: integer('available_change').notNull(),
+    reservedChange: integer('reserved_change').notNull(),
+    reason: text('reason'),
+    createdAt: timestamptz('created_at').notNull(),
+  },
+  (t) => [
+    check('ledger_entries_nonzero', sql`${t.availableChange} <> 0 or ${t.reservedChange} <> 0`),
+    index('ledger_entries_organization_idx').on(t.organizationId, t.id),
+    index('ledger_entries_lot_idx').on(t.lotId),
+    index('ledger_entries_reservation_idx').on(t.reservationId).where(sql`${t.reservationId} is not null`),
+  ],
+);
+
+export const schema = {
+  plans,
+  creditPacks,
+  generationModels,
+  organizations,
+  creditLots,
+  reservations,
+  ledgerEntries,
+};

@@ -1,0 +1,10 @@
+// Every quantity the ledger accepts has a bound; inputs outside it are refused before any write.
+export const GRANT_CREDITS_MAX = 1_000_000_000;
+export const BALANCE_CREDITS_MAX = 2_000_000_000;
+export const GENERATION_COUNT_MAX = 100;
+export const TTL_SECONDS_DEFAULT = 900;
+export const TTL_SECONDS_MAX = 86_400;
+export const KEY_LENGTH_MAX = 255;
+export const TEXT_LENGTH_MAX = 255;
+export const LEDGER_PAGE_DEFAULT = 20;
+export const LEDGER_PAGE_MAX = 100;

@@ -1,0 +1,154 @@
+import { randomUUID } from 'node:crypto';
+import { and, asc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
+import type { Queryable, Tx } from '../db/client.ts';
+import { creditLots } from '../db/schema.ts';
+import { InvalidInputError } from './errors.ts';
+import { postEntries } from './journal.ts';
+import { BALANCE_CREDITS_MAX } from './limits.ts';
+
+export type CreditLot = typeof creditLots.$inferSelect;
+export type AccountType = CreditLot['type'];
+export type LotSource = CreditLot['source'];
+
+export const ACCOUNT_TYPES: readonly AccountType[] = ['SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL'];
+
+export function accountPriority(type: AccountType): number {
+  return ACCOUNT_TYPES.indexOf(type) + 1;
+}
+
+export function isExpired(lot: Pick<CreditLot, 'expiresAt'>, now: Date): boolean {
+  return lot.expiresAt !== null && lot.expiresAt.getTime() <= now.getTime();
+}
+
+/** A lot's not-yet-expired condition, as SQL. */
+export function notExpired(now: Date) {
+  return or(isNull(creditLots.expiresAt), gt(creditLots.expiresAt, now));
+}
+
+export interface LotGrant {
+  organizationId: string;
+  type: AccountType;
+  amount: number;
+  expiresAt: Date | null;
+  source: LotSource;
+  sourceKey: string;
+  reason: string;
+  packId?: string | null;
+  now: Date;
+}
+
+/**
+ * Creates a lot and its GRANT entry. The lot starts empty and the entry fills it, so a lot's
+ * balance is always what its journal says. Returns null when a lot with the same source key
+ * exists already (the caller decides whether that is a replay or a conflict).
+ */
+export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | null> {
+  const [lot] = await tx
+    .insert(creditLots)
+    .values({
+      id: randomUUID(),
+      organizationId: grant.organizationId,
+      type: grant.type,
+      granted: grant.amount,
+      available: 0,
+      reserved: 0,
+      expiresAt: grant.expiresAt,
+      createdAt: grant.now,
+      source: grant.source,
+      sourceKey: grant.sourceKey,
+      packId: grant.packId ?? null,
+      reason: grant.reason,
+    })
+    .onConflictDoNothing()
+    .returning();
+  if (!lot) return null;
+  await postEntries(tx, [
+    {
+      organizationId: grant.organizationId,
+      lotId: lot.id,
+      kind: 'GRANT',
+      availableChange: grant.amount,
+      reservedChange: 0,
+      reason: grant.reason,
+      createdAt: grant.now,
+    },
+  ]);
+  return { ...lot, available: grant.amount };
+}
+
+/** Lots whose credits can be spent now, in consumption order. */
+export function spendableLots(tx: Tx, organizationId: string, now: Date): Promise<CreditLot[]> {
+  return tx
+    .select()
+    .from(creditLots)
+    .where(and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0), notExpired(now)))
+    .orderBy(
+      asc(creditLots.type),
+      sql`${creditLots.expiresAt} asc nulls last`,
+      asc(creditLots.createdAt),
+      asc(creditLots.id),
+    );
+}
+
+/** Expires the remaining credits of every lot of the organization whose expiry has passed. */
+export async function expireDueLots(tx: Tx, organizationId: string, now: Date, reason = 'lot expired'): Promise<number> {
+  const due = await tx
+    .select({ id: creditLots.id, available: creditLots.available })
+    .from(creditLots)
+    .where(
+      and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0), lte(creditLots.expiresAt, now)),
+    );
+  await expireLots(tx, organizationId, due, now, reason);
+  return due.length;
+}
+
+export async function expireLots(
+  tx: Tx,
+  organizationId: string,
+  lots: Array<Pick<CreditLot, 'id' | 'available'>>,
+  now: Date,
+  reason: string,
+): Promise<void> {
+  await postEntries(
+    tx,
+    lots
+      .filter((lot) => lot.available > 0)
+      .map((lot) => ({
+        organizationId,
+        lotId: lot.id,
+        kind: 'EXPIRE' as const,
+        availableChange: -lot.available,
+        reservedChange: 0,
+        reason,
+        createdAt: now,
+      })),
+  );
+}
+
+/** Credits the organization holds now: available in unexpired lots plus everything reserved. */
+export async function heldCredits(db: Queryable, organizationId: string, now: Date): Promise<number> {
+  const [row] = await db
+    .select({
+      held: sql<string>`coalesce(sum(case when ${notExpired(now)} then ${creditLots.available} else 0 end + ${creditLots.reserved}), 0)::bigint`,
+    })
+    .from(creditLots)
+    .where(eq(creditLots.organizationId, organizationId));
+  return Number(row?.held ?? 0);
+}
+
+/** Refuses a grant that would lift the organization's balance over the cap. */
+export async function assertBalanceCap(
+  tx: Tx,
+  organizationId: string,
+  amount: number,
+  now: Date,
+  field = 'amount',
+): Promise<void> {
+  const held = await heldCredits(tx, organizationId, now);
+  if (held + amount > BALANCE_CREDITS_MAX) {
+    throw new InvalidInputError(
+      `This grant would lift the balance over ${BALANCE_CREDITS_MAX} credits (it holds ${held}).`,
+      field,
+    );
+  }
+}

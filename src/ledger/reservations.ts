@@ -1,0 +1,316 @@
+import { randomUUID } from 'node:crypto';
+import { and, asc, eq, inArray } from 'drizzle-orm';
+import type { Queryable, Tx } from '../db/client.ts';
+import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
+import type { LedgerContext } from './context.ts';
+import {
+  CreditError,
+  IdempotencyConflictError,
+  InsufficientCreditsError,
+  InvalidInputError,
+  NotFoundError,
+  ReservationStateError,
+  invariant,
+} from './errors.ts';
+import { postEntries, type EntryDraft } from './journal.ts';
+import { isExpired, spendableLots, type AccountType } from './lots.ts';
+import { TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
+import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
+import type { GenerationRequest, PricedGeneration } from './pricing.ts';
+import { priceRequest } from './quotes.ts';
+import { inTransaction } from './transaction.ts';
+import { requireIntInRange, requireKey, requireUuid } from './validation.ts';
+
+export type Reservation = typeof reservations.$inferSelect;
+
+export interface Allocation {
+  reservationId: string;
+  lotId: string;
+  type: AccountType;
+  amount: number;
+  lotExpiresAt: Date | null;
+}
+
+export const EXPIRED_REFUND_REASON = 'expired: neither captured nor refunded within its time to live';
+
+export interface ReserveInput {
+  organizationId: string;
+  idempotencyKey: string;
+  generation: GenerationRequest;
+  ttlSeconds?: number | null;
+}
+
+/**
+ * Pre-deducts the server-computed cost of a generation from the organization's lots, in
+ * consumption order. All or nothing: either the whole cost is held, or nothing is written.
+ * A repeat of the same idempotency key with the same generation returns the first reservation.
+ */
+export async function reserveCredits(ctx: LedgerContext, input: ReserveInput): Promise<Reservation> {
+  const organizationId = requireUuid(input.organizationId, 'organizationId');
+  const idempotencyKey = requireKey(input.idempotencyKey, 'idempotencyKey');
+  const ttlSeconds = requireIntInRange(input.ttlSeconds ?? TTL_SECONDS_DEFAULT, 1, TTL_SECONDS_MAX, 'ttlSeconds');
+  const priced = await priceRequest(ctx.db, input.generation);
+  const now = ctx.clock.now();
+  return inTransaction(ctx.db, async (tx) => {
+    const locked = await requireLockedOrganization(tx, organizationId);
+    await ensureCurrentCycle(tx, locked, now);
+    const [existing] = await tx
+      .select()
+      .from(reservations)
+      .where(and(eq(reservations.organizationId, organizationId), eq(reservations.idempotencyKey, idempotencyKey)));
+    if (existing) return replayReservation(existing, priced);
+
+    const plan = allocate(await spendableLots(tx, organizationId, now), priced.cost);
+    const id = randomUUID();
+    const [reservation] = await tx
+      .insert(reservations)
+      .values({
+        id,
+        organizationId,
+        idempotencyKey,
+        modelId: priced.modelId,
+        resolution: priced.resolution,
+        durationSeconds: priced.durationSeconds,
+        count: priced.count,
+        amount: priced.cost,
+        expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
+        createdAt: now,
+      })
+      .returning();
+    invariant(reservation, 'reservation insert returned nothing');
+    await postEntries(
+      tx,
+      plan.map((part) => ({
+        organizationId,
+        lotId: part.lotId,
+        reservationId: id,
+        kind: 'RESERVE' as const,
+        availableChange: -part.amount,
+        reservedChange: part.amount,
+        createdAt: now,
+      })),
+    );
+    await bumpBalanceVersion(tx, organizationId);
+    return reservation;
+  });
+}
+
+function replayReservation(existing: Reservation, priced: PricedGeneration): Reservation {
+  const same =
+    existing.modelId === priced.modelId &&
+    existing.resolution === priced.resolution &&
+    existing.durationSeconds === priced.durationSeconds &&
+    existing.count === priced.count;
+  if (!same) {
+    throw new IdempotencyConflictError('This idempotency key was already used for a different generation.');
+  }
+  return existing;
+}
+
+/** Takes `cost` from the lots in the order given; throws when they hold less than that. */
+function allocate(lots: Array<{ id: string; available: number }>, cost: number): Array<{ lotId: string; amount: number }> {
+  const plan: Array<{ lotId: string; amount: number }> = [];
+  let remaining = cost;
+  for (const lot of lots) {
+    if (remaining === 0) break;
+    const amount = Math.min(lot.available, remaining);
+    plan.push({ lotId: lot.id, amount });
+    remaining -= amount;
+  }
+  if (remaining > 0) {
+    const available = lots.reduce((sum, lot) => sum + lot.available, 0);
+    throw new InsufficientCreditsError(cost, available);
+  }
+  return plan;
+}
+
+/** The lots a reservation took its credits from, in the order it took them. */
+export async function listAllocations(db: Queryable, reservationIds: string[]): Promise<Allocation[]> {
+  if (reservationIds.length === 0) return [];
+  const rows = await db
+    .select({
+      reservationId: ledgerEntries.reservationId,
+      lotId: ledgerEntries.lotId,
+      type: creditLots.type,
+      amount: ledgerEntries.reservedChange,
+      lotExpiresAt: creditLots.expiresAt,
+    })
+    .from(ledgerEntries)
+    .innerJoin(creditLots, eq(creditLots.id, ledgerEntries.lotId))
+    .where(and(inArray(ledgerEntries.reservationId, reservationIds), eq(ledgerEntries.kind, 'RESERVE')))
+    .orderBy(asc(ledgerEntries.id));
+  return rows.map((row) => ({ ...row, reservationId: row.reservationId! }));
+}
+
+/** A reservation of the organization in scope (any organization when the scope is null). */
+export async function findReservation(
+  db: Queryable,
+  reservationId: string,
+  scopeOrganizationId: string | null,
+): Promise<Reservation | undefined> {
+  const [reservation] = await db.select().from(reservations).where(eq(reservations.id, reservationId));
+  if (!reservation) return undefined;
+  if (scopeOrganizationId !== null && reservation.organizationId !== scopeOrganizationId) return undefined;
+  return reservation;
+}
+
+/**
+ * Locks the reservation's organization, then reads the reservation again under that lock.
+ * A reservation outside the caller's scope is reported exactly like a missing one.
+ */
+async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationId: string | null): Promise<Reservation> {
+  const head = await findReservation(tx, reservationId, scopeOrganizationId);
+  if (!head) throw new NotFoundError('No such reservation.');
+  await requireLockedOrganization(tx, head.organizationId);
+  const reservation = await findReservation(tx, reservationId, null);
+  invariant(reservation, `reservation ${reservationId} vanished while its organization was locked`);
+  return reservation;
+}
+
+/**
+ * Consumes `captureAmount` of a pending reservation and returns the rest to the lots it came
+ * from. Captured credits are taken in allocation order, so the refund goes back to the lots
+ * taken last. Credits returned to a lot that has expired meanwhile expire at once.
+ */
+async function settle(
+  tx: Tx,
+  reservation: Reservation,
+  captureAmount: number,
+  now: Date,
+  refundReason: string | null,
+): Promise<Reservation> {
+  invariant(reservation.status === 'PENDING', `settling a ${reservation.status} reservation`);
+  const allocations = await listAllocations(tx, [reservation.id]);
+  const drafts: EntryDraft[] = [];
+  const base = { organizationId: reservation.organizationId, reservationId: reservation.id, createdAt: now };
+  let toCapture = captureAmount;
+  for (const allocation of allocations) {
+    const captured = Math.min(allocation.amount, toCapture);
+    const refunded = allocation.amount - captured;
+    toCapture -= captured;
+    if (captured > 0) {
+      drafts.push({ ...base, lotId: allocation.lotId, kind: 'CAPTURE', availableChange: 0, reservedChange: -captured });
+    }
+    if (refunded > 0) {
+      drafts.push({
+        ...base,
+        lotId: allocation.lotId,
+        kind: 'REFUND',
+        availableChange: refunded,
+        reservedChange: -refunded,
+        reason: refundReason,
+      });
+      if (isExpired({ expiresAt: allocation.lotExpiresAt }, now)) {
+        drafts.push({
+          ...base,
+          lotId: allocation.lotId,
+          kind: 'EXPIRE',
+          availableChange: -refunded,
+          reservedChange: 0,
+          reason: 'refunded to a lot that had expired',
+        });
+      }
+    }
+  }
+  invariant(toCapture === 0, `reservation ${reservation.id} holds less than it claims`);
+  await postEntries(tx, drafts);
+  const [settled] = await tx
+    .update(reservations)
+    .set({
+      status: captureAmount > 0 ? 'CAPTURED' : 'REFUNDED',
+      capturedAmount: captureAmount,
+      refundedAmount: reservation.amount - captureAmount,
+      settledAt: now,
+      refundReason: captureAmount < reservation.amount ? refundReason : null,
+    })
+    .where(and(eq(reservations.id, reservation.id), eq(reservations.status, 'PENDING')))
+    .returning();
+  invariant(settled, `reservation ${reservation.id} was settled twice`);
+  await bumpBalanceVersion(tx, reservation.organizationId);
+  return settled;
+}
+
+/**
+ * Runs `work` on a locked pending reservation. A reservation whose time to live has passed is
+ * refunded on the spot (as the sweeper would), committed, and then reported as refunded.
+ */
+async function withPendingReservation(
+  ctx: LedgerContext,
+  reservationId: string,
+  scopeOrganizationId: string | null,
+  work: (tx: Tx, reservation: Reservation, now: Date) => Promise<Reservation>,
+): Promise<Reservation> {
+  const id = requireUuid(reservationId, 'reservationId');
+  const now = ctx.clock.now();
+  const outcome = await inTransaction(ctx.db, async (tx): Promise<Reservation | CreditError> => {
+    const reservation = await lockReservation(tx, id, scopeOrganizationId);
+    if (reservation.status !== 'PENDING') return new ReservationStateError(reservation.status);
+    if (reservation.expiresAt.getTime() <= now.getTime()) {
+      const refunded = await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
+      return new ReservationStateError(refunded.status);
+    }
+    return work(tx, reservation, now);
+  });
+  if (outcome instanceof CreditError) throw outcome;
+  return outcome;
+}
+
+export interface CaptureInput {
+  reservationId: string;
+  /** Credits to consume, 1 to the reserved amount; absent captures everything. */
+  amount?: number | null;
+}
+
+export function captureReservation(ctx: LedgerContext, input: CaptureInput, scope: string | null): Promise<Reservation> {
+  if (input.amount !== undefined && input.amount !== null) requireIntInRange(input.amount, 1, Number.MAX_SAFE_INTEGER, 'amount');
+  return withPendingReservation(ctx, input.reservationId, scope, (tx, reservation, now) => {
+    const amount = input.amount ?? reservation.amount;
+    if (amount > reservation.amount) {
+      throw new InvalidInputError(`amount must be from 1 to the reserved ${reservation.amount} credits.`, 'amount');
+    }
+    return settle(tx, reservation, amount, now, amount < reservation.amount ? 'partial capture' : null);
+  });
+}
+
+export interface RefundInput {
+  reservationId: string;
+  reason?: string | null;
+}
+
+export function refundReservation(ctx: LedgerContext, input: RefundInput, scope: string | null): Promise<Reservation> {
+  const reason = input.reason?.trim() ? input.reason.trim().slice(0, 255) : 'refunded';
+  if (input.reason && input.reason.length > 255) throw new InvalidInputError('reason must be at most 255 characters long.', 'reason');
+  return withPendingReservation(ctx, input.reservationId, scope, (tx, reservation, now) =>
+    settle(tx, reservation, 0, now, reason),
+  );
+}
+
+export interface ExtendInput {
+  reservationId: string;
+  ttlSeconds: number;
+}
+
+/** Sets a pending reservation to expire `ttlSeconds` from now (long videos need more time). */
+export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope: string | null): Promise<Reservation> {
+  const ttlSeconds = requireIntInRange(input.ttlSeconds, 1, TTL_SECONDS_MAX, 'ttlSeconds');
+  return withPendingReservation(ctx, input.reservationId, scope, async (tx, reservation, now) => {
+    const [extended] = await tx
+      .update(reservations)
+      .set({ expiresAt: new Date(now.getTime() + ttlSeconds * 1000) })
+      .where(eq(reservations.id, reservation.id))
+      .returning();
+    invariant(extended, 'reservation vanished while locked');
+    return extended;
+  });
+}
+
+/** The sweeper's automatic refund; does nothing if the reservation was settled meanwhile. */
+export async function refundIfExpired(ctx: LedgerContext, reservationId: string): Promise<boolean> {
+  const now = ctx.clock.now();
+  return inTransaction(ctx.db, async (tx) => {
+    const reservation = await lockReservation(tx, reservationId, null);
+    if (reservation.status !== 'PENDING' || reservation.expiresAt.getTime() > now.getTime()) return false;
+    await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
+    return true;
+  });
+}

@@ -1,0 +1,44 @@
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { openDatabase, type Database, type Driver } from '../../src/db/client.ts';
+
+/** PGlite always; PostgreSQL too whenever DATABASE_URL names one. */
+export const drivers: Driver[] = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+
+export const hasPostgres = Boolean(process.env.DATABASE_URL);
+
+/**
+ * A throwaway database for one test file: an in-memory PGlite, or a freshly created PostgreSQL
+ * database beside the one DATABASE_URL names, dropped again on close.
+ */
+export async function createTestDatabase(driver: Driver, maxConnections = 10): Promise<Database> {
+  if (driver === 'pglite') return openDatabase({});
+  const { url, drop } = await createPostgresDatabase();
+  const database = await openDatabase({ databaseUrl: url, maxConnections });
+  return {
+    ...database,
+    async close() {
+      await database.close();
+      await drop();
+    },
+  };
+}
+
+export async function createPostgresDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const baseUrl = process.env.DATABASE_URL;
+  if (!baseUrl) throw new Error('DATABASE_URL is not set');
+  const name = `credits_test_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(baseUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const cleaner = postgres(baseUrl, { max: 1, onnotice: () => {} });
+      await cleaner.unsafe(`drop database if exists ${name} with (force)`);
+      await cleaner.end();
+    },
+  };
+}
