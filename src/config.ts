@@ -1,0 +1,53 @@
+import path from 'node:path';
+
+export interface Config {
+  port: number;
+  databaseUrl: string | undefined;
+  authSecret: string | undefined;
+  dataDir: string;
+  sweepIntervalMs: number;
+  production: boolean;
+  /** Unmasked internal errors in responses; only ever for local debugging. */
+  debugErrors: boolean;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const AUTH_SECRET_LENGTH_MIN = 32;
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}.`);
+  }
+  return value;
+}
+
+/** Reads and checks the environment; any problem is one ConfigError with a one-line message. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const production = env.NODE_ENV === 'production';
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError('DATABASE_URL must be a postgres:// or postgresql:// connection string.');
+  }
+  const authSecret = env.AUTH_SECRET || undefined;
+  if (production && !authSecret) throw new ConfigError('AUTH_SECRET is required when NODE_ENV=production.');
+  if (authSecret && authSecret.length < AUTH_SECRET_LENGTH_MIN) {
+    throw new ConfigError(`AUTH_SECRET must be at least ${AUTH_SECRET_LENGTH_MIN} characters long.`);
+  }
+  const debugErrors = env.DEBUG_ERRORS === '1';
+  if (production && debugErrors) throw new ConfigError('DEBUG_ERRORS cannot be on when NODE_ENV=production.');
+  return {
+    port: integer(env, 'PORT', 4000, 0, 65_535),
+    databaseUrl,
+    authSecret,
+    dataDir: path.resolve(env.DATA_DIR || './data'),
+    sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 10, 3_600_000),
+    production,
+    debugErrors,
+  };
+}

@@ -1,0 +1,94 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createApp } from './app.ts';
+import { secretKey, signToken } from './auth/tokens.ts';
+import { systemClock } from './clock.ts';
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { openDatabase } from './db/client.ts';
+import { seedDemo } from './demo.ts';
+
+function log(message: string, error?: unknown): void {
+  const detail = error instanceof Error ? `: ${error.message}` : error ? `: ${String(error)}` : '';
+  console.error(`${new Date().toISOString()} ${message}${detail}`);
+}
+
+/** Outside production a missing AUTH_SECRET is created once and kept in the data folder. */
+function developmentSecret(config: Config): string {
+  mkdirSync(config.dataDir, { recursive: true });
+  const file = path.join(config.dataDir, 'auth-secret');
+  if (!existsSync(file)) {
+    writeFileSync(file, randomBytes(32).toString('base64url'), { mode: 0o600 });
+    chmodSync(file, 0o600);
+  }
+  return readFileSync(file, 'utf8').trim();
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`Configuration error: ${error.message}`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const secret = config.authSecret ?? developmentSecret(config);
+  const authKey = secretKey(secret);
+  if (!config.databaseUrl) mkdirSync(config.dataDir, { recursive: true });
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pglite'),
+  });
+  const app = createApp({
+    database,
+    clock: systemClock,
+    authKey,
+    sweepIntervalMs: config.sweepIntervalMs,
+    debugErrors: config.debugErrors,
+    log,
+  });
+  const port = await app.listen(config.port);
+  const where = config.databaseUrl ? 'PostgreSQL' : `embedded PGlite in ${config.dataDir}`;
+  console.log(`Credits API on http://localhost:${port}/graphql (${where})`);
+
+  if (!config.production && !config.authSecret) {
+    const { organization, created } = await seedDemo({ db: database.db, clock: systemClock });
+    if (created) console.log(`Seeded "${organization.name}" (${organization.id}) on the Pro plan with a purchased pack.`);
+    const tokens = {
+      member: await signToken({ subject: 'demo-member', role: 'member', organizationId: organization.id, expiresIn: '30d' }, authKey),
+      service: await signToken({ subject: 'demo-service', role: 'service', organizationId: organization.id, expiresIn: '30d' }, authKey),
+      admin: await signToken({ subject: 'demo-admin', role: 'admin', expiresIn: '30d' }, authKey),
+    };
+    console.log(`\nOrganization: ${organization.id}\nPaste one of these into GraphiQL's headers (valid 30 days):`);
+    for (const [role, token] of Object.entries(tokens)) {
+      console.log(`\n  ${role}:\n  {"Authorization": "Bearer ${token}"}`);
+    }
+  }
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal} received, shutting down`);
+    const deadline = setTimeout(() => process.exit(1), 5000);
+    deadline.unref();
+    app
+      .stop()
+      .then(() => database.close())
+      .then(() => process.exit(0))
+      .catch((error: unknown) => {
+        log('shutdown failed', error);
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  log('start-up failed', error);
+  process.exit(1);
+});

@@ -1,0 +1,46 @@
+import SchemaBuilder from '@pothos/core';
+import ErrorsPlugin from '@pothos/plugin-errors';
+import { GraphQLError, Kind } from 'graphql';
+import type { GraphQLContext } from '../context.ts';
+
+export const builder = new SchemaBuilder<{
+  Context: GraphQLContext;
+  DefaultFieldNullability: false;
+  Scalars: {
+    DateTime: { Input: Date; Output: Date };
+  };
+}>({
+  plugins: [ErrorsPlugin],
+  defaultFieldNullability: false,
+  errors: {
+    directResult: true,
+    // `reserveCredits` returns `ReserveCreditsResult`, a union of `ReserveCreditsSuccess` and its errors.
+    defaultUnionOptions: {
+      name: ({ fieldName }) => `${fieldName.charAt(0).toUpperCase()}${fieldName.slice(1)}Result`,
+    },
+  },
+});
+
+builder.scalarType('DateTime', {
+  description: 'An instant, as an ISO 8601 string with a time zone (output is always UTC).',
+  serialize: (value) => value.toISOString(),
+  parseValue: (value) => parseDateTime(value),
+  parseLiteral: (ast) => {
+    if (ast.kind !== Kind.STRING) throw new GraphQLError('DateTime must be an ISO 8601 string.');
+    return parseDateTime(ast.value);
+  },
+});
+
+const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+function parseDateTime(value: unknown): Date {
+  if (typeof value !== 'string' || !ISO_DATE_TIME.test(value)) {
+    throw new GraphQLError('DateTime must be an ISO 8601 string with a time zone, such as 2026-01-31T00:00:00Z.');
+  }
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new GraphQLError('DateTime is not a valid instant.');
+  return date;
+}
+
+builder.queryType({});
+builder.mutationType({});

@@ -1,0 +1,119 @@
+import { GraphQLError } from 'graphql';
+import { findPlan } from '../ledger/catalog.ts';
+import { InvalidInputError, NotFoundError } from '../ledger/errors.ts';
+import { changePlan, createOrganization, findOrganization, type Organization } from '../ledger/organizations.ts';
+import { asQueryInput, authorize, authorizeOrganization } from './authorization.ts';
+import { BalanceType, loadBalance } from './balance.ts';
+import { builder } from './builder.ts';
+import { PlanType } from './catalog.ts';
+
+async function requirePlan(ctx: { db: Parameters<typeof findPlan>[0] }, id: string) {
+  const plan = await findPlan(ctx.db, id);
+  if (!plan) throw new GraphQLError(`Plan ${id} is missing.`);
+  return plan;
+}
+
+export const OrganizationType = builder.objectRef<Organization>('Organization').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    plan: t.field({ type: PlanType, resolve: (org, _args, ctx) => requirePlan(ctx, org.planId) }),
+    nextPlan: t.field({
+      type: PlanType,
+      nullable: true,
+      description: 'A plan change that takes effect at the start of the next billing cycle.',
+      resolve: (org, _args, ctx) => (org.nextPlanId ? requirePlan(ctx, org.nextPlanId) : null),
+    }),
+    billingCycleAnchor: t.field({ type: 'DateTime', resolve: (org) => org.billingCycleAnchor }),
+    currentCycleStartsAt: t.field({ type: 'DateTime', resolve: (org) => org.cycleStartsAt }),
+    currentCycleEndsAt: t.field({
+      type: 'DateTime',
+      description: 'When unused subscription credits expire and the next allowance is granted.',
+      resolve: (org) => org.cycleEndsAt,
+    }),
+    createdAt: t.field({ type: 'DateTime', resolve: (org) => org.createdAt }),
+    balance: t.field({ type: BalanceType, resolve: (org, _args, ctx) => loadBalance(ctx, org.id) }),
+  }),
+});
+
+interface OrganizationPayload {
+  organization: Organization;
+}
+
+const CreateOrganizationSuccess = builder.objectRef<OrganizationPayload>('CreateOrganizationSuccess').implement({
+  fields: (t) => ({ organization: t.field({ type: OrganizationType, resolve: (payload) => payload.organization }) }),
+});
+
+const ChangePlanSuccess = builder.objectRef<OrganizationPayload>('ChangePlanSuccess').implement({
+  fields: (t) => ({ organization: t.field({ type: OrganizationType, resolve: (payload) => payload.organization }) }),
+});
+
+const CreateOrganizationInput = builder.inputType('CreateOrganizationInput', {
+  fields: (t) => ({
+    name: t.string({ required: true }),
+    planId: t.id({ required: true }),
+    billingCycleAnchor: t.field({
+      type: 'DateTime',
+      required: false,
+      description: 'Billing cycles start at this instant plus whole months (default: now).',
+    }),
+  }),
+});
+
+const ChangePlanInput = builder.inputType('ChangePlanInput', {
+  fields: (t) => ({
+    organizationId: t.id({ required: true }),
+    planId: t.id({ required: true }),
+    immediately: t.boolean({
+      required: false,
+      defaultValue: false,
+      description: "Apply now: the rest of this cycle's allowance expires and the new plan's allowance is granted.",
+    }),
+  }),
+});
+
+builder.queryField('organization', (t) =>
+  t.field({
+    type: OrganizationType,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, args, ctx) =>
+      asQueryInput(async () => {
+        authorizeOrganization(ctx, String(args.id), 'member');
+        return (await findOrganization(ctx.db, String(args.id).toLowerCase())) ?? null;
+      }),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  createOrganization: t.field({
+    type: CreateOrganizationSuccess,
+    description: "Starts the organization's first billing cycle with its plan's full allowance (admin).",
+    errors: { types: [InvalidInputError] },
+    args: { input: t.arg({ type: CreateOrganizationInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      authorize(ctx, 'admin');
+      const organization = await createOrganization(ctx, {
+        name: input.name,
+        planId: String(input.planId),
+        billingCycleAnchor: input.billingCycleAnchor,
+      });
+      return { organization };
+    },
+  }),
+  changePlan: t.field({
+    type: ChangePlanSuccess,
+    description: 'Changes the plan, at the next billing cycle unless `immediately` (service or admin).',
+    errors: { types: [InvalidInputError, NotFoundError] },
+    args: { input: t.arg({ type: ChangePlanInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      authorizeOrganization(ctx, String(input.organizationId), 'service');
+      const organization = await changePlan(ctx, {
+        organizationId: String(input.organizationId),
+        planId: String(input.planId),
+        immediately: input.immediately,
+      });
+      return { organization };
+    },
+  }),
+}));

@@ -1,0 +1,212 @@
+import {
+  IdempotencyConflictError,
+  InsufficientCreditsError,
+  InvalidInputError,
+  NotFoundError,
+  ReservationStateError,
+} from '../ledger/errors.ts';
+import type { GenerationRequest } from '../ledger/pricing.ts';
+import {
+  captureReservation,
+  extendReservation,
+  findReservation,
+  listAllocations,
+  refundReservation,
+  reserveCredits,
+  type Allocation,
+  type Reservation,
+} from '../ledger/reservations.ts';
+import { requireUuid } from '../ledger/validation.ts';
+import { asQueryInput, authorize, authorizeOrganization, organizationScope } from './authorization.ts';
+import { BalanceType, loadBalance } from './balance.ts';
+import { builder } from './builder.ts';
+import { CreditAccountTypeEnum, ReservationStatusEnum, ResolutionEnum } from './enums.ts';
+
+export const GenerationInput = builder.inputType('GenerationInput', {
+  description: 'What is about to be generated; the server prices it, the caller never names an amount.',
+  fields: (t) => ({
+    modelId: t.id({ required: true }),
+    resolution: t.field({ type: ResolutionEnum, required: false, description: 'Required for image and video models.' }),
+    durationSeconds: t.int({ required: false, description: 'Required for video models, up to the model maximum.' }),
+    count: t.int({ required: false, defaultValue: 1, description: 'How many outputs, 1 to 100.' }),
+  }),
+});
+
+/** The ledger's shape of a generation request, from the GraphQL input. */
+export function generationRequest(input: typeof GenerationInput.$inferInput): GenerationRequest {
+  return {
+    modelId: String(input.modelId),
+    resolution: input.resolution ?? null,
+    durationSeconds: input.durationSeconds ?? null,
+    count: input.count ?? 1,
+  };
+}
+
+const ReservationAllocationType = builder.objectRef<Allocation>('ReservationAllocation').implement({
+  description: 'Credits a reservation took from one lot.',
+  fields: (t) => ({
+    lotId: t.exposeID('lotId'),
+    type: t.field({ type: CreditAccountTypeEnum, resolve: (allocation) => allocation.type }),
+    amount: t.exposeInt('amount'),
+  }),
+});
+
+export const ReservationType = builder.objectRef<Reservation>('Reservation').implement({
+  description: 'Credits held for one generation until it is captured or refunded.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    organizationId: t.exposeID('organizationId'),
+    status: t.field({ type: ReservationStatusEnum, resolve: (reservation) => reservation.status }),
+    amount: t.exposeInt('amount', { description: 'Credits held, the server-computed cost of the generation.' }),
+    capturedAmount: t.exposeInt('capturedAmount'),
+    refundedAmount: t.exposeInt('refundedAmount'),
+    expiresAt: t.field({
+      type: 'DateTime',
+      description: 'When a still pending reservation is refunded automatically.',
+      resolve: (reservation) => reservation.expiresAt,
+    }),
+    createdAt: t.field({ type: 'DateTime', resolve: (reservation) => reservation.createdAt }),
+    refundReason: t.exposeString('refundReason', { nullable: true }),
+    allocations: t.field({
+      type: [ReservationAllocationType],
+      description: 'The lots the credits were taken from, in the order they were taken.',
+      resolve: (reservation, _args, ctx) => listAllocations(ctx.db, [reservation.id]),
+    }),
+  }),
+});
+
+interface ReservationPayload {
+  reservation: Reservation;
+}
+
+function reservationSuccessType(name: string, withBalance: boolean) {
+  return builder.objectRef<ReservationPayload>(name).implement({
+    fields: (t) => ({
+      reservation: t.field({ type: ReservationType, resolve: (payload) => payload.reservation }),
+      ...(withBalance
+        ? {
+            balance: t.field({
+              type: BalanceType,
+              description: "The organization's balance just after this change (or a later one).",
+              resolve: (payload, _args, ctx) => loadBalance(ctx, payload.reservation.organizationId),
+            }),
+          }
+        : {}),
+    }),
+  });
+}
+
+const ReserveCreditsSuccess = reservationSuccessType('ReserveCreditsSuccess', true);
+const CaptureReservationSuccess = reservationSuccessType('CaptureReservationSuccess', true);
+const RefundReservationSuccess = reservationSuccessType('RefundReservationSuccess', true);
+const ExtendReservationSuccess = reservationSuccessType('ExtendReservationSuccess', false);
+
+const ReserveCreditsInput = builder.inputType('ReserveCreditsInput', {
+  fields: (t) => ({
+    organizationId: t.id({ required: true }),
+    idempotencyKey: t.string({ required: true, description: 'Unique per organization; a retry with the same key returns the same reservation.' }),
+    generation: t.field({ type: GenerationInput, required: true }),
+    ttlSeconds: t.int({ required: false, description: 'Seconds until an unsettled reservation is refunded, 1 to 86400 (default 900).' }),
+  }),
+});
+
+const CaptureReservationInput = builder.inputType('CaptureReservationInput', {
+  fields: (t) => ({
+    reservationId: t.id({ required: true }),
+    amount: t.int({ required: false, description: 'Credits to consume, 1 to the reserved amount; the rest is refunded. Default: all.' }),
+  }),
+});
+
+const RefundReservationInput = builder.inputType('RefundReservationInput', {
+  fields: (t) => ({
+    reservationId: t.id({ required: true }),
+    reason: t.string({ required: false }),
+  }),
+});
+
+const ExtendReservationInput = builder.inputType('ExtendReservationInput', {
+  fields: (t) => ({
+    reservationId: t.id({ required: true }),
+    ttlSeconds: t.int({ required: true, description: 'The reservation now expires this many seconds from now, 1 to 86400.' }),
+  }),
+});
+
+const settlementErrors = [InvalidInputError, NotFoundError, ReservationStateError];
+
+builder.queryField('reservation', (t) =>
+  t.field({
+    type: ReservationType,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, args, ctx) =>
+      asQueryInput(async () => {
+        const viewer = authorize(ctx, 'member');
+        const id = requireUuid(String(args.id), 'id');
+        return (await findReservation(ctx.db, id, organizationScope(viewer))) ?? null;
+      }),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  reserveCredits: t.field({
+    type: ReserveCreditsSuccess,
+    description: 'Pre-deducts the cost of a generation before it runs.',
+    errors: { types: [InvalidInputError, NotFoundError, InsufficientCreditsError, IdempotencyConflictError] },
+    args: { input: t.arg({ type: ReserveCreditsInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      authorizeOrganization(ctx, String(input.organizationId), 'member');
+      const reservation = await reserveCredits(ctx, {
+        organizationId: String(input.organizationId),
+        idempotencyKey: input.idempotencyKey,
+        generation: generationRequest(input.generation),
+        ttlSeconds: input.ttlSeconds,
+      });
+      return { reservation };
+    },
+  }),
+  captureReservation: t.field({
+    type: CaptureReservationSuccess,
+    description: 'Consumes held credits after a successful generation; capturing less refunds the rest.',
+    errors: { types: settlementErrors },
+    args: { input: t.arg({ type: CaptureReservationInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const viewer = authorize(ctx, 'service');
+      const reservation = await captureReservation(
+        ctx,
+        { reservationId: String(input.reservationId), amount: input.amount },
+        organizationScope(viewer),
+      );
+      return { reservation };
+    },
+  }),
+  refundReservation: t.field({
+    type: RefundReservationSuccess,
+    description: 'Returns every held credit to the lots it came from, after a failed generation.',
+    errors: { types: settlementErrors },
+    args: { input: t.arg({ type: RefundReservationInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const viewer = authorize(ctx, 'service');
+      const reservation = await refundReservation(
+        ctx,
+        { reservationId: String(input.reservationId), reason: input.reason },
+        organizationScope(viewer),
+      );
+      return { reservation };
+    },
+  }),
+  extendReservation: t.field({
+    type: ExtendReservationSuccess,
+    description: 'Pushes out the automatic refund of a pending reservation (long videos).',
+    errors: { types: settlementErrors },
+    args: { input: t.arg({ type: ExtendReservationInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const viewer = authorize(ctx, 'service');
+      const reservation = await extendReservation(
+        ctx,
+        { reservationId: String(input.reservationId), ttlSeconds: input.ttlSeconds },
+        organizationScope(viewer),
+      );
+      return { reservation };
+    },
+  }),
+}));
