@@ -1,0 +1,60 @@
+import { createApp, type App } from '../../src/app.ts';
+import { secretKey, signToken, type Role } from '../../src/auth/tokens.ts';
+import { ManualClock } from '../../src/clock.ts';
+import type { Database, Driver } from '../../src/db/client.ts';
+import { auditLedger } from '../../src/ledger/audit.ts';
+import { createTestDatabase } from './database.ts';
+
+export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256';
+
+export interface GraphQLResponse<T = any> {
+  status: number;
+  data: T;
+  errors?: Array<{ message: string; extensions?: Record<string, any>; path?: Array<string | number> }>;
+}
+
+export interface TestApp {
+  app: App;
+  database: Database;
+  clock: ManualClock;
+  authKey: Uint8Array;
+  /** A token for `role`, scoped to `organizationId` for members and services. */
+  token(role: Role, organizationId?: string, expiresIn?: string): Promise<string>;
+  /** Sends one GraphQL operation through the whole HTTP pipeline (in process). */
+  gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<GraphQLResponse<T>>;
+  /** Every invariant violation in the whole database (should always be empty). */
+  audit(): ReturnType<typeof auditLedger>;
+  close(): Promise<void>;
+}
+
+export async function createTestApp(driver: Driver, options: { maxConnections?: number } = {}): Promise<TestApp> {
+  const database = await createTestDatabase(driver, options.maxConnections);
+  const clock = new ManualClock('2026-01-15T12:00:00Z');
+  const authKey = secretKey(TEST_SECRET);
+  // No background sweeper: tests move the clock and sweep explicitly.
+  const app = createApp({ database, clock, authKey, sweepIntervalMs: null });
+  return {
+    app,
+    database,
+    clock,
+    authKey,
+    token: (role, organizationId, expiresIn = '1h') =>
+      signToken({ subject: `test-${role}`, role, organizationId, expiresIn }, authKey),
+    async gql(query, variables, token) {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (token) headers.authorization = `Bearer ${token}`;
+      const response = await app.yoga.fetch('http://localhost/graphql', {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await response.json()) as { data: any; errors?: GraphQLResponse['errors'] };
+      return { status: response.status, data: body.data, errors: body.errors };
+    },
+    audit: () => auditLedger(database.db),
+    async close() {
+      await app.stop();
+      await database.close();
+    },
+  };
+}
