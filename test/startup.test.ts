@@ -1,0 +1,105 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+describe('configuration', () => {
+  it('uses the documented defaults', () => {
+    expect(loadConfig({})).toMatchObject({ port: 4000, databaseUrl: undefined, sweepIntervalMs: 1000, production: false });
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /PORT/],
+    [{ PORT: '70000' }, /PORT/],
+    [{ SWEEP_INTERVAL_MS: '-1' }, /SWEEP_INTERVAL_MS/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
+    [{ NODE_ENV: 'production' }, /AUTH_SECRET/],
+    [{ AUTH_SECRET: 'short' }, /AUTH_SECRET/],
+  ])('refuses %o', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
+
+interface Started {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
+
+function run(env: Record<string, string>, until: (out: string) => boolean, timeoutMs = 40_000) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const result: Started = { stdout: '', stderr: '', code: null };
+  const exited = new Promise<Started>((resolve) => {
+    child.on('exit', (code) => {
+      result.code = code;
+      resolve(result);
+    });
+  });
+  const ready = new Promise<Started>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready: ${result.stdout}${result.stderr}`)), timeoutMs);
+    const check = () => {
+      if (until(result.stdout)) {
+        clearTimeout(timer);
+        resolve(result);
+      }
+    };
+    child.stdout.on('data', (chunk) => {
+      result.stdout += chunk;
+      check();
+    });
+    child.stderr.on('data', (chunk) => {
+      result.stderr += chunk;
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      resolve(result);
+    });
+  });
+  return { child, ready, exited };
+}
+
+describe('npm start', () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-start-'));
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('stops with one clear line in production without AUTH_SECRET', async () => {
+    const { exited } = run({ NODE_ENV: 'production' }, () => false);
+    const result = await exited;
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toEqual(['Configuration error: AUTH_SECRET is required when NODE_ENV=production.']);
+  });
+
+  it('seeds a demo organization on a fresh data folder, prints working tokens, and stops on SIGTERM', async () => {
+    const { child, ready, exited } = run({ DATA_DIR: dataDir, PORT: '0' }, (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')));
+    const out = (await ready).stdout;
+    const port = Number(/localhost:(\d+)\/graphql/.exec(out)?.[1]);
+    const organizationId = /Organization: (\S+)/.exec(out)?.[1];
+    const member = /member:\s+\{"Authorization": "(Bearer [^"]+)"\}/.exec(out)?.[1];
+    expect(statSync(path.join(dataDir, 'auth-secret')).mode & 0o777).toBe(0o600);
+    const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: member! },
+      body: JSON.stringify({ query: `{ balance(organizationId: "${organizationId}") { available accounts { type available } } }` }),
+    });
+    const body = (await response.json()) as any;
+    expect(body.data.balance.accounts.slice(0, 2)).toEqual([
+      { type: 'SUBSCRIPTION', available: 5000 },
+      { type: 'PURCHASED', available: 2000 },
+    ]);
+    const page = await fetch(`http://127.0.0.1:${port}/graphql`, { headers: { accept: 'text/html' } });
+    expect(await page.text()).toContain('GraphiQL');
+    child.kill('SIGTERM');
+    const stopped = Date.now();
+    expect((await exited).code).toBe(0);
+    expect(Date.now() - stopped).toBeLessThan(5000);
+  });
+});
