@@ -14,7 +14,7 @@ import {
 } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { isExpired, spendableLots, type AccountType } from './lots.ts';
-import { TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
+import { TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import type { GenerationRequest, PricedGeneration } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
@@ -278,8 +278,10 @@ export interface RefundInput {
 }
 
 export function refundReservation(ctx: LedgerContext, input: RefundInput, scope: string | null): Promise<Reservation> {
-  const reason = input.reason?.trim() ? input.reason.trim().slice(0, 255) : 'refunded';
-  if (input.reason && input.reason.length > 255) throw new InvalidInputError('reason must be at most 255 characters long.', 'reason');
+  if (input.reason && input.reason.length > TEXT_LENGTH_MAX) {
+    throw new InvalidInputError(`reason must be at most ${TEXT_LENGTH_MAX} characters long.`, 'reason');
+  }
+  const reason = input.reason?.trim() || 'refunded';
   return withPendingReservation(ctx, input.reservationId, scope, (tx, reservation, now) =>
     settle(tx, reservation, 0, now, reason),
   );

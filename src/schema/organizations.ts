@@ -1,4 +1,4 @@
-import { GraphQLError } from 'graphql';
+import type { GraphQLContext } from '../context.ts';
 import { findPlan } from '../ledger/catalog.ts';
 import { InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { changePlan, createOrganization, findOrganization, type Organization } from '../ledger/organizations.ts';
@@ -7,9 +7,10 @@ import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { PlanType } from './catalog.ts';
 
-async function requirePlan(ctx: { db: Parameters<typeof findPlan>[0] }, id: string) {
+/** An organization's plan; the foreign key makes a missing one a bug, reported as an internal error. */
+async function requirePlan(ctx: GraphQLContext, id: string) {
   const plan = await findPlan(ctx.db, id);
-  if (!plan) throw new GraphQLError(`Plan ${id} is missing.`);
+  if (!plan) throw new Error(`plan ${id} is missing`);
   return plan;
 }
 
