@@ -5,9 +5,17 @@ import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { AuthenticationError, verifyAuthorization } from './auth/tokens.ts';
 import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
-import type { Database } from './db/client.ts';
+import { ping, type Database } from './db/client.ts';
+import { getBalance, type Balance } from './ledger/balance.ts';
+import { BALANCE_CHANNEL } from './ledger/organizations.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
+import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
+import { notificationSourceFor } from './realtime/notification-source.ts';
+import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
+import { DatabaseHealth } from './server/database-health.ts';
+import { errorMasker, protectionPlugins, requestLimits } from './server/protection.ts';
+import type { MutationRateLimit } from './server/rate-limit.ts';
 
 export interface AppOptions {
   database: Database;
@@ -16,12 +24,30 @@ export interface AppOptions {
   /** How often expired reservations and lots are swept and due cycles reset; null runs no sweeper. */
   sweepIntervalMs: number | null;
   debugErrors?: boolean;
+  /** Answer `__schema`/`__type` queries (GraphiQL needs them); default true. */
+  introspection?: boolean;
+  /** "Did you mean …" hints in validation errors; default: as `introspection`. */
+  fieldSuggestions?: boolean;
+  /** Per-token limit on mutations; absent or null means no limit. */
+  mutationRateLimit?: MutationRateLimit | null;
   log?: (message: string, error?: unknown) => void;
+  /** Tuning of the live balance feed; the defaults suit both drivers. */
+  realtime?: RealtimeOptions;
+}
+
+export interface RealtimeOptions {
+  /** How long a burst of balance notifications is collected before one read answers it (default 10 ms). */
+  coalesceMs?: number;
+  /** How often the listener is checked; null for never (default 5 s on PostgreSQL, never on PGlite). */
+  watchdogIntervalMs?: number | null;
+  /** How long (re)starting the listener may take before the watchdog tries again (default 5 s). */
+  listenTimeoutMs?: number;
 }
 
 export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   server: Server;
+  notifier: BalanceNotifier<Balance>;
   listen(port: number, host?: string): Promise<number>;
   stop(): Promise<void>;
 }
@@ -33,12 +59,36 @@ interface RequestAuthSource {
 
 export function createApp(options: AppOptions): App {
   const log = options.log ?? (() => {});
+  const notifier = createBalanceNotifier<Balance>({
+    source: notificationSourceFor(options.database, BALANCE_CHANNEL),
+    load: (organizationId) => getBalance(options.database.db, organizationId, options.clock.now()),
+    coalesceMs: options.realtime?.coalesceMs,
+    listenTimeoutMs: options.realtime?.listenTimeoutMs,
+    watchdogIntervalMs:
+      options.realtime?.watchdogIntervalMs !== undefined
+        ? options.realtime.watchdogIntervalMs
+        : options.database.driver === 'postgres'
+          ? 5000
+          : null,
+    log,
+  });
+  const notifierStarted = notifier.start();
+  // Learns of an unreachable database from failed requests, and probes until it answers again.
+  const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log);
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
-    // Expected failures are typed results; anything else is masked, even outside production.
-    maskedErrors: { isDev: options.debugErrors ?? false },
+    // Expected failures are typed results; anything else is masked, even outside production
+    // (an unreachable database becomes SERVICE_UNAVAILABLE).
+    maskedErrors: { isDev: options.debugErrors ?? false, maskError: errorMasker(databaseHealth) },
+    ...requestLimits,
+    plugins: protectionPlugins({
+      introspection: options.introspection ?? true,
+      fieldSuggestions: options.fieldSuggestions ?? options.introspection ?? true,
+      mutationRateLimit: options.mutationRateLimit ?? null,
+      databaseHealth,
+    }),
     graphiql: { title: 'Credits API' },
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
@@ -47,10 +97,10 @@ export function createApp(options: AppOptions): App {
         (typeof initial.connectionParams?.authorization === 'string' ? initial.connectionParams.authorization : null);
       try {
         const viewer = await verifyAuthorization(header, options.authKey);
-        return { db: options.database.db, clock: options.clock, viewer, authFailure: null };
+        return { db: options.database.db, clock: options.clock, viewer, authFailure: null, notifier };
       } catch (error) {
         if (!(error instanceof AuthenticationError)) throw error;
-        return { db: options.database.db, clock: options.clock, viewer: null, authFailure: error.message };
+        return { db: options.database.db, clock: options.clock, viewer: null, authFailure: error.message, notifier };
       }
     },
   });
@@ -61,33 +111,63 @@ export function createApp(options: AppOptions): App {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
+  const webSockets = serveGraphQLOverWebSocket({
+    server,
+    path: '/graphql',
+    yoga,
+    authenticate: async (params) => {
+      const authorization = typeof params?.authorization === 'string' ? params.authorization : null;
+      return verifyAuthorization(authorization, options.authKey).then(
+        () => true,
+        () => false,
+      );
+    },
+  });
 
   let sweeper: Sweeper | null = null;
   if (options.sweepIntervalMs !== null) {
     sweeper = startSweeper({ db: options.database.db, clock: options.clock }, options.sweepIntervalMs, (error) => log('sweep failed', error));
   }
 
+  let stopping: Promise<void> | null = null;
   return {
     yoga,
     server,
-    listen: (port, host = '0.0.0.0') =>
-      new Promise((resolve, reject) => {
+    notifier,
+    listen: async (port, host = '0.0.0.0') => {
+      // Subscribers are only served once changes can be heard.
+      await notifierStarted;
+      return new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(port, host, () => {
           const address = server.address();
           resolve(typeof address === 'object' && address ? address.port : port);
         });
-      }),
-    async stop() {
-      await sweeper?.stop();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Idle keep-alive connections would hold close() open; end them.
-        server.closeIdleConnections();
-        setTimeout(() => {
-          for (const socket of sockets) socket.destroy();
-        }, 2000).unref();
       });
     },
+    stop() {
+      // Stopping twice (a signal during a test's own close) waits for the same shutdown.
+      stopping ??= shutdown();
+      return stopping;
+    },
   };
+
+  async function shutdown(): Promise<void> {
+    await sweeper?.stop();
+    await databaseHealth.stop();
+    await notifierStarted;
+    // Stop accepting first; then complete every open subscription (SSE streams end with a
+    // `complete` event, graphql-ws sends `complete` before closing with 1001) and close the listener.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    await notifier.stop();
+    await webSockets.close();
+    // Idle keep-alive connections would hold close() open; end them, and any stragglers later.
+    server.closeIdleConnections();
+    const straggling = setTimeout(() => {
+      for (const socket of sockets) socket.destroy();
+    }, 2000);
+    straggling.unref();
+    await closed;
+    clearTimeout(straggling);
+  }
 }

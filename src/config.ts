@@ -9,6 +9,12 @@ export interface Config {
   production: boolean;
   /** Unmasked internal errors in responses; only ever for local debugging. */
   debugErrors: boolean;
+  /** Answer introspection queries (GraphiQL needs them); off by default in production. */
+  introspection: boolean;
+  /** "Did you mean …" hints in validation errors; never in production, nor without introspection. */
+  fieldSuggestions: boolean;
+  /** Mutations per second per token, with a burst; null when off (the default outside production). */
+  mutationRateLimit: { perSecond: number; burst: number } | null;
 }
 
 export class ConfigError extends Error {
@@ -27,6 +33,19 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   return value;
 }
 
+function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === '1' || raw === 'true') return true;
+  if (raw === '0' || raw === 'false') return false;
+  throw new ConfigError(`${name} must be 1, 0, true or false, not ${JSON.stringify(raw)}.`);
+}
+
+// Per-token mutation limit in production: generous for a generation backend's bursts, but it
+// stops one leaked or buggy token from flooding the ledger.
+const MUTATION_RATE_PER_SECOND_PRODUCTION = 50;
+const MUTATION_RATE_BURST_DEFAULT = 200;
+
 /** Reads and checks the environment; any problem is one ConfigError with a one-line message. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const production = env.NODE_ENV === 'production';
@@ -41,6 +60,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const debugErrors = env.DEBUG_ERRORS === '1';
   if (production && debugErrors) throw new ConfigError('DEBUG_ERRORS cannot be on when NODE_ENV=production.');
+  const introspection = flag(env, 'GRAPHQL_INTROSPECTION', !production);
+  const mutationsPerSecond = integer(env, 'MUTATION_RATE_LIMIT', production ? MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
+  const mutationBurst = integer(env, 'MUTATION_RATE_BURST', MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   return {
     port: integer(env, 'PORT', 4000, 0, 65_535),
     databaseUrl,
@@ -49,5 +71,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 10, 3_600_000),
     production,
     debugErrors,
+    introspection,
+    fieldSuggestions: introspection && !production,
+    mutationRateLimit: mutationsPerSecond > 0 ? { perSecond: mutationsPerSecond, burst: mutationBurst } : null,
   };
 }

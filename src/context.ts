@@ -1,6 +1,8 @@
 import type { Viewer } from './auth/tokens.ts';
 import type { Clock } from './clock.ts';
 import type { Db } from './db/client.ts';
+import type { Balance } from './ledger/balance.ts';
+import type { BalanceNotifier } from './realtime/balance-notifier.ts';
 
 /** What every resolver receives. The database handle comes from here, never from a global. */
 export interface GraphQLContext {
@@ -9,4 +11,6 @@ export interface GraphQLContext {
   /** The verified caller, or null with the reason in `authFailure`. */
   viewer: Viewer | null;
   authFailure: string | null;
+  /** This process's live balance feed, which subscriptions register with. */
+  notifier: BalanceNotifier<Balance>;
 }

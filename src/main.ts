@@ -48,6 +48,9 @@ async function main(): Promise<void> {
     authKey,
     sweepIntervalMs: config.sweepIntervalMs,
     debugErrors: config.debugErrors,
+    introspection: config.introspection,
+    fieldSuggestions: config.fieldSuggestions,
+    mutationRateLimit: config.mutationRateLimit,
     log,
   });
   const port = await app.listen(config.port);

@@ -25,6 +25,11 @@ export interface Database {
   readonly driver: Driver;
   /** The postgres.js client, present only on the PostgreSQL driver (for LISTEN and pool control). */
   readonly postgresClient?: postgres.Sql;
+  /**
+   * Opens a separate postgres.js client for LISTEN alone (PostgreSQL only), named
+   * `credits-listener` in pg_stat_activity. The caller owns it and ends it.
+   */
+  readonly connectListener?: () => postgres.Sql;
   /** The PGlite instance, present only on the embedded driver. */
   readonly pglite?: PGlite;
   close(): Promise<void>;
@@ -54,17 +59,39 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   return database;
 }
 
+/**
+ * How the pool behaves while PostgreSQL is unreachable. postgres.js waits before reconnecting
+ * for a delay that grows with every failed attempt (up to 20 s by default) and holds queries
+ * meanwhile, so a long outage made each request hang for that long and kept the service down
+ * for as long again after the database was back. A short, capped delay makes requests fail at
+ * once with a connection error (reported as SERVICE_UNAVAILABLE) and lets the pool reconnect as
+ * soon as the database is back. Attempts are only made for waiting queries, and the server stops
+ * sending new ones while the database is down (src/server/database-health.ts), so this is no
+ * reconnect storm. A connect that gets no answer gives up after `connect_timeout` seconds.
+ */
+const OUTAGE_TUNING = {
+  connect_timeout: 3,
+  backoff: (retries: number) => Math.min(0.01 * 2 ** retries, 0.1),
+} as const;
+
 function openPostgres(url: string, max: number): Database {
   const client = postgres(url, {
     max,
     onnotice: () => {},
-    connect_timeout: 5,
+    ...OUTAGE_TUNING,
   });
   const db = drizzlePostgres(client, { schema }) as unknown as Db;
   return {
     db,
     driver: 'postgres',
     postgresClient: client,
+    connectListener: () =>
+      postgres(url, {
+        max: 1,
+        onnotice: () => {},
+        connect_timeout: 5,
+        connection: { application_name: 'credits-listener' },
+      }),
     close: () => client.end({ timeout: 5 }),
   };
 }

@@ -12,3 +12,50 @@ export function sqlState(error: unknown): string | undefined {
 export const SERIALIZATION_FAILURE = '40001';
 export const DEADLOCK_DETECTED = '40P01';
 export const UNIQUE_VIOLATION = '23505';
+
+// Error codes that mean "the database cannot be reached right now", not "this request is wrong":
+// socket errors from Node, postgres.js's own connection codes, and the SQLSTATEs PostgreSQL
+// sends when it is shutting down, starting up or out of connection slots.
+const CONNECTION_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  '57P01', // admin_shutdown (also what pg_terminate_backend sends)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  '53300', // too_many_connections
+]);
+
+/**
+ * Whether `error` (or anything it wraps: drizzle's query error, a GraphQL error's original error,
+ * an AggregateError from trying several addresses) says the database is unreachable. Such a
+ * failure is about the service, not the request: the caller may retry the same request later.
+ */
+export function isConnectionError(error: unknown): boolean {
+  const pending: unknown[] = [error];
+  // A bound on the walk, since wrappers could in principle form a cycle.
+  for (let seen = 0; pending.length > 0 && seen < 16; seen += 1) {
+    const current = pending.shift();
+    if (!current || typeof current !== 'object') continue;
+    const { code, cause, originalError, errors } = current as {
+      code?: unknown;
+      cause?: unknown;
+      originalError?: unknown;
+      errors?: unknown;
+    };
+    if (typeof code === 'string' && (CONNECTION_ERROR_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true;
+    pending.push(cause, originalError);
+    if (Array.isArray(errors)) pending.push(...errors);
+  }
+  return false;
+}

@@ -35,9 +35,6 @@ export async function grantCredits(ctx: LedgerContext, input: GrantCreditsInput)
     const rule = input.type === 'PURCHASED' ? 'never expire' : 'expire at the end of the billing cycle';
     throw new InvalidInputError(`${input.type} credits ${rule}; leave expiresAt out.`, 'expiresAt');
   }
-  if (expiresAt && expiresAt.getTime() <= now.getTime()) {
-    throw new InvalidInputError('expiresAt must be in the future.', 'expiresAt');
-  }
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const { org } = await ensureCurrentCycle(tx, locked, now);
@@ -50,6 +47,11 @@ export async function grantCredits(ctx: LedgerContext, input: GrantCreditsInput)
         (input.type === 'SUBSCRIPTION' || (existing.expiresAt?.getTime() ?? null) === (expiresAt?.getTime() ?? null));
       if (!same) throw new IdempotencyConflictError('This idempotency key was already used for a different grant.');
       return existing;
+    }
+    // Checked only for a new grant: a retry of one whose expiry has passed meanwhile is still the
+    // same input and gets the original lot back.
+    if (expiresAt && expiresAt.getTime() <= now.getTime()) {
+      throw new InvalidInputError('expiresAt must be in the future.', 'expiresAt');
     }
     await assertBalanceCap(tx, organizationId, amount, now);
     const lot = await grantLot(tx, {

@@ -38,7 +38,13 @@ function parseDateTime(value: unknown): Date {
     throw new GraphQLError('DateTime must be an ISO 8601 string with a time zone, such as 2026-01-31T00:00:00Z.');
   }
   const date = new Date(value);
-  if (Number.isNaN(date.getTime())) throw new GraphQLError('DateTime is not a valid instant.');
+  // Date rolls impossible calendar days over (2026-02-30 becomes 2 March) and takes 24:00 as the
+  // next day; such input is refused rather than silently moved.
+  const [year, month, day, hour] = value.slice(0, 13).split(/[-T]/).map(Number) as [number, number, number, number];
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (Number.isNaN(date.getTime()) || month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23) {
+    throw new GraphQLError('DateTime is not a valid instant.');
+  }
   return date;
 }
 

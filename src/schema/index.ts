@@ -9,6 +9,7 @@ import './grants.ts';
 import './reservations.ts';
 import './quotes.ts';
 import './ledger.ts';
+import './subscriptions.ts';
 import { builder } from './builder.ts';
 
 export const schema = builder.toSchema({ sortSchema: false });

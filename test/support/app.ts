@@ -1,4 +1,4 @@
-import { createApp, type App } from '../../src/app.ts';
+import { createApp, type App, type AppOptions } from '../../src/app.ts';
 import { secretKey, signToken, type Role } from '../../src/auth/tokens.ts';
 import { ManualClock } from '../../src/clock.ts';
 import type { Database, Driver } from '../../src/db/client.ts';
@@ -27,12 +27,26 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function createTestApp(driver: Driver, options: { maxConnections?: number } = {}): Promise<TestApp> {
+export interface TestAppOptions {
+  maxConnections?: number;
+  /** createApp options beyond the test defaults (introspection, rate limits, …). */
+  app?: Partial<Omit<AppOptions, 'database' | 'clock' | 'authKey'>>;
+  /** Changes what the app sees of the database (e.g. routes its listener through a proxy). */
+  adaptDatabase?: (database: Database) => Database;
+}
+
+export async function createTestApp(driver: Driver, options: TestAppOptions = {}): Promise<TestApp> {
   const database = await createTestDatabase(driver, options.maxConnections);
   const clock = new ManualClock('2026-01-15T12:00:00Z');
   const authKey = secretKey(TEST_SECRET);
   // No background sweeper: tests move the clock and sweep explicitly.
-  const app = createApp({ database, clock, authKey, sweepIntervalMs: null });
+  const app = createApp({
+    database: options.adaptDatabase?.(database) ?? database,
+    clock,
+    authKey,
+    sweepIntervalMs: null,
+    ...options.app,
+  });
   return {
     app,
     database,

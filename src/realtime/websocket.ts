@@ -1,0 +1,100 @@
+import type { Server } from 'node:http';
+import { GraphQLError, type ExecutionArgs } from 'graphql';
+import { CloseCode } from 'graphql-ws';
+import { useServer } from 'graphql-ws/use/ws';
+import type { YogaServerInstance } from 'graphql-yoga';
+import { WebSocketServer } from 'ws';
+
+export interface WebSocketEndpoint {
+  /**
+   * Waits (up to `timeoutMs`) until every operation has sent its `complete`, then closes all
+   * sockets with 1001 "Going away" and stops the WebSocket server.
+   */
+  close(timeoutMs?: number): Promise<void>;
+}
+
+type Enveloped = ReturnType<YogaServerInstance<Record<string, unknown>, Record<string, unknown>>['getEnveloped']>;
+
+interface EnvelopedRoot {
+  execute: Enveloped['execute'];
+  subscribe: Enveloped['subscribe'];
+}
+
+/**
+ * Serves the graphql-transport-ws protocol (graphql-ws) on `path` of the HTTP server. Every
+ * operation goes through yoga's envelop pipeline, so the same context (and so the same token
+ * check), limits and error masking apply as over HTTP. The token arrives once, in the
+ * connection_init payload; `authenticate` rejects a connection with 4401 when it is missing or
+ * bad, before any operation runs.
+ */
+export function serveGraphQLOverWebSocket(options: {
+  server: Server;
+  path: string;
+  yoga: YogaServerInstance<Record<string, unknown>, any>;
+  authenticate(connectionParams: Readonly<Record<string, unknown>> | undefined): Promise<boolean>;
+}): WebSocketEndpoint {
+  const wsServer = new WebSocketServer({ server: options.server, path: options.path });
+  // The acknowledged connections; graphql-ws keeps each one's running operations in `subscriptions`.
+  const connections = new Set<{ readonly subscriptions: Readonly<Record<string, unknown>> }>();
+
+  const disposable = useServer(
+    {
+      execute: (args) => ((args as ExecutionArgs).rootValue as EnvelopedRoot).execute(args as ExecutionArgs),
+      subscribe: (args) => ((args as ExecutionArgs).rootValue as EnvelopedRoot).subscribe(args as ExecutionArgs),
+      onConnect: async (ctx) => {
+        if (!(await options.authenticate(ctx.connectionParams))) {
+          // graphql-ws would answer `false` with 4403 Forbidden; a missing or bad token is 4401.
+          ctx.extra.socket.close(CloseCode.Unauthorized, 'Unauthorized');
+          return false;
+        }
+        connections.add(ctx);
+        return true;
+      },
+      onClose: (ctx) => {
+        connections.delete(ctx);
+      },
+      onSubscribe: async (ctx, _id, params) => {
+        const { schema, execute, subscribe, contextFactory, parse, validate } = options.yoga.getEnveloped({
+          ...ctx,
+          req: ctx.extra.request,
+          socket: ctx.extra.socket,
+          params,
+          connectionParams: ctx.connectionParams,
+        });
+        let document;
+        try {
+          document = parse(params.query);
+        } catch (error) {
+          // A syntax error (or a refused token count) is the client's fault: answer it as an
+          // error message for this operation instead of letting graphql-ws close the socket.
+          if (error instanceof GraphQLError) return [error];
+          throw error;
+        }
+        const args = {
+          schema,
+          operationName: params.operationName,
+          document,
+          variableValues: params.variables,
+          contextValue: await contextFactory(),
+          rootValue: { execute, subscribe } satisfies EnvelopedRoot,
+        };
+        const errors = validate(args.schema, args.document);
+        if (errors.length > 0) return errors;
+        return args;
+      },
+    },
+    wsServer,
+  );
+
+  const busy = () => [...connections].some((ctx) => Object.keys(ctx.subscriptions).length > 0);
+
+  return {
+    async close(timeoutMs = 1000) {
+      // graphql-ws removes an operation only after its `complete` message was written, so an
+      // empty table means every client has been told its subscription ended.
+      const deadline = Date.now() + timeoutMs;
+      while (busy() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      await disposable.dispose();
+    },
+  };
+}

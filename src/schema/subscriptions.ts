@@ -1,0 +1,40 @@
+import type { Balance } from '../ledger/balance.ts';
+import { untilDeadline } from '../realtime/deadline.ts';
+import { asQueryInput, authorizeOrganization, unauthenticated } from './authorization.ts';
+import { BalanceType, loadBalance } from './balance.ts';
+import { builder } from './builder.ts';
+
+builder.subscriptionType({});
+
+/** The last event of a subscription whose token expired; resolving it reports UNAUTHENTICATED. */
+const TOKEN_EXPIRED = Symbol('token expired');
+
+builder.subscriptionField('balanceChanged', (t) =>
+  t.field({
+    type: BalanceType,
+    description:
+      "The organization's balance now, then again after every change to it. Versions only grow; " +
+      'after a reconnect of the server to its database the current balance is sent again. ' +
+      'The subscription ends with UNAUTHENTICATED when the token expires.',
+    args: { organizationId: t.arg.id({ required: true }) },
+    subscribe: (_root, args, ctx) =>
+      asQueryInput(async (): Promise<AsyncIterableIterator<Balance | typeof TOKEN_EXPIRED>> => {
+        const viewer = authorizeOrganization(ctx, String(args.organizationId), 'member');
+        const organizationId = String(args.organizationId).toLowerCase();
+        // Registering before the first read means no change committed in between is missed; the
+        // stream drops whichever of the two states turns out older.
+        const stream = ctx.notifier.subscribe(organizationId);
+        try {
+          stream.offer(await loadBalance(ctx, organizationId));
+        } catch (error) {
+          await stream.return();
+          throw error;
+        }
+        return untilDeadline(stream, viewer.expiresAt === null ? null : viewer.expiresAt * 1000, TOKEN_EXPIRED);
+      }),
+    resolve: (event) => {
+      if (event === TOKEN_EXPIRED) throw unauthenticated('The token has expired.');
+      return event;
+    },
+  }),
+);

@@ -1,0 +1,99 @@
+import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationContext } from 'graphql';
+import { maskError, type Plugin, type YogaServerOptions } from 'graphql-yoga';
+import type { GraphQLContext } from '../context.ts';
+import { isConnectionError } from '../db/errors.ts';
+import { serviceUnavailable, useDatabaseHealthGate, type DatabaseHealth } from './database-health.ts';
+import { useMutationRateLimit, type MutationRateLimit } from './rate-limit.ts';
+
+// Limits on what one request may ask for. The deepest operation a client needs (a mutation
+// returning the balance with its accounts and lots) has depth 5 and cost about 175; the costliest
+// is a ledger page of 100 (cost 5,075, as `first` multiplies). GraphiQL's introspection query has
+// under 200 tokens; armor leaves `__schema` out of depth and cost, the token limit still bounds it.
+export const REQUEST_BODY_BYTES_MAX = 100_000;
+export const QUERY_DEPTH_MAX = 10;
+export const QUERY_ALIASES_MAX = 15;
+export const QUERY_TOKENS_MAX = 1_000;
+export const QUERY_DIRECTIVES_MAX = 10;
+export const QUERY_COST_MAX = 20_000;
+
+export interface ProtectionOptions {
+  /** Answer `__schema` and `__type` (GraphiQL needs them). */
+  introspection: boolean;
+  /** "Did you mean …" hints in validation errors, which reveal the schema. */
+  fieldSuggestions: boolean;
+  /** Per-token limit on mutations; null means none. */
+  mutationRateLimit: MutationRateLimit | null;
+  /** While it says the database is down, operations are refused at once. */
+  databaseHealth?: DatabaseHealth;
+}
+
+/** createYoga options that bound the request itself, before any GraphQL parsing. */
+export const requestLimits = {
+  // Larger bodies get 413 (checked on Content-Length and again while streaming a chunked body).
+  maxRequestBodySize: REQUEST_BODY_BYTES_MAX,
+  // An array of operations in one body is refused with 400; clients send one operation per request.
+  batching: false,
+  // No file uploads in this API, so no multipart parser to attack.
+  multipart: false,
+} satisfies Partial<YogaServerOptions<Record<string, unknown>, GraphQLContext>>;
+
+// Armor's rules throw by default, which ends validation at the first rule; reporting to the
+// validation context instead makes each limit an ordinary validation error (HTTP 400,
+// GRAPHQL_VALIDATION_FAILED) next to any other.
+const report = {
+  propagateOnRejection: false,
+  onReject: [(context: ValidationContext | null, error: GraphQLError) => context?.reportError(error)],
+};
+
+export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLContext>[] {
+  const plugins: Plugin<GraphQLContext>[] = [
+    EnvelopArmorPlugin({
+      maxDepth: { n: QUERY_DEPTH_MAX, flattenFragments: true, ...report },
+      maxAliases: { n: QUERY_ALIASES_MAX, ...report },
+      // The token limit runs inside the parser, which has no validation context: it throws a
+      // syntax error (HTTP 400, GRAPHQL_PARSE_FAILED) before the document is built.
+      maxTokens: { n: QUERY_TOKENS_MAX },
+      maxDirectives: { n: QUERY_DIRECTIVES_MAX, ...report },
+      costLimit: { maxCost: QUERY_COST_MAX, ...report },
+      blockFieldSuggestion: { enabled: !options.fieldSuggestions },
+    }) as Plugin<GraphQLContext>,
+  ];
+  if (!options.introspection) {
+    plugins.push({
+      onValidate({ addValidationRule }) {
+        addValidationRule(NoSchemaIntrospectionCustomRule);
+      },
+    });
+  }
+  if (options.databaseHealth) plugins.push(useDatabaseHealthGate(options.databaseHealth));
+  if (options.mutationRateLimit) plugins.push(useMutationRateLimit(options.mutationRateLimit));
+  return plugins;
+}
+
+/**
+ * yoga's error masking, except that an unreachable database is reported as what it is: a
+ * SERVICE_UNAVAILABLE error (HTTP 503) the caller may retry, instead of "Unexpected error.".
+ * Neither form carries the original message or stack. `health` hears of every such failure.
+ */
+export function errorMasker(health?: DatabaseHealth) {
+  return (error: unknown, message: string, isDev?: boolean): Error => {
+    if (error instanceof GraphQLError && !error.originalError) return withoutInternals(error, isDev);
+    if (!isConnectionError(error)) return maskError(error, message, isDev);
+    health?.reportConnectionError(error);
+    return serviceUnavailable(error instanceof GraphQLError ? error : undefined);
+  };
+}
+
+/**
+ * yoga puts the JSON parser's own message (which quotes the body back) into
+ * `extensions.originalError` of "POST body sent invalid JSON."; it is kept only when debugging.
+ * The error is changed in place: returning a new one would make yoga log every malformed body
+ * as a server error.
+ */
+function withoutInternals(error: GraphQLError, isDev?: boolean): GraphQLError {
+  if (!isDev && error.extensions && 'originalError' in error.extensions) {
+    Reflect.deleteProperty(error.extensions, 'originalError');
+  }
+  return error;
+}

@@ -1,0 +1,124 @@
+import { GraphQLError, Kind, getOperationAST, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import type { GraphQLContext } from '../context.ts';
+
+/** A token bucket per caller: `burst` mutations at once, refilled at `perSecond`. */
+export interface MutationRateLimit {
+  perSecond: number;
+  burst: number;
+  /** Milliseconds on a monotonic clock; tests pass their own to avoid sleeping. */
+  now?: () => number;
+}
+
+interface Bucket {
+  tokens: number;
+  updatedAtMs: number;
+}
+
+// Buckets that have refilled completely hold no information; they are dropped at most this often
+// so that a stream of one-off callers cannot grow the map without bound.
+const EVICTION_INTERVAL_MS = 60_000;
+
+export class TokenBuckets {
+  private readonly buckets = new Map<string, Bucket>();
+  private readonly now: () => number;
+  private evictedAtMs: number;
+
+  constructor(private readonly limit: MutationRateLimit) {
+    if (!(limit.perSecond > 0) || !(limit.burst >= 1)) throw new Error('A rate limit needs perSecond > 0 and burst >= 1.');
+    this.now = limit.now ?? (() => performance.now());
+    this.evictedAtMs = this.now();
+  }
+
+  /** How many callers have a bucket (full buckets are dropped from time to time). */
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  /**
+   * Takes `cost` tokens from `key`'s bucket; when it holds fewer, takes none and says when to
+   * retry (null: never, the request costs more than a whole burst).
+   */
+  take(key: string, cost: number): { allowed: true } | { allowed: false; retryAfterSeconds: number | null } {
+    const nowMs = this.now();
+    this.evictFullBuckets(nowMs);
+    const bucket = this.buckets.get(key) ?? { tokens: this.limit.burst, updatedAtMs: nowMs };
+    bucket.tokens = Math.min(this.limit.burst, bucket.tokens + ((nowMs - bucket.updatedAtMs) / 1000) * this.limit.perSecond);
+    bucket.updatedAtMs = nowMs;
+    this.buckets.set(key, bucket);
+    if (cost <= bucket.tokens) {
+      bucket.tokens -= cost;
+      return { allowed: true };
+    }
+    if (cost > this.limit.burst) return { allowed: false, retryAfterSeconds: null };
+    return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((cost - bucket.tokens) / this.limit.perSecond)) };
+  }
+
+  private evictFullBuckets(nowMs: number): void {
+    if (nowMs - this.evictedAtMs < EVICTION_INTERVAL_MS) return;
+    this.evictedAtMs = nowMs;
+    for (const [key, bucket] of this.buckets) {
+      if (bucket.tokens + ((nowMs - bucket.updatedAtMs) / 1000) * this.limit.perSecond >= this.limit.burst) this.buckets.delete(key);
+    }
+  }
+}
+
+/** Root fields an operation selects, through fragments; each aliased copy counts. */
+function countRootFields(selectionSet: SelectionSetNode, fragments: Map<string, FragmentDefinitionNode>, seen = new Set<string>()): number {
+  let count = 0;
+  for (const selection of selectionSet.selections) {
+    if (selection.kind === Kind.FIELD) {
+      if (selection.name.value !== '__typename') count += 1;
+    } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+      count += countRootFields(selection.selectionSet, fragments, seen);
+    } else {
+      const fragment = fragments.get(selection.name.value);
+      if (fragment && !seen.has(fragment.name.value)) {
+        seen.add(fragment.name.value);
+        count += countRootFields(fragment.selectionSet, fragments, seen);
+      }
+    }
+  }
+  return count;
+}
+
+/**
+ * Limits each caller (one token's subject, role and organization) to `limit` mutations, counting
+ * every root mutation field of a request. A request over the limit is refused as a whole before
+ * anything executes, with `extensions.code` RATE_LIMITED, HTTP 429 and a Retry-After header.
+ * Unauthenticated requests are not counted: they are refused by the resolvers without any write.
+ */
+export function useMutationRateLimit(limit: MutationRateLimit): Plugin<GraphQLContext> {
+  const buckets = new TokenBuckets(limit);
+  return {
+    onExecute({ args, setResultAndStopExecution }) {
+      const viewer = args.contextValue.viewer;
+      if (!viewer) return;
+      const operation = getOperationAST(args.document, args.operationName);
+      if (operation?.operation !== 'mutation') return;
+      const fragments = new Map<string, FragmentDefinitionNode>();
+      for (const definition of args.document.definitions) {
+        if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+      }
+      const cost = countRootFields(operation.selectionSet, fragments);
+      if (cost === 0) return;
+      const key = `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`;
+      const result = buckets.take(key, cost);
+      if (result.allowed) return;
+      const retryAfterSeconds = result.retryAfterSeconds;
+      const error =
+        retryAfterSeconds === null
+          ? new GraphQLError(`This request holds ${cost} mutations; a token may send at most ${limit.burst} at once.`, {
+              extensions: { code: 'RATE_LIMITED', http: { status: 429 } },
+            })
+          : new GraphQLError(`Too many mutations for this token; retry in ${retryAfterSeconds} s.`, {
+              extensions: {
+                code: 'RATE_LIMITED',
+                retryAfterSeconds,
+                http: { status: 429, headers: { 'Retry-After': String(retryAfterSeconds) } },
+              },
+            });
+      setResultAndStopExecution({ errors: [error] });
+    },
+  };
+}

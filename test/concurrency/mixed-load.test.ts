@@ -1,0 +1,182 @@
+// Ten seconds of mixed load on PostgreSQL: reserves, captures (full and partial), refunds,
+// extends, grants, pack purchases and two sweepers race on the same three organizations, from two
+// connection pools as two server processes would. Reservations live 1 to 3 seconds and some lots
+// expire within the run, so the sweepers refund and expire while clients settle, and each
+// organization's billing cycle ends mid-run. At the end: no unexpected error reached a caller, the
+// journal audit is clean, and what callers were told (captures, grants) is what the ledger holds.
+// Inflows are kept below demand so that refusals for insufficient credits race too.
+import { randomUUID } from 'node:crypto';
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/clock.ts';
+import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
+import { reservations } from '../../src/db/schema.ts';
+import { auditLedger } from '../../src/ledger/audit.ts';
+import type { LedgerContext } from '../../src/ledger/context.ts';
+import { InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
+import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
+import { createOrganization } from '../../src/ledger/organizations.ts';
+import { captureReservation, extendReservation, refundReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import { sweepOnce, sweepUntilIdle } from '../../src/ledger/sweeper.ts';
+import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
+
+const LOAD_MS = 10_000;
+const WORKERS = 16;
+const ORGANIZATIONS = 3;
+
+interface OrgState {
+  id: string;
+  /** Reservations some caller got back and nobody has seen settled yet. */
+  pending: string[];
+  captured: number;
+  granted: number;
+}
+
+describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
+  let drop: () => Promise<void>;
+  let first: Database;
+  let second: Database;
+
+  beforeAll(async () => {
+    const created = await createPostgresDatabase();
+    drop = created.drop;
+    first = await openDatabase({ databaseUrl: created.url, maxConnections: 12 });
+    second = await openDatabase({ databaseUrl: created.url, maxConnections: 12 });
+  });
+  afterAll(async () => {
+    await first?.close();
+    await second?.close();
+    await drop?.();
+  });
+
+  it('keeps every invariant while everything races for 10 seconds', async () => {
+    const contexts: LedgerContext[] = [
+      { db: first.db, clock: systemClock },
+      { db: second.db, clock: systemClock },
+    ];
+    // A future anchor puts the end of the current cycle (and the next allowance) mid-run.
+    const cycleEnd = new Date(Date.now() + LOAD_MS / 2);
+    const orgs: OrgState[] = [];
+    for (let i = 0; i < ORGANIZATIONS; i += 1) {
+      const org = await createOrganization(contexts[0]!, { name: `Hot ${i}`, planId: 'free', billingCycleAnchor: cycleEnd });
+      orgs.push({ id: org.id, pending: [], captured: 0, granted: 0 });
+    }
+
+    const unexpected: unknown[] = [];
+    const counts = new Map<string, number>();
+    const count = (name: string) => counts.set(name, (counts.get(name) ?? 0) + 1);
+    const random = (n: number) => Math.floor(Math.random() * n);
+    const deadline = Date.now() + LOAD_MS;
+
+    /** Runs one operation; expected refusals are counted, anything else is kept to fail the test. */
+    async function step(ctx: LedgerContext): Promise<void> {
+      const org = orgs[random(orgs.length)]!;
+      const roll = Math.random();
+      try {
+        if (roll < 0.4) {
+          const reservation = await reserveCredits(ctx, {
+            organizationId: org.id,
+            idempotencyKey: randomUUID(),
+            generation: { modelId: 'text-standard', count: 1 + random(40) }, // 2 to 80 credits
+            ttlSeconds: 1 + random(3),
+          });
+          org.pending.push(reservation.id);
+          count('reserve');
+        } else if (roll < 0.65 && org.pending.length > 0) {
+          // Picked without removal, so two callers may settle the same reservation at once.
+          const id = org.pending[random(org.pending.length)]!;
+          const partial = Math.random() < 0.5;
+          const settled = await captureReservation(ctx, { reservationId: id, amount: partial ? 1 : null }, org.id);
+          org.captured += settled.capturedAmount;
+          org.pending = org.pending.filter((p) => p !== id);
+          count(partial ? 'capture partial' : 'capture');
+        } else if (roll < 0.75 && org.pending.length > 0) {
+          const id = org.pending[random(org.pending.length)]!;
+          await refundReservation(ctx, { reservationId: id, reason: 'load test' }, org.id);
+          org.pending = org.pending.filter((p) => p !== id);
+          count('refund');
+        } else if (roll < 0.8 && org.pending.length > 0) {
+          await extendReservation(ctx, { reservationId: org.pending[random(org.pending.length)]!, ttlSeconds: 1 + random(2) }, org.id);
+          count('extend');
+        } else if (roll < 0.99) {
+          const amount = 1 + random(40);
+          const expiring = Math.random() < 0.5;
+          await grantCredits(ctx, {
+            organizationId: org.id,
+            type: expiring ? 'PROMOTIONAL' : 'REFERRAL',
+            amount,
+            expiresAt: expiring ? new Date(Date.now() + 500 + random(3000)) : null,
+            reason: 'load test',
+            idempotencyKey: randomUUID(),
+          });
+          org.granted += amount;
+          count('grant');
+        } else {
+          await purchaseCreditPack(ctx, { organizationId: org.id, packId: 'pack-500', paymentReference: randomUUID() });
+          org.granted += 500;
+          count('purchase');
+        }
+      } catch (error) {
+        if (error instanceof InsufficientCreditsError) count('insufficient');
+        else if (error instanceof ReservationStateError) count(`already ${error.status.toLowerCase()}`);
+        else unexpected.push(error);
+      }
+    }
+
+    async function worker(ctx: LedgerContext): Promise<void> {
+      while (Date.now() < deadline) await step(ctx);
+    }
+
+    async function sweeper(ctx: LedgerContext): Promise<void> {
+      while (Date.now() < deadline) {
+        try {
+          const pass = await sweepOnce(ctx);
+          if (pass.refundedReservations > 0) count('sweeper refunds');
+          if (pass.resetOrganizations > 0) count('sweeper cycle resets');
+          if (pass.expiredLotOrganizations > 0) count('sweeper lot expiries');
+        } catch (error) {
+          unexpected.push(error);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+
+    await Promise.all([
+      ...Array.from({ length: WORKERS }, (_, i) => worker(contexts[i % 2]!)),
+      sweeper(contexts[0]!),
+      sweeper(contexts[1]!),
+    ]);
+    console.log(`mixed load: ${JSON.stringify(Object.fromEntries([...counts].sort()))}`);
+    expect(unexpected).toEqual([]);
+
+    // Each kind of race actually happened.
+    for (const name of ['reserve', 'capture', 'capture partial', 'refund', 'grant', 'insufficient', 'sweeper refunds']) {
+      expect(counts.get(name) ?? 0, name).toBeGreaterThan(0);
+    }
+
+    // Once every time to live has passed, the sweeper leaves nothing pending.
+    await new Promise((resolve) => setTimeout(resolve, 3_100));
+    await sweepUntilIdle(contexts[0]!);
+    expect(await auditLedger(first.db)).toEqual([]);
+    for (const org of orgs) {
+      const pending = await first.db.select({ id: reservations.id }).from(reservations).where(sql`${reservations.organizationId} = ${org.id} and ${reservations.status} = 'PENDING'`);
+      expect(pending).toEqual([]);
+      // What callers were told is what the ledger holds: captured credits and granted credits.
+      const [row] = rowsOf<{ captured: number; granted: number; cycles: number; cycle_grants: number }>(
+        await first.db.execute(sql`
+          select
+            (select coalesce(sum(captured_amount), 0)::int from reservations where organization_id = ${org.id}) as captured,
+            (select coalesce(sum(granted), 0)::int from credit_lots where organization_id = ${org.id} and source in ('GRANT', 'PURCHASE')) as granted,
+            (select count(*)::int from credit_lots where organization_id = ${org.id} and source = 'CYCLE') as cycles,
+            (select coalesce(sum(granted), 0)::int from credit_lots where organization_id = ${org.id} and source = 'CYCLE') as cycle_grants`),
+      );
+      expect({ captured: Number(row!.captured), granted: Number(row!.granted) }).toEqual({ captured: org.captured, granted: org.granted });
+      // The cycle that ended mid-run was replaced exactly once, by one allowance.
+      expect({ cycles: Number(row!.cycles), cycleGrants: Number(row!.cycle_grants) }).toEqual({ cycles: 2, cycleGrants: 200 });
+      const settled = await first.db.select().from(reservations).where(eq(reservations.organizationId, org.id));
+      for (const reservation of settled) {
+        expect(reservation.capturedAmount + reservation.refundedAmount).toBe(reservation.amount);
+      }
+    }
+  }, 60_000);
+});

@@ -1,0 +1,130 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import { describe, expect, it } from 'vitest';
+import { secretKey, signToken } from '../../src/auth/tokens.ts';
+import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
+import { CREATE_ORGANIZATION, RESERVE } from '../support/operations.ts';
+import { BALANCE_CHANGED, connectWs, waitUntil, type WsConnection } from '../support/realtime.ts';
+import { textCredits, uniqueKey } from '../support/scenario.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const SECRET = 'two-process-test-secret-long-enough-for-hs256';
+
+interface ServerProcess {
+  child: ChildProcess;
+  baseUrl: string;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** `node --import tsx src/main.ts` as production runs it, on a free port; resolves once it serves. */
+async function startServer(databaseUrl: string, dataDir: string): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: databaseUrl, AUTH_SECRET: SECRET, PORT: '0', DATA_DIR: dataDir, NODE_ENV: 'test' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let port: number | null = null;
+  await waitUntil(
+    () => {
+      port = Number(/Credits API on http:\/\/localhost:(\d+)\/graphql/.exec(output)?.[1]) || null;
+      return port !== null || child.exitCode !== null;
+    },
+    30_000,
+    () => output,
+  );
+  if (port === null) throw new Error(`server did not start: ${output}`);
+  return { child, baseUrl: `http://127.0.0.1:${port}`, output: () => output, exited };
+}
+
+async function gql(server: ServerProcess, query: string, variables: Record<string, unknown>, token: string) {
+  const response = await fetch(`${server.baseUrl}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data: any; errors?: unknown };
+  expect(body.errors).toBeUndefined();
+  return body.data;
+}
+
+async function stop(server: ServerProcess): Promise<{ code: number | null; ms: number }> {
+  const started = Date.now();
+  server.child.kill('SIGTERM');
+  const code = await Promise.race([server.exited, new Promise<'timeout'>((resolve) => setTimeout(resolve, 6000, 'timeout'))]);
+  if (code === 'timeout') {
+    server.child.kill('SIGKILL');
+    throw new Error(`server did not exit within 6 s after SIGTERM: ${server.output()}`);
+  }
+  return { code, ms: Date.now() - started };
+}
+
+describe.skipIf(!hasPostgres)('live balance across two server processes (postgres)', () => {
+  it('delivers a change made on one process to a subscriber on the other, and resyncs it after the listener is killed', async () => {
+    const { url, drop } = await createPostgresDatabase();
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-two-processes-'));
+    const servers: ServerProcess[] = [];
+    let connection: WsConnection | null = null;
+    const admin = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      // Both start (and migrate, one after the other under the advisory lock) together.
+      servers.push(...(await Promise.all([startServer(url, dataDir), startServer(url, dataDir)])));
+      const [a, b] = servers as [ServerProcess, ServerProcess];
+      const key = secretKey(SECRET);
+      const adminToken = await signToken({ subject: 'test-admin', role: 'admin', expiresIn: '1h' }, key);
+      const created = await gql(b, CREATE_ORGANIZATION, { input: { name: 'Two processes', planId: 'free' } }, adminToken);
+      const orgId = created.createOrganization.organization.id as string;
+      const member = await signToken({ subject: 'test-member', role: 'member', organizationId: orgId, expiresIn: '1h' }, key);
+
+      connection = connectWs(a.baseUrl, member);
+      const { recording } = connection.subscribe(BALANCE_CHANGED, { id: orgId });
+      await recording.waitFor((r) => r.balances.length === 1);
+      const [first] = recording.versions;
+      expect(recording.lastBalance).toMatchObject({ available: 100, reserved: 0 });
+
+      // Reserved on B, seen on A.
+      const reserveOn = (server: ServerProcess, credits: number) =>
+        gql(server, RESERVE, { input: { organizationId: orgId, idempotencyKey: uniqueKey(), generation: textCredits(credits) } }, member);
+      await reserveOn(b, 10);
+      await recording.waitForVersion(first! + 1);
+      expect(recording.lastBalance).toMatchObject({ available: 90, reserved: 10 });
+
+      // Kill every listening backend (both processes'); A reconnects and re-sends the balance.
+      const killed = await admin`
+        select pg_terminate_backend(pid) from pg_stat_activity
+        where datname = current_database() and application_name = 'credits-listener'`;
+      expect(killed.length).toBe(2);
+      await recording.waitFor((r) => r.versions.length === 3);
+      expect(recording.versions).toEqual([first, first! + 1, first! + 1]);
+
+      // And it hears B again.
+      await reserveOn(b, 20);
+      await recording.waitForVersion(first! + 2);
+      expect(recording.lastBalance).toMatchObject({ available: 70, reserved: 30 });
+
+      // SIGTERM: the open subscription is completed and both processes exit 0 within 5 s.
+      const stopped = await Promise.all(servers.splice(0).map(stop));
+      for (const { code, ms } of stopped) {
+        expect(code).toBe(0);
+        expect(ms).toBeLessThan(5000);
+      }
+      await recording.waitForEnd(1000);
+      expect(recording.completed).toBe(true);
+    } finally {
+      await connection?.dispose();
+      for (const server of servers) if (server.child.exitCode === null) server.child.kill('SIGKILL');
+      await Promise.all(servers.map((server) => server.exited));
+      await admin.end();
+      await drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,230 @@
+import postgres from 'postgres';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createApp, type App } from '../../src/app.ts';
+import { secretKey, signToken } from '../../src/auth/tokens.ts';
+import { ManualClock } from '../../src/clock.ts';
+import { openDatabase, type Database } from '../../src/db/client.ts';
+import { auditLedger } from '../../src/ledger/audit.ts';
+import { TEST_SECRET } from '../support/app.ts';
+import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
+import { BALANCE, CAPTURE, CREATE_ORGANIZATION, GRANT_CREDITS, RESERVE } from '../support/operations.ts';
+import { textCredits, uniqueKey } from '../support/scenario.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+import { expectNoLeak, type RawResponse } from '../security/http.ts';
+
+// While PostgreSQL cannot be reached, every request must fail fast with SERVICE_UNAVAILABLE (not
+// hang, not "Unexpected error"); once it is back the same process must serve again within 5 s,
+// and retries with the same idempotency keys must not write anything twice.
+//
+// The server reaches PostgreSQL only through a TCP proxy the test controls: cutting the proxy
+// drops every pooled connection and refuses new ones, as a failed database host would.
+
+// Generous for a loaded 2-core CI machine, yet far below "hanging": a refused connection is
+// reported at once, a timed-out connect after the driver's connect_timeout.
+const FAIL_FAST_MS = 3_000;
+const RESUME_WITHIN_MS = 5_000;
+
+describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
+  let proxy: TcpProxy;
+  let database: Database;
+  let app: App;
+  let drop: () => Promise<void>;
+  let databaseName: string;
+  let admin: postgres.Sql;
+  let tokens: { admin: string; member: string; service: string };
+  let organizationId: string;
+  const logged: string[] = [];
+
+  async function post(query: string, variables: Record<string, unknown>, token: string): Promise<RawResponse & { ms: number }> {
+    const started = performance.now();
+    const response = await app.yoga.fetch('http://localhost/graphql', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const text = await response.text();
+    return { status: response.status, headers: response.headers, text, body: JSON.parse(text), ms: performance.now() - started };
+  }
+
+  function expectUnavailable(response: RawResponse & { ms: number }) {
+    expect(response.status, response.text).toBe(503);
+    expect(response.body.errors, response.text).toEqual([
+      expect.objectContaining({ message: expect.stringMatching(/database is unavailable/), extensions: { code: 'SERVICE_UNAVAILABLE' } }),
+    ]);
+    expect(response.headers.get('retry-after')).toBe('1');
+    expect(response.ms).toBeLessThan(FAIL_FAST_MS);
+    expectNoLeak(response);
+  }
+
+  /** Polls a cheap read until it succeeds; returns how long that took. */
+  async function msUntilServing(): Promise<number> {
+    const started = performance.now();
+    for (;;) {
+      const response = await post(BALANCE, { id: organizationId }, tokens.member);
+      if (response.status === 200 && !response.body.errors) return performance.now() - started;
+      expectUnavailable(response);
+      if (performance.now() - started > RESUME_WITHIN_MS * 2) throw new Error(`not serving after ${RESUME_WITHIN_MS * 2} ms: ${response.text}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async function reservationsWithKey(key: string): Promise<number> {
+    const [row] = await admin`select count(*)::int as n from reservations where idempotency_key = ${key}`;
+    return row!.n as number;
+  }
+
+  async function balance() {
+    const response = await post(BALANCE, { id: organizationId }, tokens.member);
+    expect(response.body.errors, response.text).toBeUndefined();
+    return response.body.data.balance as { available: number; reserved: number; version: number };
+  }
+
+  beforeAll(async () => {
+    const created = await createPostgresDatabase();
+    drop = created.drop;
+    const direct = new URL(created.url);
+    databaseName = direct.pathname.slice(1);
+    // Two connections: one may be reserved to hold a lock while the other inspects.
+    admin = postgres(created.url, { max: 2, onnotice: () => {} });
+    proxy = new TcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+    const proxied = new URL(created.url);
+    proxied.hostname = '127.0.0.1';
+    proxied.port = String(await proxy.start());
+    database = await openDatabase({ databaseUrl: proxied.toString(), maxConnections: 10 });
+    const authKey = secretKey(TEST_SECRET);
+    app = createApp({
+      database,
+      clock: new ManualClock('2026-01-15T12:00:00Z'),
+      authKey,
+      // The sweeper keeps running through the outage, as in production; it must survive it too.
+      sweepIntervalMs: 200,
+      log: (message) => logged.push(message),
+    });
+    const adminToken = await signToken({ subject: 'outage-admin', role: 'admin', expiresIn: '1h' }, authKey);
+    const created_ = await post(CREATE_ORGANIZATION, { input: { name: 'Outage org', planId: 'free' } }, adminToken);
+    organizationId = created_.body.data.createOrganization.organization.id;
+    const granted = await post(
+      GRANT_CREDITS,
+      { input: { organizationId, type: 'PURCHASED', amount: 10_000, reason: 'outage test', idempotencyKey: uniqueKey() } },
+      adminToken,
+    );
+    expect(granted.body.data.grantCredits.__typename).toBe('GrantCreditsSuccess');
+    tokens = {
+      admin: adminToken,
+      member: await signToken({ subject: 'outage-member', role: 'member', organizationId, expiresIn: '1h' }, authKey),
+      service: await signToken({ subject: 'outage-service', role: 'service', organizationId, expiresIn: '1h' }, authKey),
+    };
+  });
+
+  // A failed test must not leave the next one without its database.
+  afterEach(() => proxy?.restore());
+  afterAll(async () => {
+    await proxy?.restore();
+    await app?.stop();
+    await database?.close();
+    await admin?.end();
+    await proxy?.close();
+    await drop?.();
+  });
+
+  it('fails fast with SERVICE_UNAVAILABLE while the database is unreachable, and serves again within 5 s', async () => {
+    const pending = await post(RESERVE, { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(10) } }, tokens.member);
+    const reservationId = pending.body.data.reserveCredits.reservation.id as string;
+    const before = await balance();
+
+    await proxy.cut();
+    // Requests keep coming during the outage (reads, reserves, captures), as real traffic would;
+    // each must be refused quickly, also after the driver has failed to reconnect many times.
+    const key = uniqueKey('during-outage');
+    const outageStarted = performance.now();
+    let attempts = 0;
+    while (performance.now() - outageStarted < 2_500) {
+      expectUnavailable(await post(BALANCE, { id: organizationId }, tokens.member));
+      expectUnavailable(await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member));
+      expectUnavailable(await post(CAPTURE, { input: { reservationId } }, tokens.service));
+      attempts += 3;
+    }
+    expect(attempts).toBeGreaterThan(6);
+
+    await proxy.restore();
+    expect(await msUntilServing()).toBeLessThan(RESUME_WITHIN_MS);
+
+    // The refused requests changed nothing; their retries now succeed, once.
+    expect(await balance()).toEqual(before);
+    const retried = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member);
+    const again = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member);
+    expect(retried.body.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
+    expect(again.body.data.reserveCredits.reservation.id).toBe(retried.body.data.reserveCredits.reservation.id);
+    expect(await reservationsWithKey(key)).toBe(1);
+    const captured = await post(CAPTURE, { input: { reservationId } }, tokens.service);
+    expect(captured.body.data.captureReservation.__typename).toBe('CaptureReservationSuccess');
+    expect(await auditLedger(database.db)).toEqual([]);
+  });
+
+  it('writes each reservation once when the database goes away in the middle of a burst', async () => {
+    const before = await balance();
+    const keys = Array.from({ length: 40 }, () => uniqueKey('burst'));
+    const reserveWith = (key: string) =>
+      post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(3) } }, tokens.member);
+
+    // Cut as soon as the first of them has been written, so that the others are caught at every
+    // stage: queued for a connection, inside their transaction, or waiting for the commit's answer.
+    const burst = keys.map((key) => reserveWith(key));
+    await Promise.race(burst);
+    await proxy.cut();
+    const cutAt = performance.now();
+    const first = await Promise.all(burst);
+    // Every request caught by the cut is answered promptly (each one's own time includes its
+    // wait for a pooled connection before the cut, so the bound is taken from the cut).
+    expect(performance.now() - cutAt).toBeLessThan(FAIL_FAST_MS);
+    await proxy.restore();
+
+    const outcomes = first.map((response) => (response.status === 200 ? response.body.data.reserveCredits.__typename : response.body.errors[0].extensions.code));
+    for (const outcome of outcomes) expect(['ReserveCreditsSuccess', 'SERVICE_UNAVAILABLE']).toContain(outcome);
+    for (const response of first) if (response.status !== 200) expectUnavailable({ ...response, ms: 0 });
+
+    expect(await msUntilServing()).toBeLessThan(RESUME_WITHIN_MS);
+    // A client retries every request that did not get an answer it trusts, with the same key.
+    const retried = await Promise.all(keys.map((key, i) => (outcomes[i] === 'ReserveCreditsSuccess' ? first[i]! : reserveWith(key))));
+    const ids = retried.map((response) => response.body.data.reserveCredits.reservation.id as string);
+    expect(new Set(ids).size).toBe(keys.length);
+    for (const [i, response] of first.entries()) {
+      if (outcomes[i] === 'ReserveCreditsSuccess') expect(response.body.data.reserveCredits.reservation.id).toBe(ids[i]);
+    }
+    for (const key of keys) expect(await reservationsWithKey(key)).toBe(1);
+    const after = await balance();
+    expect(after.reserved - before.reserved).toBe(3 * keys.length);
+    expect(before.available - after.available).toBe(3 * keys.length);
+    expect(await auditLedger(database.db)).toEqual([]);
+  });
+
+  it('answers SERVICE_UNAVAILABLE when its backend is terminated mid-request, then serves again', async () => {
+    // Hold the organization's row lock from outside, so that a reservation is certainly waiting
+    // inside its transaction when its backend is terminated.
+    const blocker = await admin.reserve();
+    await blocker`begin`;
+    await blocker`select id from organizations where id = ${organizationId} for update`;
+    const key = uniqueKey('terminated');
+    const waiting = post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
+    await expect
+      .poll(async () => (await admin`select count(*)::int as n from pg_stat_activity where datname = ${databaseName} and wait_event_type = 'Lock'`)[0]!.n, {
+        timeout: 5_000,
+      })
+      .toBeGreaterThanOrEqual(1);
+    const terminated = await admin`
+      select count(*)::int as n from (
+        select pg_terminate_backend(pid) from pg_stat_activity
+        where datname = ${databaseName} and pid <> pg_backend_pid() and pid <> ${(await blocker`select pg_backend_pid() as pid`)[0]!.pid}
+      ) t`;
+    expect(terminated[0]!.n).toBeGreaterThan(0);
+    expectUnavailable(await waiting);
+    await blocker`rollback`;
+    blocker.release();
+
+    expect(await msUntilServing()).toBeLessThan(RESUME_WITHIN_MS);
+    const retried = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
+    expect(retried.body.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
+    expect(await reservationsWithKey(key)).toBe(1);
+    expect(await auditLedger(database.db)).toEqual([]);
+  });
+});

@@ -1,0 +1,309 @@
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { schema } from '../../src/schema/index.ts';
+import { TEST_SECRET, createTestApp, type GraphQLResponse, type TestApp } from '../support/app.ts';
+import { drivers } from '../support/database.ts';
+import {
+  BALANCE,
+  CAPTURE,
+  CHANGE_PLAN,
+  CREATE_ORGANIZATION,
+  EXTEND,
+  GRANT_CREDITS,
+  LEDGER,
+  PURCHASE_PACK,
+  QUOTE,
+  REFUND,
+  RESERVATION,
+  RESERVE,
+} from '../support/operations.ts';
+import { grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
+import { connectWs } from '../support/realtime.ts';
+import { snapshot } from './http.ts';
+
+// Every operation of the schema against every kind of caller. Each cell is one of:
+//   UNAUTHENTICATED  a GraphQL error with that code (no token, bad signature, expired token)
+//   FORBIDDEN        a GraphQL error with that code (wrong role, or another organization's id)
+//   HIDDEN           another organization's object, answered exactly like a missing one
+//   ALLOWED          the operation succeeds
+// A cell that is not ALLOWED must leave every balance and row unchanged.
+
+type Outcome = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'HIDDEN' | 'ALLOWED';
+
+const CALLERS = ['none', 'badSignature', 'expired', 'otherMember', 'otherService', 'member', 'service', 'admin'] as const;
+type Caller = (typeof CALLERS)[number];
+
+interface World {
+  t: TestApp;
+  own: TestOrganization;
+  other: TestOrganization;
+  tokens: Record<Caller, string | null>;
+}
+
+interface Operation {
+  name: string;
+  /** The root field whose value is classified. */
+  field: string;
+  expected: Record<Caller, Outcome>;
+  /** Makes the object the call acts on (a fresh pending reservation), before the snapshot. */
+  prepare?(world: World): Promise<string>;
+  /** Runs the operation for the caller against the own organization, or the prepared object. */
+  run(world: World, token: string | null, id: string): Promise<GraphQLResponse>;
+  /** The same operation against an id that does not exist, to compare HIDDEN answers with. */
+  runMissing?(world: World, token: string | null): Promise<GraphQLResponse>;
+}
+
+const MISSING_ID = '00000000-0000-4000-8000-000000000000';
+const A = 'ALLOWED';
+const F = 'FORBIDDEN';
+const H = 'HIDDEN';
+const U = 'UNAUTHENTICATED';
+
+function outcomes(otherMember: Outcome, otherService: Outcome, member: Outcome, service: Outcome, admin: Outcome): Record<Caller, Outcome> {
+  return { none: U, badSignature: U, expired: U, otherMember, otherService, member, service, admin };
+}
+
+const anyValidToken = outcomes(A, A, A, A, A);
+const ownOrganization = outcomes(F, F, A, A, A);
+const ownObject = outcomes(H, H, A, A, A);
+const serviceOfOrganization = outcomes(F, F, F, A, A);
+const serviceOnObject = outcomes(F, H, F, A, A);
+const adminOnly = outcomes(F, F, F, F, A);
+
+/** A fresh pending reservation of the own organization, made by its member. */
+async function pendingReservation(world: World): Promise<string> {
+  const result = await reserve(world.t, world.own, textCredits(2));
+  return result.reservation.id as string;
+}
+
+const BALANCE_CHANGED = 'subscription ($id: ID!) { balanceChanged(organizationId: $id) { organizationId available version } }';
+
+const operations: Operation[] = [
+  { name: 'models', field: 'models', expected: anyValidToken, run: (w, token) => w.t.gql('{ models { id } }', {}, token) },
+  { name: 'plans', field: 'plans', expected: anyValidToken, run: (w, token) => w.t.gql('{ plans { id } }', {}, token) },
+  { name: 'creditPacks', field: 'creditPacks', expected: anyValidToken, run: (w, token) => w.t.gql('{ creditPacks { id } }', {}, token) },
+  { name: 'balance', field: 'balance', expected: ownOrganization, run: (w, token) => w.t.gql(BALANCE, { id: w.own.id }, token) },
+  {
+    name: 'organization',
+    field: 'organization',
+    expected: ownOrganization,
+    run: (w, token) => w.t.gql('query ($id: ID!) { organization(id: $id) { id name } }', { id: w.own.id }, token),
+  },
+  {
+    name: 'creditQuote',
+    field: 'creditQuote',
+    expected: ownOrganization,
+    run: (w, token) => w.t.gql(QUOTE, { id: w.own.id, generation: { modelId: 'text-draft', count: 3 } }, token),
+  },
+  { name: 'ledger', field: 'ledger', expected: ownOrganization, run: (w, token) => w.t.gql(LEDGER, { id: w.own.id, first: 5 }, token) },
+  {
+    name: 'reservation',
+    field: 'reservation',
+    expected: ownObject,
+    prepare: pendingReservation,
+    run: (w, token, id) => w.t.gql(RESERVATION, { id }, token),
+    runMissing: (w, token) => w.t.gql(RESERVATION, { id: MISSING_ID }, token),
+  },
+  {
+    name: 'createOrganization',
+    field: 'createOrganization',
+    expected: adminOnly,
+    run: (w, token) => w.t.gql(CREATE_ORGANIZATION, { input: { name: 'Matrix org', planId: 'free' } }, token),
+  },
+  {
+    name: 'grantCredits',
+    field: 'grantCredits',
+    expected: adminOnly,
+    run: (w, token) =>
+      w.t.gql(GRANT_CREDITS, { input: { organizationId: w.own.id, type: 'REFERRAL', amount: 5, reason: 'matrix', idempotencyKey: uniqueKey() } }, token),
+  },
+  {
+    name: 'purchaseCreditPack',
+    field: 'purchaseCreditPack',
+    expected: serviceOfOrganization,
+    run: (w, token) => w.t.gql(PURCHASE_PACK, { input: { organizationId: w.own.id, packId: 'pack-500', paymentReference: uniqueKey('pay') } }, token),
+  },
+  {
+    name: 'changePlan',
+    field: 'changePlan',
+    expected: serviceOfOrganization,
+    run: (w, token) => w.t.gql(CHANGE_PLAN, { input: { organizationId: w.own.id, planId: 'starter' } }, token),
+  },
+  {
+    name: 'reserveCredits',
+    field: 'reserveCredits',
+    expected: ownOrganization,
+    run: (w, token) =>
+      w.t.gql(RESERVE, { input: { organizationId: w.own.id, idempotencyKey: uniqueKey(), generation: textCredits(1) } }, token),
+  },
+  {
+    name: 'captureReservation',
+    field: 'captureReservation',
+    expected: serviceOnObject,
+    prepare: pendingReservation,
+    run: (w, token, id) => w.t.gql(CAPTURE, { input: { reservationId: id, amount: 1 } }, token),
+    runMissing: (w, token) => w.t.gql(CAPTURE, { input: { reservationId: MISSING_ID, amount: 1 } }, token),
+  },
+  {
+    name: 'refundReservation',
+    field: 'refundReservation',
+    expected: serviceOnObject,
+    prepare: pendingReservation,
+    run: (w, token, id) => w.t.gql(REFUND, { input: { reservationId: id, reason: 'matrix' } }, token),
+    runMissing: (w, token) => w.t.gql(REFUND, { input: { reservationId: MISSING_ID, reason: 'matrix' } }, token),
+  },
+  {
+    name: 'extendReservation',
+    field: 'extendReservation',
+    expected: serviceOnObject,
+    prepare: pendingReservation,
+    run: (w, token, id) => w.t.gql(EXTEND, { input: { reservationId: id, ttlSeconds: 600 } }, token),
+    runMissing: (w, token) => w.t.gql(EXTEND, { input: { reservationId: MISSING_ID, ttlSeconds: 600 } }, token),
+  },
+  {
+    name: 'balanceChanged (subscription)',
+    field: 'balanceChanged',
+    expected: ownOrganization,
+    run: (w, token) => firstEvent(w.t, BALANCE_CHANGED, { id: w.own.id }, token),
+  },
+];
+
+/**
+ * The first event of a subscription over yoga's server-sent events transport, which runs the
+ * same context (and so the same token checks) as the WebSocket transport; the stream is then
+ * cancelled so the subscription ends.
+ */
+async function firstEvent(t: TestApp, query: string, variables: Record<string, unknown>, token: string | null): Promise<GraphQLResponse> {
+  const controller = new AbortController();
+  const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await t.app.yoga.fetch('http://localhost/graphql', {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ query, variables }),
+    signal: controller.signal,
+  });
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the event stream ended without an event: ${buffer}`);
+      buffer += decoder.decode(value, { stream: true });
+      const match = /event: next\ndata: (.*)\n\n/.exec(buffer);
+      if (match) {
+        const body = JSON.parse(match[1]!) as { data?: any; errors?: GraphQLResponse['errors'] };
+        return { status: response.status, data: body.data, errors: body.errors };
+      }
+    }
+  } finally {
+    controller.abort();
+    await reader.cancel().catch(() => {});
+  }
+}
+
+function classify(response: GraphQLResponse, field: string): Outcome {
+  const codes = (response.errors ?? []).map((error) => error.extensions?.code);
+  if (codes.length > 0) {
+    // Only the two refusals are expected here; any other error is a failure of the test.
+    expect(new Set(codes).size, JSON.stringify(response.errors)).toBe(1);
+    expect(['UNAUTHENTICATED', 'FORBIDDEN'], JSON.stringify(response.errors)).toContain(codes[0]);
+    return codes[0] as Outcome;
+  }
+  const value = response.data?.[field];
+  if (value === null || value?.__typename === 'NotFoundError') return 'HIDDEN';
+  expect(value, JSON.stringify(response.data)).toBeTruthy();
+  if (typeof value.__typename === 'string' && value.__typename !== field.replace(/^./, (c) => c.toUpperCase())) {
+    expect(value.__typename, JSON.stringify(value)).toMatch(/Success$/);
+  }
+  return 'ALLOWED';
+}
+
+describe.each(drivers)('authorization matrix (%s)', (driver) => {
+  const world = {} as World;
+
+  beforeAll(async () => {
+    world.t = await createTestApp(driver);
+    world.own = await newOrganization(world.t);
+    world.other = await newOrganization(world.t);
+    // Enough credits for every allowed reservation of the matrix.
+    await grant(world.t, world.own, 'PURCHASED', 10_000);
+    const key = new TextEncoder().encode(TEST_SECRET);
+    world.tokens = {
+      none: null,
+      // Admin claims, so that accepting either token would grant everything.
+      badSignature: await new SignJWT({ role: 'admin' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('mallory')
+        .setExpirationTime('1h')
+        .sign(new TextEncoder().encode('not-the-secret-but-just-as-long-as-it')),
+      expired: await new SignJWT({ role: 'admin' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('former-admin')
+        .setExpirationTime(Math.floor(Date.now() / 1000) - 60)
+        .sign(key),
+      otherMember: world.other.member,
+      otherService: world.other.service,
+      member: world.own.member,
+      service: world.own.service,
+      admin: world.own.admin,
+    };
+  });
+  afterAll(() => world.t.close());
+
+  it('covers every root field of the schema', () => {
+    const fields = [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()].flatMap((type) =>
+      type ? Object.keys(type.getFields()) : [],
+    );
+    expect(operations.map((operation) => operation.field).sort()).toEqual(fields.sort());
+  });
+
+  describe.each(operations)('$name', (operation) => {
+    it.each(CALLERS)('as %s', async (caller) => {
+      const token = world.tokens[caller];
+      const id = operation.prepare ? await operation.prepare(world) : '';
+      const before = await snapshot(world.t);
+      const response = await operation.run(world, token, id);
+      const outcome = classify(response, operation.field);
+      expect(outcome, JSON.stringify(response)).toBe(operation.expected[caller]);
+
+      if (outcome !== 'ALLOWED') expect(await snapshot(world.t)).toEqual(before);
+      if (outcome === 'HIDDEN') {
+        const missing = await operation.runMissing!(world, token);
+        expect(response.data).toEqual(missing.data);
+        expect(response.errors).toEqual(missing.errors);
+      }
+      expect(await world.t.audit()).toEqual([]);
+    });
+  });
+
+  // The same subscription over WebSockets (graphql-ws), where a bad token is refused when the
+  // connection opens: the socket closes with 4401 before any operation runs.
+  describe('balanceChanged over WebSocket', () => {
+    let baseUrl: string;
+    beforeAll(async () => {
+      baseUrl = `http://127.0.0.1:${await world.t.app.listen(0, '127.0.0.1')}`;
+    });
+
+    it.each(CALLERS)('as %s', async (caller) => {
+      const connection = connectWs(baseUrl, world.tokens[caller]);
+      try {
+        const { recording } = connection.subscribe(BALANCE_CHANGED, { id: world.own.id });
+        await recording.waitFor((r) => r.events.length > 0 || r.failure !== null || r.completed);
+        let outcome: Outcome;
+        if (recording.events.length > 0) {
+          outcome = classify({ status: 200, ...recording.events[0]! } as GraphQLResponse, 'balanceChanged');
+        } else if (Array.isArray(recording.failure)) {
+          outcome = classify({ status: 200, data: null, errors: recording.failure }, 'balanceChanged');
+        } else {
+          expect(connection.closeCode(), String(recording.failure)).toBe(4401);
+          outcome = 'UNAUTHENTICATED';
+        }
+        expect(outcome).toBe(ownOrganization[caller]);
+      } finally {
+        await connection.dispose();
+      }
+    });
+  });
+});
