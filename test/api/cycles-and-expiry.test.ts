@@ -1,31 +1,19 @@
 import { sql } from 'drizzle-orm';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
-import { createTestApp, type TestApp } from '../support/app.ts';
+import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
-import { BALANCE, CAPTURE, CHANGE_PLAN, CREATE_ORGANIZATION, LEDGER, REFUND } from '../support/operations.ts';
-import { grant, newOrganization, reserve, textCredits, type TestOrganization } from '../support/scenario.ts';
+import { CAPTURE, CHANGE_PLAN, CREATE_ORGANIZATION, LEDGER, REFUND } from '../support/operations.ts';
+import { balanceOf, grant, newOrganization, reserve, textCredits, type TestOrganization } from '../support/scenario.ts';
 
 const DAY_MS = 86_400_000;
 
 describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp(driver);
-  });
-  afterAll(() => t.close());
-  afterEach(async () => {
-    expect(await t.audit()).toEqual([]);
-  });
+  const t = useTestApp(driver);
 
   const sweep = () => sweepUntilIdle({ db: t.database.db, clock: t.clock });
 
-  async function balanceOf(org: TestOrganization) {
-    const result = await t.gql(BALANCE, { id: org.id }, org.member);
-    expect(result.errors).toBeUndefined();
-    return result.data.balance;
-  }
 
   async function ledgerKinds(org: TestOrganization, first = 10) {
     const result = await t.gql(LEDGER, { id: org.id, first }, org.member);
@@ -60,16 +48,16 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     await grant(t, org, 'REFERRAL', 5);
     const spent = await reserve(t, org, textCredits(30));
     await t.gql(CAPTURE, { input: { reservationId: spent.reservation.id } }, org.service);
-    expect((await balanceOf(org)).accounts[0].available).toBe(70);
+    expect((await balanceOf(t, org)).accounts[0].available).toBe(70);
 
     t.clock.set('2026-02-28T09:59:59Z');
     await sweep();
-    expect((await balanceOf(org)).accounts[0].available).toBe(70);
+    expect((await balanceOf(t, org)).accounts[0].available).toBe(70);
 
     t.clock.set('2026-02-28T10:00:00Z');
     const swept = await sweep();
     expect(swept.resetOrganizations).toBeGreaterThanOrEqual(1);
-    const after = await balanceOf(org);
+    const after = await balanceOf(t, org);
     expect(after.accounts.map((a: any) => a.available)).toEqual([100, 40, 0, 5]);
     expect(after.accounts[0].lots).toHaveLength(1);
     expect(after.accounts[0].lots[0].expiresAt).toBe('2026-03-31T10:00:00.000Z');
@@ -83,7 +71,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     t.clock.set('2026-04-20T00:00:00Z');
     const ctx = { db: t.database.db, clock: t.clock };
     await Promise.all([sweepUntilIdle(ctx), sweepUntilIdle(ctx), sweepUntilIdle(ctx), sweepUntilIdle(ctx)]);
-    const balance = await balanceOf(org);
+    const balance = await balanceOf(t, org);
     expect(balance.accounts[0].available).toBe(1000);
     const rows = rowsOf<{ grants: string }>(
       await t.database.db.execute(
@@ -112,31 +100,31 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     const org = await newOrganization(t, { planId: 'free' });
     const later = await t.gql(CHANGE_PLAN, { input: { organizationId: org.id, planId: 'starter' } }, org.service);
     expect(later.data.changePlan.organization).toMatchObject({ plan: { id: 'free' }, nextPlan: { id: 'starter' } });
-    expect((await balanceOf(org)).accounts[0].available).toBe(100);
+    expect((await balanceOf(t, org)).accounts[0].available).toBe(100);
     t.clock.set('2026-02-10T00:00:00Z');
     await sweep();
-    expect((await balanceOf(org)).accounts[0].available).toBe(1000);
+    expect((await balanceOf(t, org)).accounts[0].available).toBe(1000);
 
     await reserve(t, org, textCredits(100)).then((r) => t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service));
     const now = await t.gql(CHANGE_PLAN, { input: { organizationId: org.id, planId: 'pro', immediately: true } }, org.service);
     expect(now.data.changePlan.organization).toMatchObject({ plan: { id: 'pro' }, nextPlan: null });
-    const balance = await balanceOf(org);
+    const balance = await balanceOf(t, org);
     expect(balance.accounts[0].available).toBe(5000);
     expect(balance.accounts[0].lots[0].expiresAt).toBe('2026-03-10T00:00:00.000Z');
     expect(await ledgerKinds(org, 2)).toEqual(['GRANT 5000', 'EXPIRE -900']);
     const same = await t.gql(CHANGE_PLAN, { input: { organizationId: org.id, planId: 'pro', immediately: true } }, org.service);
     expect(same.data.changePlan.__typename).toBe('ChangePlanSuccess');
-    expect((await balanceOf(org)).accounts[0].available).toBe(5000);
+    expect((await balanceOf(t, org)).accounts[0].available).toBe(5000);
   });
 
   it('expires promotional lots with a ledger entry', async () => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t);
     await grant(t, org, 'PROMOTIONAL', 20, { expiresAt: '2026-01-20T00:00:00Z' });
-    expect((await balanceOf(org)).accounts[2].available).toBe(20);
+    expect((await balanceOf(t, org)).accounts[2].available).toBe(20);
     t.clock.set('2026-01-20T00:00:00Z');
     // Even before a sweep, expired credits are no longer available.
-    expect((await balanceOf(org)).accounts[2]).toMatchObject({ available: 0, lots: [] });
+    expect((await balanceOf(t, org)).accounts[2]).toMatchObject({ available: 0, lots: [] });
     await sweep();
     expect(await ledgerKinds(org, 1)).toEqual(['EXPIRE -20']);
   });
@@ -168,7 +156,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     const { reservation } = await reserve(t, org, textCredits(4), { ttlSeconds: 3600 });
     t.clock.advance(20 * 60_000);
     await sweep();
-    expect(await balanceOf(org)).toMatchObject({ available: 0, reserved: 4 });
+    expect(await balanceOf(t, org)).toMatchObject({ available: 0, reserved: 4 });
     const capture = await t.gql(CAPTURE, { input: { reservationId: reservation.id } }, org.service);
     expect(capture.data.captureReservation.balance).toMatchObject({ available: 0, reserved: 0 });
     expect(t.clock.now().getTime() - new Date('2026-01-10T00:00:00Z').getTime()).toBeLessThan(DAY_MS);

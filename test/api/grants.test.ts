@@ -1,22 +1,12 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../support/app.ts';
+import { describe, expect, it } from 'vitest';
+import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
-import { BALANCE, GRANT_CREDITS, PURCHASE_PACK } from '../support/operations.ts';
-import { grant, newOrganization, uniqueKey, type TestOrganization } from '../support/scenario.ts';
+import { GRANT_CREDITS, PURCHASE_PACK } from '../support/operations.ts';
+import { balanceOf, grant, newOrganization, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 
 describe.each(drivers)('grants and credit packs (%s)', (driver) => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp(driver);
-  });
-  afterAll(() => t.close());
-  afterEach(async () => {
-    expect(await t.audit()).toEqual([]);
-  });
+  const t = useTestApp(driver);
 
-  async function balanceOf(org: TestOrganization) {
-    return (await t.gql(BALANCE, { id: org.id }, org.member)).data.balance;
-  }
 
   function grantInput(org: TestOrganization, overrides: Record<string, unknown> = {}) {
     return { organizationId: org.id, type: 'PROMOTIONAL', amount: 10, reason: 'launch promo', idempotencyKey: uniqueKey(), ...overrides };
@@ -45,7 +35,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect(again.data.grantCredits.lot.id).toBe(first.data.grantCredits.lot.id);
     const other = await t.gql(GRANT_CREDITS, { input: { ...input, amount: 11 } }, org.admin);
     expect(other.data.grantCredits.__typename).toBe('IdempotencyConflictError');
-    expect((await balanceOf(org)).accounts[2].available).toBe(10);
+    expect((await balanceOf(t, org)).accounts[2].available).toBe(10);
   });
 
   it.each([
@@ -61,10 +51,10 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     ['organizationId', { organizationId: 'not-an-id' }],
   ])('refuses a grant with a bad %s and writes nothing', async (field, overrides) => {
     const org = await newOrganization(t);
-    const before = await balanceOf(org);
+    const before = await balanceOf(t, org);
     const result = await t.gql(GRANT_CREDITS, { input: grantInput(org, overrides) }, org.admin);
     expect(result.data.grantCredits).toMatchObject({ __typename: 'InvalidInputError', field });
-    expect(await balanceOf(org)).toEqual(before);
+    expect(await balanceOf(t, org)).toEqual(before);
   });
 
   it('caps a balance at 2,000,000,000 credits counting reserved ones', async () => {
@@ -73,7 +63,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     await grant(t, org, 'PURCHASED', 999_999_900);
     const over = await t.gql(GRANT_CREDITS, { input: grantInput(org, { amount: 1 }) }, org.admin);
     expect(over.data.grantCredits).toMatchObject({ __typename: 'InvalidInputError', field: 'amount' });
-    expect((await balanceOf(org)).available).toBe(2_000_000_000);
+    expect((await balanceOf(t, org)).available).toBe(2_000_000_000);
   });
 
   it('answers a grant to an unknown organization with NotFoundError', async () => {
@@ -98,8 +88,8 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     const other = await newOrganization(t);
     const otherOrg = await t.gql(PURCHASE_PACK, { input: { ...input, organizationId: other.id } }, other.service);
     expect(otherOrg.data.purchaseCreditPack.__typename).toBe('IdempotencyConflictError');
-    expect((await balanceOf(org)).accounts[1].available).toBe(500);
-    expect((await balanceOf(other)).accounts[1].available).toBe(0);
+    expect((await balanceOf(t, org)).accounts[1].available).toBe(500);
+    expect((await balanceOf(t, other)).accounts[1].available).toBe(0);
   });
 
   it('refuses an unknown pack and an empty payment reference', async () => {

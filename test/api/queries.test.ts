@@ -1,16 +1,12 @@
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../support/app.ts';
+import { describe, expect, it } from 'vitest';
+import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { LEDGER, QUOTE, RESERVATION } from '../support/operations.ts';
 import { grant, newOrganization, reserve, textCredits } from '../support/scenario.ts';
 
 describe.each(drivers)('queries (%s)', (driver) => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp(driver);
-  });
-  afterAll(() => t.close());
+  const t = useTestApp(driver, { auditAfterEach: false });
 
   it('lists the catalogs to any valid token, models filtered by output type', async () => {
     const org = await newOrganization(t);

@@ -1,25 +1,13 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
-import { createTestApp, type TestApp } from '../support/app.ts';
+import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
-import { BALANCE, CAPTURE, EXTEND, LEDGER, REFUND, RESERVATION } from '../support/operations.ts';
-import { grant, newOrganization, reserve, textCredits, uniqueKey } from '../support/scenario.ts';
+import { CAPTURE, EXTEND, LEDGER, REFUND, RESERVATION } from '../support/operations.ts';
+import { balanceOf, grant, newOrganization, reserve, textCredits, uniqueKey } from '../support/scenario.ts';
 
 describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp(driver);
-  });
-  afterAll(() => t.close());
-  afterEach(async () => {
-    expect(await t.audit()).toEqual([]);
-  });
+  const t = useTestApp(driver);
 
-  async function balanceOf(org: { id: string; member: string }) {
-    const result = await t.gql(BALANCE, { id: org.id }, org.member);
-    expect(result.errors).toBeUndefined();
-    return result.data.balance;
-  }
 
   it('pre-deducts the server-computed cost and reports the balance', async () => {
     const org = await newOrganization(t);
@@ -54,7 +42,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
       ['PROMOTIONAL', 20],
       ['REFERRAL', 20],
     ]);
-    expect((await balanceOf(org)).available).toBe(30);
+    expect((await balanceOf(t, org)).available).toBe(30);
   });
 
   it('within one type uses the lot that expires first, never-expiring last, then the oldest', async () => {
@@ -73,10 +61,10 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
 
   it('refuses a reservation the balance does not fully cover, writing nothing', async () => {
     const org = await newOrganization(t);
-    const before = await balanceOf(org);
+    const before = await balanceOf(t, org);
     const result = await reserve(t, org, textCredits(105));
     expect(result).toMatchObject({ __typename: 'InsufficientCreditsError', required: 105, available: 100 });
-    expect(await balanceOf(org)).toEqual(before);
+    expect(await balanceOf(t, org)).toEqual(before);
   });
 
   it('captures fully, or partially with the remainder refunded to the lots taken last', async () => {
@@ -119,7 +107,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
   it('refunds every credit to the exact lots it came from', async () => {
     const org = await newOrganization(t);
     await grant(t, org, 'PURCHASED', 50);
-    const before = await balanceOf(org);
+    const before = await balanceOf(t, org);
     const { reservation } = await reserve(t, org, textCredits(120));
     const result = await t.gql(REFUND, { input: { reservationId: reservation.id, reason: 'model crashed' } }, org.service);
     expect(result.data.refundReservation.reservation).toMatchObject({ status: 'REFUNDED', refundedAmount: 120, capturedAmount: 0 });
@@ -142,7 +130,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     await t.gql(REFUND, { input: { reservationId: second.reservation.id } }, org.service);
     const capture = await t.gql(CAPTURE, { input: { reservationId: second.reservation.id } }, org.service);
     expect(capture.data.captureReservation).toMatchObject({ __typename: 'ReservationStateError', status: 'REFUNDED' });
-    expect((await balanceOf(org)).available).toBe(90);
+    expect((await balanceOf(t, org)).available).toBe(90);
   });
 
   it('refunds automatically once the time to live passes, with the reason recorded', async () => {
@@ -150,13 +138,13 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     const { reservation } = await reserve(t, org, textCredits(30), { ttlSeconds: 60 });
     t.clock.advanceSeconds(59);
     await sweepUntilIdle({ db: t.database.db, clock: t.clock });
-    expect((await balanceOf(org)).reserved).toBe(30);
+    expect((await balanceOf(t, org)).reserved).toBe(30);
     t.clock.advanceSeconds(1);
     const swept = await sweepUntilIdle({ db: t.database.db, clock: t.clock });
     expect(swept.refundedReservations).toBeGreaterThanOrEqual(1);
     const read = await t.gql(RESERVATION, { id: reservation.id }, org.member);
     expect(read.data.reservation).toMatchObject({ status: 'REFUNDED', refundedAmount: 30 });
-    expect(await balanceOf(org)).toMatchObject({ available: 100, reserved: 0 });
+    expect(await balanceOf(t, org)).toMatchObject({ available: 100, reserved: 0 });
     const ledger = await t.gql(LEDGER, { id: org.id, first: 1 }, org.member);
     expect(ledger.data.ledger.edges[0].node).toMatchObject({ kind: 'REFUND', amount: 30, reservedChange: -30 });
     expect(ledger.data.ledger.edges[0].node.reason).toMatch(/expired/);
@@ -173,7 +161,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     t.clock.advanceSeconds(1);
     const late = await t.gql(CAPTURE, { input: { reservationId: reservation.id } }, org.service);
     expect(late.data.captureReservation).toMatchObject({ __typename: 'ReservationStateError', status: 'REFUNDED' });
-    expect(await balanceOf(org)).toMatchObject({ available: 100, reserved: 0 });
+    expect(await balanceOf(t, org)).toMatchObject({ available: 100, reserved: 0 });
   });
 
   it('returns the same reservation for a repeated idempotency key, and a conflict for other input', async () => {
@@ -184,7 +172,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     expect(again.reservation.id).toBe(first.reservation.id);
     const other = await reserve(t, org, textCredits(11), { idempotencyKey: key });
     expect(other.__typename).toBe('IdempotencyConflictError');
-    expect((await balanceOf(org)).reserved).toBe(10);
+    expect((await balanceOf(t, org)).reserved).toBe(10);
   });
 
   it('does not use up a key on a refused reservation', async () => {

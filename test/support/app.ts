@@ -1,3 +1,4 @@
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { createApp, type App, type AppOptions } from '../../src/app.ts';
 import { secretKey, signToken, type Role } from '../../src/auth/tokens.ts';
 import { ManualClock } from '../../src/clock.ts';
@@ -71,4 +72,22 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
       await database.close();
     },
   };
+}
+
+/**
+ * A test app for one describe block: opened before its tests, closed after them, and (unless
+ * told otherwise) audited after every test, so each test also proves the ledger stayed whole.
+ */
+export function useTestApp(driver: Driver, options: { auditAfterEach?: boolean } = {}): TestApp {
+  const t = {} as TestApp;
+  beforeAll(async () => {
+    Object.assign(t, await createTestApp(driver));
+  });
+  afterAll(() => t.close());
+  if (options.auditAfterEach ?? true) {
+    afterEach(async () => {
+      expect(await t.audit()).toEqual([]);
+    });
+  }
+  return t;
 }

@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import type { TestApp } from './app.ts';
-import { CREATE_ORGANIZATION, GRANT_CREDITS, RESERVE } from './operations.ts';
+import { BALANCE, CREATE_ORGANIZATION, GRANT_CREDITS, RESERVE } from './operations.ts';
 
 export interface TestOrganization {
   id: string;
@@ -87,4 +87,11 @@ export async function reserve(
   );
   expect(result.errors).toBeUndefined();
   return result.data.reserveCredits;
+}
+
+/** The organization's balance as its member reads it over the API. */
+export async function balanceOf(t: TestApp, org: Pick<TestOrganization, 'id' | 'member'>) {
+  const result = await t.gql(BALANCE, { id: org.id }, org.member);
+  expect(result.errors).toBeUndefined();
+  return result.data.balance;
 }
