@@ -126,7 +126,12 @@ export function createApp(options: AppOptions): App {
 
   let sweeper: Sweeper | null = null;
   if (options.sweepIntervalMs !== null) {
-    sweeper = startSweeper({ db: options.database.db, clock: options.clock }, options.sweepIntervalMs, (error) => log('sweep failed', error));
+    sweeper = startSweeper(
+      { db: options.database.db, clock: options.clock },
+      options.sweepIntervalMs,
+      (error) => log('sweep failed', error),
+      (item, error, failures) => log(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error),
+    );
   }
 
   let stopping: Promise<void> | null = null;

@@ -6,6 +6,7 @@ import {
   integer,
   pgEnum,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   uniqueIndex,
@@ -57,6 +58,8 @@ export const generationModels = pgTable('generation_models', {
 
 export const organizations = pgTable('organizations', {
   id: uuid('id').primaryKey(),
+  // The customer's id for this organization in the host application; makes creation idempotent.
+  externalId: text('external_id'),
   name: text('name').notNull(),
   planId: text('plan_id')
     .notNull()
@@ -69,7 +72,10 @@ export const organizations = pgTable('organizations', {
   // Grows with every committed change to this organization's lots; subscribers order events by it.
   balanceVersion: integer('balance_version').notNull().default(0),
   createdAt: timestamptz('created_at').notNull(),
-}, (t) => [index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt)]);
+}, (t) => [
+  index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt),
+  uniqueIndex('organizations_external_id_idx').on(t.externalId),
+]);
 
 export const creditLots = pgTable(
   'credit_lots',
@@ -88,6 +94,10 @@ export const creditLots = pgTable(
     source: lotSource('source').notNull(),
     sourceKey: text('source_key').notNull(),
     packId: text('pack_id').references(() => creditPacks.id),
+    // Set on plan allowance lots (sources CYCLE and PLAN_CHANGE): the plan whose allowance this is
+    // and the billing cycle it belongs to, so the audit can bound each cycle's allowance grants.
+    planId: text('plan_id').references(() => plans.id),
+    cycleStartsAt: timestamptz('cycle_starts_at'),
     reason: text('reason').notNull(),
   },
   (t) => [
@@ -104,6 +114,26 @@ export const creditLots = pgTable(
     index('credit_lots_expiring_idx')
       .on(t.expiresAt)
       .where(sql`${t.available} > 0 and ${t.expiresAt} is not null`),
+  ],
+);
+
+// Allowance credits an organization was entitled to but could not hold under the balance cap. An
+// allowance is granted as far as it fits; the rest is recorded here, never silently dropped.
+export const withheldCredits = pgTable(
+  'withheld_credits',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    source: lotSource('source').notNull(),
+    sourceKey: text('source_key').notNull(),
+    amount: integer('amount').notNull(),
+    reason: text('reason').notNull(),
+    createdAt: timestamptz('created_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.source, t.sourceKey] }),
+    check('withheld_credits_amount_positive', sql`${t.amount} > 0`),
   ],
 );
 
@@ -177,4 +207,5 @@ export const schema = {
   creditLots,
   reservations,
   ledgerEntries,
+  withheldCredits,
 };

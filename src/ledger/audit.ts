@@ -12,6 +12,13 @@ export interface Violation {
 export interface AuditOptions {
   /** Audit only this organization (property tests audit one organization after every step). */
   organizationId?: string;
+  /**
+   * A moment up to which a sweep is known to have run. With it, the audit also reports lots whose
+   * expiry passed before it and still hold spendable credits, and reservations created more than
+   * 24 hours before it that are still pending. Without it, only rules that hold at every commit
+   * are checked.
+   */
+  sweptAt?: Date;
 }
 
 /**
@@ -24,7 +31,11 @@ export interface AuditOptions {
  * - each reservation's held, captured and refunded credits match its entries, lot by lot
  *   (nothing is held once it is settled, no lot gives back more than it held), and its status
  *   agrees with what was captured;
- * - for each organization, granted = available + reserved + consumed + expired.
+ * - for each organization, granted = available + reserved + consumed + expired;
+ * and the lifecycle rules (`auditLifecycle`): an expired lot never holds spendable credits
+ * again, no lot expires before its expiry, no reservation may live past 24 hours, each billing
+ * cycle's allowance stays within the largest plan in force, and every reservation took its
+ * credits in consumption order (replayed from the journal).
  * Each check is one statement; callers wanting one snapshot across them run this in a
  * repeatable-read transaction (the `npm run audit` command does).
  */
@@ -172,5 +183,195 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
       });
     }
   }
+  violations.push(...(await auditLifecycle(db, options)));
   return violations;
+}
+
+/** The rules about time and order that sums alone cannot see (a lot can balance and still mint). */
+export async function auditLifecycle(db: Queryable, options: AuditOptions = {}): Promise<Violation[]> {
+  const orgId = options.organizationId ?? null;
+  const only = (column: SQL) => (orgId === null ? sql`true` : sql`${column} = ${orgId}::uuid`);
+  const violations: Violation[] = [];
+  const push = (rows: Array<Record<string, unknown>>, message: (row: Record<string, unknown>) => string) => {
+    for (const row of rows) {
+      violations.push({
+        organizationId: String(row.organization_id),
+        ...(row.lot_id ? { lotId: String(row.lot_id) } : {}),
+        ...(row.reservation_id ? { reservationId: String(row.reservation_id) } : {}),
+        message: message(row),
+      });
+    }
+  };
+
+  // Once a lot has expired, a refund into it expires again at once: it never holds spendable
+  // credits again. A lot that looks unexpired after an EXPIRE is how credits get minted.
+  push(
+    rowsOf(
+      await db.execute(sql`
+        select l.id as lot_id, l.organization_id, l.available from credit_lots l
+        where ${only(sql`l.organization_id`)} and l.available > 0
+          and exists (select 1 from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE')`),
+    ),
+    (row) => `holds ${row.available} spendable credits after it expired`,
+  );
+
+  // Closing a lot early moves its expiry to the moment it closed, so every EXPIRE is at or after it.
+  push(
+    rowsOf(
+      await db.execute(sql`
+        select e.id, e.lot_id, e.organization_id, e.created_at, l.expires_at from ledger_entries e
+          join credit_lots l on l.id = e.lot_id
+        where ${only(sql`e.organization_id`)} and e.kind = 'EXPIRE'
+          and (l.expires_at is null or e.created_at < l.expires_at)
+        order by e.id limit 1000`),
+    ),
+    (row) => `entry ${row.id} expires credits before the lot's expiry (${String(row.expires_at ?? 'never')})`,
+  );
+
+  push(
+    rowsOf(
+      await db.execute(sql`
+        select r.id as reservation_id, r.organization_id, r.expires_at from reservations r
+        where ${only(sql`r.organization_id`)} and r.expires_at > r.created_at + interval '24 hours'
+        limit 1000`),
+    ),
+    (row) => `may stay pending until ${String(row.expires_at)}, more than 24 hours after it was created`,
+  );
+
+  // Allowance lots by billing cycle: never more than the largest plan among them allows.
+  push(
+    rowsOf(
+      await db.execute(sql`
+        select l.organization_id, l.cycle_starts_at, sum(l.granted)::bigint as granted,
+          max(p.monthly_credits) as largest, count(*) filter (where p.id is null or l.cycle_starts_at is null)::int as unlabelled
+        from credit_lots l left join plans p on p.id = l.plan_id
+        where ${only(sql`l.organization_id`)} and l.source in ('CYCLE', 'PLAN_CHANGE')
+        group by l.organization_id, l.cycle_starts_at
+        having sum(l.granted) > coalesce(max(p.monthly_credits), 0)
+          or count(*) filter (where p.id is null or l.cycle_starts_at is null) > 0`),
+    ),
+    (row) =>
+      Number(row.unlabelled) > 0
+        ? `${row.unlabelled} allowance lot(s) without a plan or billing cycle`
+        : `cycle starting ${String(row.cycle_starts_at)} granted ${row.granted} allowance credits, more than the largest plan's ${row.largest}`,
+  );
+
+  if (options.sweptAt) {
+    push(
+      rowsOf(
+        await db.execute(sql`
+          select l.id as lot_id, l.organization_id, l.available, l.expires_at from credit_lots l
+          where ${only(sql`l.organization_id`)} and l.available > 0 and l.expires_at <= ${options.sweptAt}`),
+      ),
+      (row) => `holds ${row.available} spendable credits though it expired at ${String(row.expires_at)}`,
+    );
+    push(
+      rowsOf(
+        await db.execute(sql`
+          select r.id as reservation_id, r.organization_id, r.created_at from reservations r
+          where ${only(sql`r.organization_id`)} and r.status = 'PENDING'
+            and r.created_at + interval '24 hours' <= ${options.sweptAt}`),
+      ),
+      (row) => `still pending more than 24 hours after it was created (${String(row.created_at)})`,
+    );
+  }
+
+  violations.push(...(await auditConsumptionOrder(db, orgId)));
+  return violations;
+}
+
+interface ReplayLot {
+  id: string;
+  organizationId: string;
+  priority: number;
+  expiresAtMs: number;
+  createdAtMs: number;
+  available: number;
+}
+
+const TYPE_PRIORITY: Record<string, number> = { SUBSCRIPTION: 1, PURCHASED: 2, PROMOTIONAL: 3, REFERRAL: 4 };
+
+function compareLots(a: ReplayLot, b: ReplayLot): number {
+  return a.priority - b.priority || a.expiresAtMs - b.expiresAtMs || a.createdAtMs - b.createdAtMs;
+}
+
+/**
+ * Replays the journal and checks each reservation against the consumption order at the moment
+ * it was made: every spendable lot that comes before the last lot it took from was emptied, and
+ * among lots that tie with that last lot at most one was left partly used.
+ */
+async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promise<Violation[]> {
+  const only = (column: SQL) => (orgId === null ? sql`true` : sql`${column} = ${orgId}::uuid`);
+  const lots = new Map<string, ReplayLot>();
+  for (const row of rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      select id, organization_id, type, expires_at, created_at from credit_lots l where ${only(sql`l.organization_id`)}`),
+  )) {
+    lots.set(String(row.id), {
+      id: String(row.id),
+      organizationId: String(row.organization_id),
+      priority: TYPE_PRIORITY[String(row.type)] ?? 99,
+      expiresAtMs: row.expires_at === null ? Number.POSITIVE_INFINITY : new Date(row.expires_at as string).getTime(),
+      createdAtMs: new Date(row.created_at as string).getTime(),
+      available: 0,
+    });
+  }
+  const entries = rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      select lot_id, reservation_id, kind, available_change, created_at from ledger_entries e
+      where ${only(sql`e.organization_id`)} order by e.id`),
+  );
+  const violations: Violation[] = [];
+  for (let i = 0; i < entries.length; ) {
+    const entry = entries[i]!;
+    if (entry.kind !== 'RESERVE') {
+      const lot = lots.get(String(entry.lot_id));
+      if (lot) lot.available += Number(entry.available_change);
+      i += 1;
+      continue;
+    }
+    // One reservation's RESERVE entries are written by one statement, so they are consecutive.
+    const taken = new Map<string, number>();
+    let j = i;
+    while (j < entries.length && entries[j]!.kind === 'RESERVE' && entries[j]!.reservation_id === entry.reservation_id) {
+      const lotId = String(entries[j]!.lot_id);
+      taken.set(lotId, (taken.get(lotId) ?? 0) - Number(entries[j]!.available_change));
+      j += 1;
+    }
+    const problem = checkOrder(lots, taken, new Date(entry.created_at as string).getTime());
+    if (problem) {
+      const first = lots.get(String(entry.lot_id));
+      violations.push({ organizationId: first?.organizationId ?? '', reservationId: String(entry.reservation_id), message: problem });
+    }
+    for (const [lotId, amount] of taken) {
+      const lot = lots.get(lotId);
+      if (lot) lot.available -= amount;
+    }
+    i = j;
+  }
+  return violations;
+}
+
+function checkOrder(lots: Map<string, ReplayLot>, taken: Map<string, number>, atMs: number): string | null {
+  const organizationId = lots.get(taken.keys().next().value!)?.organizationId;
+  const spendable = [...lots.values()].filter(
+    (lot) => lot.organizationId === organizationId && lot.available > 0 && lot.expiresAtMs > atMs,
+  );
+  const used = [...taken.keys()].map((id) => lots.get(id));
+  for (const lot of used) {
+    if (!lot || !spendable.includes(lot) || lot.available < taken.get(lot.id)!) {
+      return `took credits from a lot that could not give them (${lot?.id ?? 'unknown lot'})`;
+    }
+  }
+  const last = (used as ReplayLot[]).reduce((a, b) => (compareLots(a, b) >= 0 ? a : b));
+  let partlyUsedTies = 0;
+  for (const lot of spendable) {
+    const order = compareLots(lot, last);
+    const amount = taken.get(lot.id) ?? 0;
+    if (order < 0 && amount < lot.available) {
+      return `skipped ${lot.available - amount} credits of lot ${lot.id}, which comes first in consumption order`;
+    }
+    if (order === 0 && amount > 0 && amount < lot.available) partlyUsedTies += 1;
+  }
+  return partlyUsedTies > 1 ? `left ${partlyUsedTies} tied lots partly used` : null;
 }

@@ -29,7 +29,6 @@ export async function grantCredits(ctx: LedgerContext, input: GrantCreditsInput)
   const amount = requireIntInRange(input.amount, 1, GRANT_CREDITS_MAX, 'amount');
   const reason = requireText(input.reason, 'reason');
   const idempotencyKey = requireKey(input.idempotencyKey, 'idempotencyKey');
-  const now = ctx.clock.now();
   const expiresAt = input.expiresAt ? requireValidDate(input.expiresAt, 'expiresAt') : null;
   if (expiresAt && (input.type === 'PURCHASED' || input.type === 'SUBSCRIPTION')) {
     const rule = input.type === 'PURCHASED' ? 'never expire' : 'expire at the end of the billing cycle';
@@ -37,6 +36,7 @@ export async function grantCredits(ctx: LedgerContext, input: GrantCreditsInput)
   }
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
+    const now = ctx.clock.now();
     const { org } = await ensureCurrentCycle(tx, locked, now);
     const existing = await findLotBySource(tx, organizationId, 'GRANT', idempotencyKey);
     if (existing) {
@@ -82,9 +82,9 @@ export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCred
   const paymentReference = requireKey(input.paymentReference, 'paymentReference');
   const pack = input.packId.length <= 100 ? await findCreditPack(ctx.db, input.packId) : undefined;
   if (!pack) throw new InvalidInputError(`There is no credit pack ${JSON.stringify(input.packId.slice(0, 100))}.`, 'packId');
-  const now = ctx.clock.now();
   return inTransaction(ctx.db, async (tx) => {
     await requireLockedOrganization(tx, organizationId);
+    const now = ctx.clock.now();
     const [existing] = await tx
       .select()
       .from(creditLots)

@@ -4,6 +4,8 @@ export const BALANCE_CREDITS_MAX = 2_000_000_000;
 export const GENERATION_COUNT_MAX = 100;
 export const TTL_SECONDS_DEFAULT = 900;
 export const TTL_SECONDS_MAX = 86_400;
+// A reservation is settled within a day of its creation, however often it is extended.
+export const RESERVATION_LIFETIME_SECONDS_MAX = 86_400;
 export const KEY_LENGTH_MAX = 255;
 export const TEXT_LENGTH_MAX = 255;
 export const LEDGER_PAGE_DEFAULT = 20;

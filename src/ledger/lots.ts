@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
-import { creditLots } from '../db/schema.ts';
+import { creditLots, withheldCredits } from '../db/schema.ts';
 import { InvalidInputError } from './errors.ts';
 import { postEntries } from './journal.ts';
 import { BALANCE_CREDITS_MAX } from './limits.ts';
@@ -34,6 +34,9 @@ export interface LotGrant {
   sourceKey: string;
   reason: string;
   packId?: string | null;
+  /** For plan allowance lots: whose allowance, and for which billing cycle. */
+  planId?: string | null;
+  cycleStartsAt?: Date | null;
   now: Date;
 }
 
@@ -57,6 +60,8 @@ export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | nul
       source: grant.source,
       sourceKey: grant.sourceKey,
       packId: grant.packId ?? null,
+      planId: grant.planId ?? null,
+      cycleStartsAt: grant.cycleStartsAt ?? null,
       reason: grant.reason,
     })
     .onConflictDoNothing()
@@ -93,7 +98,7 @@ export function spendableLots(tx: Tx, organizationId: string, now: Date): Promis
 /** Expires the remaining credits of every lot of the organization whose expiry has passed. */
 export async function expireDueLots(tx: Tx, organizationId: string, now: Date, reason = 'lot expired'): Promise<number> {
   const due = await tx
-    .select({ id: creditLots.id, available: creditLots.available })
+    .select({ id: creditLots.id, available: creditLots.available, expiresAt: creditLots.expiresAt })
     .from(creditLots)
     .where(
       and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0), lte(creditLots.expiresAt, now)),
@@ -102,13 +107,25 @@ export async function expireDueLots(tx: Tx, organizationId: string, now: Date, r
   return due.length;
 }
 
+/**
+ * Expires the available credits of the given lots. A lot expired before its own expiry is closed
+ * for good: its expiry becomes `now`, so credits refunded into it later expire at once instead of
+ * becoming spendable again.
+ */
 export async function expireLots(
   tx: Tx,
   organizationId: string,
-  lots: Array<Pick<CreditLot, 'id' | 'available'>>,
+  lots: Array<Pick<CreditLot, 'id' | 'available' | 'expiresAt'>>,
   now: Date,
   reason: string,
 ): Promise<void> {
+  const closedEarly = lots.filter((lot) => !isExpired(lot, now)).map((lot) => lot.id);
+  if (closedEarly.length > 0) {
+    await tx
+      .update(creditLots)
+      .set({ expiresAt: now })
+      .where(and(eq(creditLots.organizationId, organizationId), inArray(creditLots.id, closedEarly)));
+  }
   await postEntries(
     tx,
     lots
@@ -151,4 +168,28 @@ export async function assertBalanceCap(
       field,
     );
   }
+}
+
+/**
+ * Grants a plan allowance as far as it fits under the balance cap. Allowances are owed by the
+ * plan, not asked for, so instead of refusing the grant the part that does not fit is recorded in
+ * `withheld_credits`. Returns the lot, or null when nothing fit (or the key was used already).
+ */
+export async function grantAllowance(tx: Tx, grant: LotGrant): Promise<CreditLot | null> {
+  const held = await heldCredits(tx, grant.organizationId, grant.now);
+  const fits = Math.max(0, Math.min(grant.amount, BALANCE_CREDITS_MAX - held));
+  if (fits < grant.amount) {
+    await tx
+      .insert(withheldCredits)
+      .values({
+        organizationId: grant.organizationId,
+        source: grant.source,
+        sourceKey: grant.sourceKey,
+        amount: grant.amount - fits,
+        reason: `${grant.reason}: over the ${BALANCE_CREDITS_MAX} credit balance cap`,
+        createdAt: grant.now,
+      })
+      .onConflictDoNothing();
+  }
+  return fits > 0 ? grantLot(tx, { ...grant, amount: fits }) : null;
 }

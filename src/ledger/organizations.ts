@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq, gt, inArray, sql } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
-import { cycleContaining } from './billing-cycle.ts';
+import { cycleContaining, type BillingCycle } from './billing-cycle.ts';
 import { findPlan, type Plan } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
-import { InvalidInputError, NotFoundError, invariant } from './errors.ts';
-import { expireDueLots, expireLots, grantLot, notExpired } from './lots.ts';
+import { IdempotencyConflictError, InvalidInputError, NotFoundError, invariant } from './errors.ts';
+import { expireDueLots, grantAllowance } from './lots.ts';
 import { inTransaction } from './transaction.ts';
-import { requireText, requireUuid, requireValidDate } from './validation.ts';
+import { requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 
 export type Organization = typeof organizations.$inferSelect;
 
@@ -60,26 +60,28 @@ function cycleLotKey(startsAt: Date): string {
   return startsAt.toISOString();
 }
 
-async function grantCycleAllowance(tx: Tx, org: Organization, plan: Plan, cycleStartsAt: Date, cycleEndsAt: Date, now: Date) {
+async function grantCycleAllowance(tx: Tx, org: Organization, plan: Plan, cycle: BillingCycle, now: Date) {
   if (plan.monthlyCredits <= 0) return;
-  await grantLot(tx, {
+  await grantAllowance(tx, {
     organizationId: org.id,
     type: 'SUBSCRIPTION',
     amount: plan.monthlyCredits,
-    expiresAt: cycleEndsAt,
+    expiresAt: cycle.endsAt,
     source: 'CYCLE',
-    sourceKey: cycleLotKey(cycleStartsAt),
+    sourceKey: cycleLotKey(cycle.startsAt),
     reason: `${plan.name} plan allowance`,
+    planId: plan.id,
+    cycleStartsAt: cycle.startsAt,
     now,
   });
 }
 
 /**
- * Brings a locked organization into the billing cycle that contains `now`: unused subscription
- * credits expire (no roll-over), a scheduled plan change takes effect, and the new cycle's
- * allowance is granted. Cycles missed while no process ran are caught up in one step: only the
- * current cycle's allowance is granted, since earlier ones would have expired unused by now.
- * Returns the organization as it is afterwards, and whether anything changed.
+ * Brings a locked organization into the billing cycle that contains `now`: lots whose expiry has
+ * passed expire (unused subscription credits do not roll over), a scheduled plan change takes
+ * effect, and the new cycle's allowance is granted. Cycles missed while no process ran are caught
+ * up in one step: only the current cycle's allowance is granted, since earlier ones would have
+ * expired unused by now. Returns the organization as it is afterwards, and whether anything changed.
  */
 export async function ensureCurrentCycle(tx: Tx, org: Organization, now: Date): Promise<{ org: Organization; changed: boolean }> {
   if (org.cycleEndsAt.getTime() > now.getTime()) return { org, changed: false };
@@ -94,7 +96,7 @@ export async function ensureCurrentCycle(tx: Tx, org: Organization, now: Date): 
     .where(eq(organizations.id, org.id))
     .returning();
   invariant(updated, `organization ${org.id} vanished while locked`);
-  await grantCycleAllowance(tx, updated, plan, cycle.startsAt, cycle.endsAt, now);
+  await grantCycleAllowance(tx, updated, plan, cycle, now);
   const balanceVersion = await bumpBalanceVersion(tx, org.id);
   return { org: { ...updated, balanceVersion }, changed: true };
 }
@@ -103,20 +105,25 @@ export interface CreateOrganizationInput {
   name: string;
   planId: string;
   billingCycleAnchor?: Date | null;
+  /** The customer's id in the host application: a repeat returns the organization it created. */
+  externalId?: string | null;
 }
 
 export async function createOrganization(ctx: LedgerContext, input: CreateOrganizationInput): Promise<Organization> {
   const name = requireText(input.name, 'name');
-  const now = ctx.clock.now();
-  const anchor = input.billingCycleAnchor ? requireValidDate(input.billingCycleAnchor, 'billingCycleAnchor') : now;
+  const externalId = input.externalId == null ? null : requireKey(input.externalId, 'externalId');
+  const requestedAnchor = input.billingCycleAnchor ? requireValidDate(input.billingCycleAnchor, 'billingCycleAnchor') : null;
   const plan = await findPlan(ctx.db, input.planId);
   if (!plan) throw new InvalidInputError(`There is no plan ${input.planId}.`, 'planId');
-  const cycle = cycleContaining(anchor, now);
   return inTransaction(ctx.db, async (tx) => {
+    const now = ctx.clock.now();
+    const anchor = requestedAnchor ?? now;
+    const cycle = cycleContaining(anchor, now);
     const [org] = await tx
       .insert(organizations)
       .values({
         id: randomUUID(),
+        externalId,
         name,
         planId: plan.id,
         billingCycleAnchor: anchor,
@@ -124,77 +131,114 @@ export async function createOrganization(ctx: LedgerContext, input: CreateOrgani
         cycleEndsAt: cycle.endsAt,
         createdAt: now,
       })
+      .onConflictDoNothing({ target: organizations.externalId })
       .returning();
-    invariant(org, 'organization insert returned nothing');
-    await grantCycleAllowance(tx, org, plan, cycle.startsAt, cycle.endsAt, now);
+    if (!org) return replayOrganization(tx, externalId!, name, plan.id, requestedAnchor);
+    await grantCycleAllowance(tx, org, plan, cycle, now);
     const balanceVersion = await bumpBalanceVersion(tx, org.id);
     return { ...org, balanceVersion };
   });
 }
 
+/**
+ * The organization an earlier request with this external id created. The same name and plan (and
+ * anchor, when the request names one) is a retry; anything else reuses an id for something else.
+ */
+async function replayOrganization(
+  tx: Tx,
+  externalId: string,
+  name: string,
+  planId: string,
+  anchor: Date | null,
+): Promise<Organization> {
+  const [existing] = await tx.select().from(organizations).where(eq(organizations.externalId, externalId));
+  invariant(existing, `organization with external id ${externalId} conflicted but cannot be read`);
+  const same =
+    existing.name === name &&
+    existing.planId === planId &&
+    (anchor === null || existing.billingCycleAnchor.getTime() === anchor.getTime());
+  if (!same) throw new IdempotencyConflictError('This externalId was already used for a different organization.');
+  return existing;
+}
+
 export interface ChangePlanInput {
   organizationId: string;
   planId: string;
-  /** Apply now instead of at the start of the next cycle. */
+  /** Apply now instead of at the start of the next cycle (upgrades only). */
   immediately?: boolean | null;
 }
 
+export interface PlanChange {
+  organization: Organization;
+  /** True when the plan is in force now; false when it waits for the next cycle. */
+  appliedImmediately: boolean;
+  effectiveAt: Date;
+}
+
 /**
- * Changes an organization's plan. By default the change waits for the next cycle. An immediate
- * change expires what is left of this cycle's allowance and grants the new plan's full allowance
- * for the rest of the cycle; a change to the plan already in force changes nothing.
+ * Changes an organization's plan. An immediate upgrade (a larger monthly allowance) takes effect
+ * now and grants the difference between the two allowances for the rest of the cycle; nothing
+ * already granted expires and the cycle does not restart. Every other change waits for the next
+ * cycle, because taking effect now could only lower an allowance that is partly spent or held.
+ * Changing to the plan in force cancels a scheduled change.
  */
-export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Promise<Organization> {
+export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Promise<PlanChange> {
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const plan = await findPlan(ctx.db, input.planId);
   if (!plan) throw new InvalidInputError(`There is no plan ${input.planId}.`, 'planId');
-  const now = ctx.clock.now();
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
+    const now = ctx.clock.now();
     const { org } = await ensureCurrentCycle(tx, locked, now);
-    if (!input.immediately) {
-      const nextPlanId = plan.id === org.planId ? null : plan.id;
-      const [updated] = await tx.update(organizations).set({ nextPlanId }).where(eq(organizations.id, org.id)).returning();
-      invariant(updated, 'organization vanished while locked');
-      return updated;
+    const current = await findPlan(tx, org.planId);
+    invariant(current, `plan ${org.planId} of organization ${org.id} is missing`);
+    if (plan.id === current.id) {
+      const organization = org.nextPlanId === null ? org : await setNextPlan(tx, org.id, null);
+      return { organization, appliedImmediately: true, effectiveAt: now };
     }
-    if (plan.id === org.planId) {
-      if (org.nextPlanId === null) return org;
-      const [updated] = await tx.update(organizations).set({ nextPlanId: null }).where(eq(organizations.id, org.id)).returning();
-      invariant(updated, 'organization vanished while locked');
-      return updated;
+    if (!input.immediately || plan.monthlyCredits <= current.monthlyCredits) {
+      return { organization: await setNextPlan(tx, org.id, plan.id), appliedImmediately: false, effectiveAt: org.cycleEndsAt };
     }
-    const allowanceLots = await tx
-      .select({ id: creditLots.id, available: creditLots.available })
-      .from(creditLots)
-      .where(
-        and(
-          eq(creditLots.organizationId, org.id),
-          inArray(creditLots.source, ['CYCLE', 'PLAN_CHANGE']),
-          gt(creditLots.available, 0),
-          notExpired(now),
-        ),
-      );
-    await expireLots(tx, org.id, allowanceLots, now, `plan changed to ${plan.name}`);
-    const [updated] = await tx
-      .update(organizations)
-      .set({ planId: plan.id, nextPlanId: null })
-      .where(eq(organizations.id, org.id))
-      .returning();
-    invariant(updated, 'organization vanished while locked');
-    if (plan.monthlyCredits > 0) {
-      await grantLot(tx, {
-        organizationId: org.id,
-        type: 'SUBSCRIPTION',
-        amount: plan.monthlyCredits,
-        expiresAt: org.cycleEndsAt,
-        source: 'PLAN_CHANGE',
-        sourceKey: `${cycleLotKey(org.cycleStartsAt)}:${org.balanceVersion}`,
-        reason: `${plan.name} plan allowance (plan change)`,
-        now,
-      });
-    }
-    const balanceVersion = await bumpBalanceVersion(tx, org.id);
-    return { ...updated, balanceVersion };
+    return { organization: await upgradeNow(tx, org, current, plan, now), appliedImmediately: true, effectiveAt: now };
   });
+}
+
+async function setNextPlan(tx: Tx, organizationId: string, nextPlanId: string | null): Promise<Organization> {
+  const [updated] = await tx.update(organizations).set({ nextPlanId }).where(eq(organizations.id, organizationId)).returning();
+  invariant(updated, 'organization vanished while locked');
+  return updated;
+}
+
+/**
+ * Puts a larger plan in force for the rest of the cycle. The key names the cycle and the new
+ * plan: a plan only grows within a cycle, so each plan is upgraded to at most once per cycle, and
+ * the unique key makes a second grant for it impossible rather than merely unlikely.
+ */
+async function upgradeNow(tx: Tx, org: Organization, current: Plan, plan: Plan, now: Date): Promise<Organization> {
+  const [updated] = await tx
+    .update(organizations)
+    .set({ planId: plan.id, nextPlanId: null })
+    .where(eq(organizations.id, org.id))
+    .returning();
+  invariant(updated, 'organization vanished while locked');
+  const sourceKey = `${cycleLotKey(org.cycleStartsAt)}:${plan.id}`;
+  const [used] = await tx
+    .select({ id: creditLots.id })
+    .from(creditLots)
+    .where(and(eq(creditLots.organizationId, org.id), eq(creditLots.source, 'PLAN_CHANGE'), eq(creditLots.sourceKey, sourceKey)));
+  invariant(!used, `organization ${org.id} was upgraded to ${plan.id} twice in one cycle`);
+  await grantAllowance(tx, {
+    organizationId: org.id,
+    type: 'SUBSCRIPTION',
+    amount: plan.monthlyCredits - current.monthlyCredits,
+    expiresAt: org.cycleEndsAt,
+    source: 'PLAN_CHANGE',
+    sourceKey,
+    reason: `${plan.name} plan allowance (upgrade from ${current.name})`,
+    planId: plan.id,
+    cycleStartsAt: org.cycleStartsAt,
+    now,
+  });
+  const balanceVersion = await bumpBalanceVersion(tx, org.id);
+  return { ...updated, balanceVersion };
 }

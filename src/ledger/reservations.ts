@@ -14,7 +14,7 @@ import {
 } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { isExpired, spendableLots, type AccountType } from './lots.ts';
-import { TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
+import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import type { GenerationRequest, PricedGeneration } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
@@ -50,9 +50,11 @@ export async function reserveCredits(ctx: LedgerContext, input: ReserveInput): P
   const idempotencyKey = requireKey(input.idempotencyKey, 'idempotencyKey');
   const ttlSeconds = requireIntInRange(input.ttlSeconds ?? TTL_SECONDS_DEFAULT, 1, TTL_SECONDS_MAX, 'ttlSeconds');
   const priced = await priceRequest(ctx.db, input.generation);
-  const now = ctx.clock.now();
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
+    // Read after the lock: a reservation that waited for it must not take from a lot that
+    // expired meanwhile.
+    const now = ctx.clock.now();
     await ensureCurrentCycle(tx, locked, now);
     const [existing] = await tx
       .select()
@@ -241,9 +243,9 @@ async function withPendingReservation(
   work: (tx: Tx, reservation: Reservation, now: Date) => Promise<Reservation>,
 ): Promise<Reservation> {
   const id = requireUuid(reservationId, 'reservationId');
-  const now = ctx.clock.now();
   const outcome = await inTransaction(ctx.db, async (tx): Promise<Reservation | CreditError> => {
     const reservation = await lockReservation(tx, id, scopeOrganizationId);
+    const now = ctx.clock.now();
     if (reservation.status !== 'PENDING') return new ReservationStateError(reservation.status);
     if (reservation.expiresAt.getTime() <= now.getTime()) {
       const refunded = await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
@@ -292,13 +294,24 @@ export interface ExtendInput {
   ttlSeconds: number;
 }
 
-/** Sets a pending reservation to expire `ttlSeconds` from now (long videos need more time). */
+/** The latest moment a reservation may still be pending: held credits must not outlive a day. */
+export function lifetimeEnd(reservation: Pick<Reservation, 'createdAt'>): Date {
+  return new Date(reservation.createdAt.getTime() + RESERVATION_LIFETIME_SECONDS_MAX * 1000);
+}
+
+/**
+ * Sets a pending reservation to expire `ttlSeconds` from now (long videos need more time), but
+ * never later than 24 hours after it was created; the answer carries the expiry actually set.
+ * Without the cap, repeated extensions could hold credits (say, a cycle's subscription credits)
+ * and capture them long after they expired.
+ */
 export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope: string | null): Promise<Reservation> {
   const ttlSeconds = requireIntInRange(input.ttlSeconds, 1, TTL_SECONDS_MAX, 'ttlSeconds');
   return withPendingReservation(ctx, input.reservationId, scope, async (tx, reservation, now) => {
+    const requested = now.getTime() + ttlSeconds * 1000;
     const [extended] = await tx
       .update(reservations)
-      .set({ expiresAt: new Date(now.getTime() + ttlSeconds * 1000) })
+      .set({ expiresAt: new Date(Math.min(requested, lifetimeEnd(reservation).getTime())) })
       .where(eq(reservations.id, reservation.id))
       .returning();
     invariant(extended, 'reservation vanished while locked');
@@ -308,9 +321,9 @@ export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope:
 
 /** The sweeper's automatic refund; does nothing if the reservation was settled meanwhile. */
 export async function refundIfExpired(ctx: LedgerContext, reservationId: string): Promise<boolean> {
-  const now = ctx.clock.now();
   return inTransaction(ctx.db, async (tx) => {
     const reservation = await lockReservation(tx, reservationId, null);
+    const now = ctx.clock.now();
     if (reservation.status !== 'PENDING' || reservation.expiresAt.getTime() > now.getTime()) return false;
     await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
     return true;

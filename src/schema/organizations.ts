@@ -1,7 +1,13 @@
 import type { GraphQLContext } from '../context.ts';
 import { findPlan } from '../ledger/catalog.ts';
-import { InvalidInputError, NotFoundError } from '../ledger/errors.ts';
-import { changePlan, createOrganization, findOrganization, type Organization } from '../ledger/organizations.ts';
+import { IdempotencyConflictError, InvalidInputError, NotFoundError } from '../ledger/errors.ts';
+import {
+  changePlan,
+  createOrganization,
+  findOrganization,
+  type Organization,
+  type PlanChange,
+} from '../ledger/organizations.ts';
 import { asQueryInput, authorize, authorizeOrganization } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
@@ -37,16 +43,22 @@ export const OrganizationType = builder.objectRef<Organization>('Organization').
   }),
 });
 
-interface OrganizationPayload {
-  organization: Organization;
-}
-
-const CreateOrganizationSuccess = builder.objectRef<OrganizationPayload>('CreateOrganizationSuccess').implement({
+const CreateOrganizationSuccess = builder.objectRef<{ organization: Organization }>('CreateOrganizationSuccess').implement({
   fields: (t) => ({ organization: t.field({ type: OrganizationType, resolve: (payload) => payload.organization }) }),
 });
 
-const ChangePlanSuccess = builder.objectRef<OrganizationPayload>('ChangePlanSuccess').implement({
-  fields: (t) => ({ organization: t.field({ type: OrganizationType, resolve: (payload) => payload.organization }) }),
+const ChangePlanSuccess = builder.objectRef<PlanChange>('ChangePlanSuccess').implement({
+  fields: (t) => ({
+    organization: t.field({ type: OrganizationType, resolve: (change) => change.organization }),
+    appliedImmediately: t.exposeBoolean('appliedImmediately', {
+      description: 'True when the plan is in force now; false when it takes effect at the next billing cycle.',
+    }),
+    effectiveAt: t.field({
+      type: 'DateTime',
+      description: 'When the plan takes (or took) effect.',
+      resolve: (change) => change.effectiveAt,
+    }),
+  }),
 });
 
 const CreateOrganizationInput = builder.inputType('CreateOrganizationInput', {
@@ -58,6 +70,11 @@ const CreateOrganizationInput = builder.inputType('CreateOrganizationInput', {
       required: false,
       description: 'Billing cycles start at this instant plus whole months (default: now).',
     }),
+    externalId: t.string({
+      required: false,
+      description:
+        "The customer's id in the host application (unique). A repeat returns the organization it created; the same id with another name, plan or anchor is an IdempotencyConflictError.",
+    }),
   }),
 });
 
@@ -68,7 +85,8 @@ const ChangePlanInput = builder.inputType('ChangePlanInput', {
     immediately: t.boolean({
       required: false,
       defaultValue: false,
-      description: "Apply now: the rest of this cycle's allowance expires and the new plan's allowance is granted.",
+      description:
+        "Apply an upgrade (a larger monthly allowance) now, granting the difference for the rest of the cycle. Other changes always take effect at the next cycle.",
     }),
   }),
 });
@@ -90,7 +108,7 @@ builder.mutationFields((t) => ({
   createOrganization: t.field({
     type: CreateOrganizationSuccess,
     description: "Starts the organization's first billing cycle with its plan's full allowance (admin).",
-    errors: { types: [InvalidInputError] },
+    errors: { types: [InvalidInputError, IdempotencyConflictError] },
     args: { input: t.arg({ type: CreateOrganizationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       authorize(ctx, 'admin');
@@ -98,23 +116,24 @@ builder.mutationFields((t) => ({
         name: input.name,
         planId: String(input.planId),
         billingCycleAnchor: input.billingCycleAnchor,
+        externalId: input.externalId,
       });
       return { organization };
     },
   }),
   changePlan: t.field({
     type: ChangePlanSuccess,
-    description: 'Changes the plan, at the next billing cycle unless `immediately` (service or admin).',
+    description:
+      'Changes the plan at the next billing cycle; with `immediately`, an upgrade takes effect now (service or admin).',
     errors: { types: [InvalidInputError, NotFoundError] },
     args: { input: t.arg({ type: ChangePlanInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       authorizeOrganization(ctx, String(input.organizationId), 'service');
-      const organization = await changePlan(ctx, {
+      return changePlan(ctx, {
         organizationId: String(input.organizationId),
         planId: String(input.planId),
         immediately: input.immediately,
       });
-      return { organization };
     },
   }),
 }));

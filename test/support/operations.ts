@@ -53,7 +53,7 @@ export const EXTEND = `
 
 export const CHANGE_PLAN = `
   mutation ($input: ChangePlanInput!) {
-    changePlan(input: $input) { ${ERROR_FIELDS} ... on ChangePlanSuccess { organization { id plan { id } nextPlan { id } } } }
+    changePlan(input: $input) { ${ERROR_FIELDS} ... on ChangePlanSuccess { appliedImmediately effectiveAt organization { id plan { id } nextPlan { id } } } }
   }`;
 
 export const BALANCE = `query ($id: ID!) { balance(organizationId: $id) { ${BALANCE_FIELDS} } }`;
