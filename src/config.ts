@@ -3,6 +3,8 @@ import path from 'node:path';
 export interface Config {
   port: number;
   databaseUrl: string | undefined;
+  /** Apply pending migrations on start; off for a runtime role without DDL rights. */
+  migrateOnStart: boolean;
   authSecret: string | undefined;
   dataDir: string;
   sweepIntervalMs: number;
@@ -66,6 +68,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     port: integer(env, 'PORT', 4000, 0, 65_535),
     databaseUrl,
+    migrateOnStart: flag(env, 'DATABASE_MIGRATE', true),
     authSecret,
     dataDir: path.resolve(env.DATA_DIR || './data'),
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 10, 3_600_000),

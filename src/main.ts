@@ -41,6 +41,7 @@ async function main(): Promise<void> {
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pglite'),
+    migrate: config.migrateOnStart,
   });
   const app = createApp({
     database,

@@ -5,6 +5,8 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { schema } from './schema.ts';
@@ -44,6 +46,12 @@ export interface OpenDatabaseOptions {
   dataDir?: string;
   /** Size of the postgres.js pool. */
   maxConnections?: number;
+  /**
+   * Apply pending migrations (the default). Off, the database is only checked to have every
+   * migration applied: a runtime role without DDL rights cannot migrate, and must not start on a
+   * schema older than its code.
+   */
+  migrate?: boolean;
 }
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
@@ -51,7 +59,8 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     ? openPostgres(options.databaseUrl, options.maxConnections ?? 10)
     : await openPglite(options.dataDir);
   try {
-    await runMigrations(database);
+    if (options.migrate ?? true) await runMigrations(database);
+    else await requireMigrated(database.db);
   } catch (error) {
     await database.close();
     throw error;
@@ -126,6 +135,27 @@ async function runMigrations(database: Database): Promise<void> {
   } finally {
     await reserved`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.catch(() => {});
     reserved.release();
+  }
+}
+
+export class MigrationsPendingError extends Error {
+  override name = 'MigrationsPendingError';
+}
+
+/** Refuses a database that lacks migrations this code needs (checked when not migrating on start). */
+export async function requireMigrated(db: Db): Promise<void> {
+  const journal = JSON.parse(readFileSync(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as {
+    entries: Array<{ when: number }>;
+  };
+  const latest = Math.max(...journal.entries.map((entry) => entry.when));
+  const [table] = rowsOf<{ present: boolean }>(
+    await db.execute(sql`select to_regclass('drizzle.__drizzle_migrations') is not null as present`),
+  );
+  const [row] = table?.present
+    ? rowsOf<{ applied: string | null }>(await db.execute(sql`select max(created_at)::text as applied from drizzle.__drizzle_migrations`))
+    : [];
+  if (Number(row?.applied ?? 0) < latest) {
+    throw new MigrationsPendingError('The database lacks migrations this version needs; run `npm run db:migrate` as its owner.');
   }
 }
 

@@ -286,6 +286,8 @@ interface ReplayLot {
   priority: number;
   expiresAtMs: number;
   createdAtMs: number;
+  /** When the lot's first EXPIRE entry was written, if it has one. */
+  firstExpiredAtMs: number | null;
   available: number;
 }
 
@@ -305,7 +307,9 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
   const lots = new Map<string, ReplayLot>();
   for (const row of rowsOf<Record<string, unknown>>(
     await db.execute(sql`
-      select id, organization_id, type, expires_at, created_at from credit_lots l where ${only(sql`l.organization_id`)}`),
+      select id, organization_id, type, expires_at, created_at,
+        (select min(e.created_at) from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE') as first_expired_at
+      from credit_lots l where ${only(sql`l.organization_id`)}`),
   )) {
     lots.set(String(row.id), {
       id: String(row.id),
@@ -313,6 +317,7 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
       priority: TYPE_PRIORITY[String(row.type)] ?? 99,
       expiresAtMs: row.expires_at === null ? Number.POSITIVE_INFINITY : new Date(row.expires_at as string).getTime(),
       createdAtMs: new Date(row.created_at as string).getTime(),
+      firstExpiredAtMs: row.first_expired_at === null ? null : new Date(row.first_expired_at as string).getTime(),
       available: 0,
     });
   }
@@ -352,11 +357,18 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
   return violations;
 }
 
+/**
+ * Whether a lot could be spent at `atMs`. A lot closed early has its expiry moved to the moment
+ * it closed, which may be the very instant of a reservation made just before the closing.
+ */
+function spendableAt(lot: ReplayLot, atMs: number): boolean {
+  if (lot.available <= 0) return false;
+  return lot.expiresAtMs > atMs || (lot.expiresAtMs === atMs && lot.firstExpiredAtMs === atMs);
+}
+
 function checkOrder(lots: Map<string, ReplayLot>, taken: Map<string, number>, atMs: number): string | null {
   const organizationId = lots.get(taken.keys().next().value!)?.organizationId;
-  const spendable = [...lots.values()].filter(
-    (lot) => lot.organizationId === organizationId && lot.available > 0 && lot.expiresAtMs > atMs,
-  );
+  const spendable = [...lots.values()].filter((lot) => lot.organizationId === organizationId && spendableAt(lot, atMs));
   const used = [...taken.keys()].map((id) => lots.get(id));
   for (const lot of used) {
     if (!lot || !spendable.includes(lot) || lot.available < taken.get(lot.id)!) {

@@ -9,6 +9,7 @@ import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
+import { reserveCredits } from '../../src/ledger/reservations.ts';
 
 describe('audit invariants (PGlite)', () => {
   let database: Database;
@@ -78,10 +79,101 @@ describe('audit invariants (PGlite)', () => {
     await entry(org.id, a.id, 'RESERVE', -10, 10, reservationId);
     await entry(org.id, b.id, 'CAPTURE', 0, -10, reservationId);
     const violations = await auditLedger(database.db, { organizationId: org.id });
-    const mine = violations.filter((v) => v.reservationId === reservationId).sort((x, y) => x.message.localeCompare(y.message));
+    // (Taking from lot a while the subscription lot had credits is also out of consumption order;
+    // that check is the subject of its own case below.)
+    const mine = violations
+      .filter((v) => v.reservationId === reservationId && v.lotId)
+      .sort((x, y) => x.message.localeCompare(y.message));
     expect(mine).toEqual([
       expect.objectContaining({ organizationId: org.id, reservationId, lotId: b.id, message: 'CAPTURED reservation holds -10 in this lot' }),
       expect.objectContaining({ organizationId: org.id, reservationId, lotId: a.id, message: 'CAPTURED reservation holds 10 in this lot' }),
+    ]);
+  });
+
+  // The lifecycle checks: rules about time and order that balanced books can still break.
+
+  it('names a lot that holds spendable credits after it expired (the plan-change minting bug)', async () => {
+    const { ctx, org } = await organizationWithLots();
+    const [lot] = rowsOf<{ id: string }>(
+      await database.db.execute(sql`select id from credit_lots where organization_id = ${org.id} and type = 'SUBSCRIPTION'`),
+    );
+    // What the old immediate plan change left behind: the allowance lot expired (here: 40 of its
+    // credits), yet a refund later put 40 back as spendable, with no EXPIRE after it.
+    await database.db.execute(sql`update credit_lots set available = available - 40 where id = ${lot!.id}`);
+    await database.db.execute(sql`
+      insert into ledger_entries (organization_id, lot_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, ${lot!.id}, 'EXPIRE', -40, 0, ${ctx.clock.now()})`);
+    const reservation = await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'held', generation: { modelId: 'text-draft', count: 60 } });
+    await database.db.execute(sql`update credit_lots set available = available + 60, reserved = reserved - 60 where id = ${lot!.id}`);
+    await database.db.execute(sql`update reservations set status = 'REFUNDED', refunded_amount = 60, settled_at = now() where id = ${reservation.id}`);
+    await database.db.execute(sql`
+      insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, ${lot!.id}, ${reservation.id}, 'REFUND', 60, -60, ${ctx.clock.now()})`);
+    const violations = await auditLedger(database.db, { organizationId: org.id });
+    expect(violations).toContainEqual(
+      expect.objectContaining({ organizationId: org.id, lotId: lot!.id, message: 'holds 60 spendable credits after it expired' }),
+    );
+    expect(violations).toContainEqual(
+      expect.objectContaining({ lotId: lot!.id, message: expect.stringMatching(/expires credits before the lot's expiry/) }),
+    );
+  });
+
+  it('names a cycle whose allowance grants exceed the largest plan in force (a full grant on every plan change)', async () => {
+    const { ctx, org } = await organizationWithLots();
+    // The old rule: an immediate change to starter granted starter's whole 1,000 on top of the
+    // 100 of free. The largest plan of the cycle allows 1,000.
+    await database.db.execute(sql`
+      with lot as (
+        insert into credit_lots (id, organization_id, type, granted, available, reserved, expires_at, created_at, source, source_key, plan_id, cycle_starts_at, reason)
+        values (gen_random_uuid(), ${org.id}, 'SUBSCRIPTION', 1000, 1000, 0, ${org.cycleEndsAt}, ${ctx.clock.now()}, 'PLAN_CHANGE', 'full-grant', 'starter', ${org.cycleStartsAt}, 'Starter plan allowance (plan change)')
+        returning id
+      )
+      insert into ledger_entries (organization_id, lot_id, kind, available_change, reserved_change, created_at)
+      select ${org.id}, id, 'GRANT', 1000, 0, ${ctx.clock.now()} from lot`);
+    expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
+      expect.objectContaining({
+        organizationId: org.id,
+        message: expect.stringMatching(/granted 1100 allowance credits, more than the largest plan's 1000$/),
+      }),
+    ]);
+  });
+
+  it('names a reservation that may live past 24 hours, and one still pending after them', async () => {
+    const { ctx, org } = await organizationWithLots();
+    const reservation = await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'long', generation: { modelId: 'text-draft', count: 5 } });
+    await database.db.execute(sql`update reservations set expires_at = created_at + interval '30 hours' where id = ${reservation.id}`);
+    expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
+      expect.objectContaining({ reservationId: reservation.id, message: expect.stringMatching(/more than 24 hours after it was created$/) }),
+    ]);
+    const sweptAt = new Date(reservation.createdAt.getTime() + 25 * 3_600_000);
+    expect(await auditLedger(database.db, { organizationId: org.id, sweptAt })).toContainEqual(
+      expect.objectContaining({ reservationId: reservation.id, message: expect.stringMatching(/^still pending more than 24 hours/) }),
+    );
+  });
+
+  it('names a lot left spendable after its expiry once a sweep has run', async () => {
+    const { org, a } = await organizationWithLots();
+    await database.db.execute(sql`update credit_lots set expires_at = ${new Date('2026-05-01T09:00:00Z')} where id = ${a.id}`);
+    // Before the expiry, or with no sweep known to have run, nothing is wrong yet.
+    expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([]);
+    expect(await auditLedger(database.db, { organizationId: org.id, sweptAt: new Date('2026-05-01T10:00:00Z') })).toEqual([
+      expect.objectContaining({ lotId: a.id, message: expect.stringMatching(/^holds 50 spendable credits though it expired/) }),
+    ]);
+  });
+
+  it('names a reservation that took credits out of consumption order', async () => {
+    const { ctx, org, a } = await organizationWithLots();
+    // Held 10 from the promotional lot while the subscription lot still had 100.
+    const [row] = rowsOf<{ id: string }>(await database.db.execute(sql`
+      insert into reservations (id, organization_id, idempotency_key, model_id, count, amount, status, expires_at, created_at)
+      values (gen_random_uuid(), ${org.id}, 'skipper', 'text-draft', 10, 10, 'PENDING', ${new Date(ctx.clock.now().getTime() + 60_000)}, ${ctx.clock.now()})
+      returning id`));
+    await database.db.execute(sql`update credit_lots set available = available - 10, reserved = reserved + 10 where id = ${a.id}`);
+    await database.db.execute(sql`
+      insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, ${a.id}, ${row!.id}, 'RESERVE', -10, 10, ${ctx.clock.now()})`);
+    expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
+      expect.objectContaining({ reservationId: row!.id, message: expect.stringMatching(/^skipped 100 credits of lot .* which comes first/) }),
     ]);
   });
 });

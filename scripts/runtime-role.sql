@@ -1,0 +1,13 @@
+-- Least privilege for the service's runtime role on PostgreSQL. Migrations run as the owner of
+-- the schema (`npm run db:migrate`); the serving processes connect as this role with
+-- DATABASE_MIGRATE=0. The journal gets SELECT and INSERT only: even a compromised process cannot
+-- rewrite or empty it (the append-only triggers are a second wall for the owner).
+--   psql "$OWNER_DATABASE_URL" -v app_role=credits_app -f scripts/runtime-role.sql
+GRANT USAGE ON SCHEMA public TO :"app_role";
+GRANT USAGE ON SCHEMA drizzle TO :"app_role";
+-- Start-up checks that every migration is applied.
+GRANT SELECT ON drizzle.__drizzle_migrations TO :"app_role";
+GRANT SELECT ON plans, credit_packs, generation_models TO :"app_role";
+GRANT SELECT, INSERT, UPDATE ON organizations, credit_lots, reservations, withheld_credits TO :"app_role";
+GRANT SELECT, INSERT ON ledger_entries TO :"app_role";
+GRANT USAGE ON SEQUENCE ledger_entries_id_seq TO :"app_role";

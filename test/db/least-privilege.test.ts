@@ -1,0 +1,87 @@
+// The production set-up of README "Least privilege": migrations run as the owner, the service as
+// a runtime role holding exactly the grants in scripts/runtime-role.sql. The ledger works under
+// that role, and the role cannot rewrite or empty the journal even without the triggers' help.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.ts';
+import { openDatabase, type Database } from '../../src/db/client.ts';
+import { auditLedger } from '../../src/ledger/audit.ts';
+import { grantCredits } from '../../src/ledger/grants.ts';
+import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
+import { captureReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
+import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
+
+const INSUFFICIENT_PRIVILEGE = '42501';
+
+describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
+  const role = `credits_app_${randomBytes(4).toString('hex')}`;
+  let drop: () => Promise<void>;
+  let ownerUrl: string;
+  let runtime: Database;
+  let asRole: postgres.Sql;
+
+  beforeAll(async () => {
+    const created = await createPostgresDatabase();
+    drop = created.drop;
+    ownerUrl = created.url;
+    // The owner migrates (this is what `npm run db:migrate` does).
+    const owner = await openDatabase({ databaseUrl: ownerUrl, maxConnections: 2 });
+    await owner.close();
+    const admin = postgres(ownerUrl, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create role ${role} login`);
+    const grants = readFileSync(new URL('../../scripts/runtime-role.sql', import.meta.url), 'utf8').replaceAll(':"app_role"', `"${role}"`);
+    await admin.unsafe(grants);
+    await admin.end();
+    const url = new URL(ownerUrl);
+    url.username = role;
+    runtime = await openDatabase({ databaseUrl: url.toString(), migrate: false });
+    asRole = postgres(url.toString(), { max: 1, onnotice: () => {} });
+  });
+
+  afterAll(async () => {
+    await asRole?.end();
+    await runtime?.close();
+    await drop?.();
+    const admin = postgres(process.env.DATABASE_URL!, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`drop role if exists ${role}`);
+    await admin.end();
+  });
+
+  it('runs every ledger write under the runtime role', async () => {
+    const clock = new ManualClock('2026-03-01T00:00:00Z');
+    const ctx = { db: runtime.db, clock };
+    const org = await createOrganization(ctx, { name: 'Least', planId: 'starter', externalId: `least-${role}` });
+    await grantCredits(ctx, { organizationId: org.id, type: 'PROMOTIONAL', amount: 10, reason: 'promo', idempotencyKey: 'p' });
+    const reservation = await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'r', generation: { modelId: 'text-draft', count: 20 } });
+    await captureReservation(ctx, { reservationId: reservation.id, amount: 5 }, org.id);
+    await changePlan(ctx, { organizationId: org.id, planId: 'pro', immediately: true });
+    await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'r2', generation: { modelId: 'text-draft', count: 3 } });
+    clock.set('2026-04-02T00:00:00Z');
+    expect(await sweepUntilIdle(ctx)).toMatchObject({ refundedReservations: 1, resetOrganizations: 1, failedItems: 0 });
+    expect(await auditLedger(runtime.db)).toEqual([]);
+  });
+
+  it('cannot update, delete or truncate the journal, nor change the schema', async () => {
+    for (const statement of [
+      'update ledger_entries set available_change = available_change + 1',
+      'delete from ledger_entries',
+      'truncate ledger_entries',
+      'alter table ledger_entries disable trigger ledger_entries_append_only',
+      'drop trigger ledger_entries_no_truncate on ledger_entries',
+    ]) {
+      await expect(asRole.unsafe(statement), statement).rejects.toMatchObject({ code: INSUFFICIENT_PRIVILEGE });
+    }
+  });
+
+  it('refuses to start on a database that lacks migrations when it may not migrate', async () => {
+    const empty = await createPostgresDatabase();
+    try {
+      await expect(openDatabase({ databaseUrl: empty.url, migrate: false })).rejects.toMatchObject({ name: 'MigrationsPendingError' });
+    } finally {
+      await empty.drop();
+    }
+  });
+});
