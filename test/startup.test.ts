@@ -97,9 +97,18 @@ describe('npm start', () => {
     ]);
     const page = await fetch(`http://127.0.0.1:${port}/graphql`, { headers: { accept: 'text/html' } });
     expect(await page.text()).toContain('GraphiQL');
+    // The server gives its graceful shutdown 5 s and then exits 1 on its own, so exit code 0 is
+    // what proves a clean stop in time; the wait below is only there so a hung process fails the
+    // test with a clear message instead of the test timeout.
     child.kill('SIGTERM');
-    const stopped = Date.now();
-    expect((await exited).code).toBe(0);
-    expect(Date.now() - stopped).toBeLessThan(5000);
+    const result = await Promise.race([
+      exited,
+      new Promise<never>((_, reject) => {
+        const timer = setTimeout(() => reject(new Error('the server did not exit within 30 s of SIGTERM')), 30_000);
+        void exited.then(() => clearTimeout(timer));
+      }),
+    ]);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/SIGTERM received, shutting down/);
   });
 });

@@ -16,6 +16,9 @@ describe.each(drivers)('queries (%s)', (driver) => {
     expect(all.data.plans.map((p: any) => p.id)).toEqual(['free', 'starter', 'pro', 'studio']);
     expect(all.data.creditPacks[0]).toEqual({ id: 'pack-500', credits: 500, priceCents: 500 });
     const videos = await t.gql('{ models(outputType: VIDEO) { id outputType maxDurationSeconds } }', {}, org.member);
+    expect(videos.errors).toBeUndefined();
+    // The catalog has exactly three video models; an empty list must not pass as "all are videos".
+    expect(videos.data.models.map((m: any) => m.id).sort()).toEqual(['video-draft', 'video-premium', 'video-standard']);
     expect(videos.data.models.every((m: any) => m.outputType === 'VIDEO' && m.maxDurationSeconds > 0)).toBe(true);
     const anonymous = await t.gql('{ plans { id } }');
     expect(anonymous.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');

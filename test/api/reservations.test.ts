@@ -3,11 +3,12 @@ import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, EXTEND, LEDGER, REFUND, RESERVATION } from '../support/operations.ts';
-import { balanceOf, grant, newOrganization, reserve, textCredits, uniqueKey } from '../support/scenario.ts';
+import { balanceOf, grant, newOrganization, reserve, textCredits, tryReserve, uniqueKey } from '../support/scenario.ts';
 
-describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
+// Through yoga's whole HTTP pipeline, in process (`yoga.fetch`); test/api/http-server.test.ts
+// sends the same operations to a listening server over a real socket.
+describe.each(drivers)('reservations through the GraphQL pipeline in process (%s)', (driver) => {
   const t = useTestApp(driver);
-
 
   it('pre-deducts the server-computed cost and reports the balance', async () => {
     const org = await newOrganization(t);
@@ -62,7 +63,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
   it('refuses a reservation the balance does not fully cover, writing nothing', async () => {
     const org = await newOrganization(t);
     const before = await balanceOf(t, org);
-    const result = await reserve(t, org, textCredits(105));
+    const result = await tryReserve(t, org, textCredits(105));
     expect(result).toMatchObject({ __typename: 'InsufficientCreditsError', required: 105, available: 100 });
     expect(await balanceOf(t, org)).toEqual(before);
   });
@@ -133,7 +134,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     expect((await balanceOf(t, org)).available).toBe(90);
   });
 
-  it('refunds automatically once the time to live passes, with the reason recorded', async () => {
+  it('refunds once the time to live passes when swept, with the reason recorded', async () => {
     const org = await newOrganization(t);
     const { reservation } = await reserve(t, org, textCredits(30), { ttlSeconds: 60 });
     t.clock.advanceSeconds(59);
@@ -170,7 +171,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     const first = await reserve(t, org, textCredits(10), { idempotencyKey: key, ttlSeconds: 60 });
     const again = await reserve(t, org, textCredits(10), { idempotencyKey: key, ttlSeconds: 300 });
     expect(again.reservation.id).toBe(first.reservation.id);
-    const other = await reserve(t, org, textCredits(11), { idempotencyKey: key });
+    const other = await tryReserve(t, org, textCredits(11), { idempotencyKey: key });
     expect(other.__typename).toBe('IdempotencyConflictError');
     expect((await balanceOf(t, org)).reserved).toBe(10);
   });
@@ -178,7 +179,7 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
   it('does not use up a key on a refused reservation', async () => {
     const org = await newOrganization(t);
     const key = uniqueKey();
-    expect((await reserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe('InsufficientCreditsError');
+    expect((await tryReserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe('InsufficientCreditsError');
     await grant(t, org, 'PURCHASED', 100);
     expect((await reserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe('ReserveCreditsSuccess');
   });
@@ -192,5 +193,31 @@ describe.each(drivers)('reservations over HTTP (%s)', (driver) => {
     const missing = await t.gql(CAPTURE, { input: { reservationId: '00000000-0000-4000-8000-000000000000' } }, b.service);
     expect(capture.data.captureReservation).toEqual(missing.data.captureReservation);
     expect(capture.data.captureReservation.__typename).toBe('NotFoundError');
+  });
+});
+
+describe.each(drivers)('reservations with the background sweeper running (%s)', (driver) => {
+  // The app's own sweeper runs every 20 ms (real time) against the test's manual clock; nothing
+  // in this block sweeps by hand.
+  const t = useTestApp(driver, { app: { sweepIntervalMs: 20 } });
+
+  it('refunds automatically once the time to live passes, and leaves one still within it', async () => {
+    const org = await newOrganization(t); // 100
+    const short = await reserve(t, org, textCredits(30), { ttlSeconds: 60 });
+    const long = await reserve(t, org, textCredits(20), { ttlSeconds: 120 });
+    const statusOf = async (id: string) => (await t.gql(RESERVATION, { id }, org.member)).data.reservation.status;
+
+    t.clock.advanceSeconds(60);
+    await expect.poll(() => statusOf(short.reservation.id), { timeout: 15_000, interval: 20 }).toBe('REFUNDED');
+    // A sweep at this time has run (it refunded the first); the second has 60 s left and stays.
+    expect(await statusOf(long.reservation.id)).toBe('PENDING');
+    expect(await balanceOf(t, org)).toMatchObject({ available: 80, reserved: 20 });
+    const ledger = await t.gql(LEDGER, { id: org.id, first: 1 }, org.member);
+    expect(ledger.data.ledger.edges[0].node).toMatchObject({ kind: 'REFUND', amount: 30, reservedChange: -30, reservationId: short.reservation.id });
+    expect(ledger.data.ledger.edges[0].node.reason).toMatch(/expired/);
+
+    t.clock.advanceSeconds(60);
+    await expect.poll(() => statusOf(long.reservation.id), { timeout: 15_000, interval: 20 }).toBe('REFUNDED');
+    expect(await balanceOf(t, org)).toMatchObject({ available: 100, reserved: 0 });
   });
 });

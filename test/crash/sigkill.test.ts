@@ -4,6 +4,15 @@
 // (`npm run audit`) is clean, no reservation is half-written, everything a client was told
 // happened did happen, and every reservation left pending by a crash is refunded by the
 // restarted server's sweeper once its time to live passes.
+//
+// Every answer a client got is checked (`checkOutcomes`): only a connection refused, reset or
+// closed after the kill was sent counts as "cut off by the kill"; a 500, a GraphQL error, a body
+// that is not JSON, an unexpected result type or a network failure while the server should be up
+// is a bad outcome and fails the test. The fault switch (test/crash/fault-500.ts, on when
+// CREDITS_TEST_FAULT_500_RATE is set) shows that the check catches a server answering 500s:
+//   CREDITS_TEST_FAULT_500_RATE=0.05 DATABASE_URL=… npx vitest run test/crash/sigkill.test.ts
+// makes the crash test fail, and the last test here runs the scenario with the switch on and
+// expects the checker to report the 500s.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +26,7 @@ import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 import { CAPTURE, CREATE_ORGANIZATION, GRANT_CREDITS, RESERVE } from '../support/operations.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
+const faultSwitch = fileURLToPath(new URL('./fault-500.ts', import.meta.url));
 const AUTH_SECRET = 'crash-test-secret-that-is-long-enough-for-hs256';
 const KILLS = 5;
 const CLIENTS = 12;
@@ -39,14 +49,30 @@ interface Server {
   output: () => string;
 }
 
-/** Starts the real server and waits until it listens (its start-up line on stdout). */
-async function startServer(databaseUrl: string): Promise<Server> {
+/** Every server process started here, so that none outlives a failed test. */
+const children = new Set<ChildProcess>();
+
+/**
+ * Starts the real server and waits until it listens (its start-up line on stdout). With
+ * CREDITS_TEST_FAULT_500_RATE set (in `env` or this process) the test-only fault switch is
+ * preloaded; otherwise the command is exactly `npm start`'s.
+ */
+async function startServer(databaseUrl: string, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
-    env: { ...process.env, DATABASE_URL: databaseUrl, AUTH_SECRET, PORT: String(port), SWEEP_INTERVAL_MS: '200', NODE_ENV: 'test' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const childEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    AUTH_SECRET,
+    PORT: String(port),
+    SWEEP_INTERVAL_MS: '200',
+    NODE_ENV: 'test',
+    ...env,
+  };
+  const faulty = Number(childEnv.CREDITS_TEST_FAULT_500_RATE ?? '0') > 0;
+  const args = ['--import', 'tsx', ...(faulty ? ['--import', faultSwitch] : []), 'src/main.ts'];
+  const child = spawn(process.execPath, args, { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
@@ -75,6 +101,7 @@ function exited(child: ChildProcess): Promise<NodeJS.Signals | number | null> {
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
 }
 
+/** A set-up request: anything but a clean answer fails the test at once. */
 async function gql(url: string, token: string, query: string, variables: Record<string, unknown>): Promise<any> {
   const response = await fetch(url, {
     method: 'POST',
@@ -82,7 +109,9 @@ async function gql(url: string, token: string, query: string, variables: Record<
     body: JSON.stringify({ query, variables }),
     signal: AbortSignal.timeout(10_000),
   });
-  const body = (await response.json()) as { data?: any; errors?: unknown[] };
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${text}`);
+  const body = JSON.parse(text) as { data?: any; errors?: unknown[] };
   if (body.errors) throw new Error(`GraphQL errors: ${JSON.stringify(body.errors)}`);
   return body.data;
 }
@@ -97,96 +126,343 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------
+// What the load's clients got back, and the one checker that judges it.
+
+type Operation = 'reserve' | 'capture';
+
+interface Outcome {
+  round: number;
+  operation: Operation;
+  /** The kill had been sent when this answer (or failure) arrived. */
+  afterKill: boolean;
+  /** When it arrived (ms since the epoch). */
+  at: number;
+  /** The HTTP answer, when there was one. */
+  response?: { status: number; text: string };
+  /** What fetch (or reading the body) threw, when there was no whole answer. */
+  error?: unknown;
+  /** For a capture: when its reservation's time to live ended. */
+  expiresAt?: string;
+}
+
+type Verdict =
+  | { kind: 'success'; result: any }
+  /** Refused, reset or closed by the kill: the request's outcome is unknown. */
+  | { kind: 'cut-off'; reason: string }
+  /** A capture answered after the reservation's time to live ended, refused because it was refunded. */
+  | { kind: 'late-capture' }
+  | { kind: 'bad'; reason: string };
+
+/** Error codes (on the error or its `cause`) of a connection the server's death refused, reset or closed. */
+const CONNECTION_LOST = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+/** The code or name saying the connection was lost, or null for any other failure. */
+function connectionLost(error: unknown): string | null {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth += 1) {
+    const { code, name, cause } = current as { code?: unknown; name?: unknown; cause?: unknown };
+    if (name === 'AbortError') return 'AbortError';
+    if (typeof code === 'string' && CONNECTION_LOST.has(code)) return code;
+    current = cause;
+  }
+  return null;
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? ` (cause: ${error.cause.name} ${(error.cause as { code?: string }).code ?? ''} ${error.cause.message})` : '';
+  return `${error.name}: ${error.message}${cause}`;
+}
+
+const EXPECTED: Record<Operation, { field: string; typename: string }> = {
+  reserve: { field: 'reserveCredits', typename: 'ReserveCreditsSuccess' },
+  capture: { field: 'captureReservation', typename: 'CaptureReservationSuccess' },
+};
+
+function classify(outcome: Outcome): Verdict {
+  const where = `round ${outcome.round} ${outcome.operation}${outcome.afterKill ? ' (after the kill)' : ''}`;
+  if (outcome.error !== undefined || !outcome.response) {
+    const lost = connectionLost(outcome.error);
+    if (lost && outcome.afterKill) return { kind: 'cut-off', reason: lost };
+    return { kind: 'bad', reason: `${where}: ${lost ? `${lost} while the server should be up` : describeError(outcome.error)}` };
+  }
+  const { status, text } = outcome.response;
+  let body: any;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { kind: 'bad', reason: `${where}: HTTP ${status} with a body that is not JSON: ${JSON.stringify(text.slice(0, 200))}` };
+  }
+  if (status !== 200 || typeof body !== 'object' || body === null || body.errors !== undefined || !body.data) {
+    return { kind: 'bad', reason: `${where}: HTTP ${status} ${text.slice(0, 300)}` };
+  }
+  const { field, typename } = EXPECTED[outcome.operation];
+  const result = body.data[field];
+  if (result?.__typename === typename) return { kind: 'success', result };
+  if (
+    outcome.operation === 'capture' &&
+    result?.__typename === 'ReservationStateError' &&
+    result.status === 'REFUNDED' &&
+    outcome.expiresAt !== undefined &&
+    outcome.at >= Date.parse(outcome.expiresAt)
+  ) {
+    return { kind: 'late-capture' };
+  }
+  return { kind: 'bad', reason: `${where}: ${field} answered ${JSON.stringify(result)}` };
+}
+
+interface OutcomeReport {
+  successes: number;
+  cutOff: number;
+  lateCaptures: number;
+  /** Every bad outcome, described; a sound server under SIGKILL gives none. */
+  problems: string[];
+}
+
+function checkOutcomes(outcomes: readonly Outcome[]): OutcomeReport {
+  const report: OutcomeReport = { successes: 0, cutOff: 0, lateCaptures: 0, problems: [] };
+  for (const outcome of outcomes) {
+    const verdict = classify(outcome);
+    if (verdict.kind === 'success') report.successes += 1;
+    else if (verdict.kind === 'cut-off') report.cutOff += 1;
+    else if (verdict.kind === 'late-capture') report.lateCaptures += 1;
+    else report.problems.push(verdict.reason);
+  }
+  return report;
+}
+
+/** Fails with the first bad outcomes listed when there is any. */
+function expectNoProblems(report: OutcomeReport): void {
+  const shown = report.problems.slice(0, 20).join('\n');
+  expect(report.problems.length, `${report.problems.length} bad outcomes, the first ones:\n${shown}`).toBe(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenario: load, SIGKILL, restart, `kills` times.
+
+interface CrashLoad {
+  outcomes: Outcome[];
+  /** What clients were told. A request cut off by a kill has an unknown outcome and is not here. */
+  acknowledgedReservations: Map<string, number>;
+  acknowledgedCaptures: Map<string, number>;
+  /** Reservations found pending while the server lay dead: only a sweeper can settle them now. */
+  leftByCrashes: Set<string>;
+  /** The server started after the last kill, still running. */
+  server: Server;
+  /** Every server started, in order (the killed ones too). */
+  servers: Server[];
+}
+
+async function runCrashLoad(options: { databaseUrl: string; db: Database['db']; kills: number; serverEnv?: Record<string, string> }): Promise<CrashLoad> {
+  const { databaseUrl, db, kills, serverEnv } = options;
+  const key = secretKey(AUTH_SECRET);
+  const admin = await signToken({ subject: 'crash-admin', role: 'admin', expiresIn: '1h' }, key);
+  let server = await startServer(databaseUrl, serverEnv);
+
+  const orgs: Array<{ id: string; service: string }> = [];
+  for (let i = 0; i < 2; i += 1) {
+    const created = await gql(server.url, admin, CREATE_ORGANIZATION, { input: { name: `Crash ${i}`, planId: 'free' } });
+    const id = created.createOrganization.organization.id as string;
+    const granted = await gql(server.url, admin, GRANT_CREDITS, {
+      input: { organizationId: id, type: 'PURCHASED', amount: 1_000_000, reason: 'crash test', idempotencyKey: `crash-${i}` },
+    });
+    expect(granted.grantCredits.__typename).toBe('GrantCreditsSuccess');
+    orgs.push({ id, service: await signToken({ subject: `crash-service-${i}`, role: 'service', organizationId: id, expiresIn: '1h' }, key) });
+  }
+
+  const load: CrashLoad = {
+    outcomes: [],
+    acknowledgedReservations: new Map(),
+    acknowledgedCaptures: new Map(),
+    leftByCrashes: new Set(),
+    server,
+    servers: [server],
+  };
+
+  for (let round = 1; round <= kills; round += 1) {
+    const current = server;
+    let running = true;
+    let killSent = false;
+    let acknowledged = 0;
+
+    const send = async (operation: Operation, token: string, query: string, variables: Record<string, unknown>, expiresAt?: string): Promise<Outcome> => {
+      let response: Outcome['response'];
+      let error: unknown;
+      try {
+        const answer = await fetch(current.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ query, variables }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        response = { status: answer.status, text: await answer.text() };
+      } catch (caught) {
+        error = caught;
+      }
+      const outcome: Outcome = { round, operation, afterKill: killSent, at: Date.now(), response, error, expiresAt };
+      load.outcomes.push(outcome);
+      return outcome;
+    };
+
+    const client = async (n: number) => {
+      let i = 0;
+      while (running) {
+        const org = orgs[(n + i) % orgs.length]!;
+        i += 1;
+        const reserved = classify(
+          await send('reserve', org.service, RESERVE, {
+            input: { organizationId: org.id, idempotencyKey: `r${round}-c${n}-${i}`, generation: { modelId: 'text-draft', count: 1 + (i % 7) }, ttlSeconds: TTL_SECONDS },
+          }),
+        );
+        if (reserved.kind !== 'success') {
+          await pause(20); // the server died under this request, is not back yet, or answered badly
+          continue;
+        }
+        const reservation = reserved.result.reservation;
+        load.acknowledgedReservations.set(reservation.id, reservation.amount);
+        acknowledged += 1;
+        // Two in three generations finish and are captured (some partly); the rest are left
+        // running, as a crashed worker would leave them, for the time to live to settle.
+        if (i % 3 === 0) continue;
+        const amount = i % 2 === 0 ? null : 1;
+        const captured = classify(await send('capture', org.service, CAPTURE, { input: { reservationId: reservation.id, amount } }, reservation.expiresAt));
+        if (captured.kind === 'success') {
+          load.acknowledgedCaptures.set(reservation.id, captured.result.reservation.capturedAmount);
+          acknowledged += 1;
+        } else if (captured.kind !== 'late-capture') {
+          await pause(20);
+        }
+      }
+    };
+    const clients = Array.from({ length: CLIENTS }, (_, n) => client(n));
+    // Kill once the load is well under way, at a moment that varies from round to round.
+    await until('load to build up', async () => (acknowledged >= 40 ? true : undefined), 30_000);
+    await pause(Math.random() * 300);
+    killSent = true;
+    current.child.kill('SIGKILL');
+    expect(await exited(current.child)).toBe('SIGKILL');
+    await pause(100); // let clients see the dead server
+    running = false;
+    await Promise.all(clients);
+    const pending = rowsOf<{ id: string }>(await db.execute(sql`select id from reservations where status = 'PENDING'`));
+    for (const { id } of pending) load.leftByCrashes.add(id);
+    server = await startServer(databaseUrl, serverEnv);
+    load.server = server;
+    load.servers.push(server);
+  }
+  return load;
+}
+
+afterAll(async () => {
+  for (const child of children) {
+    child.kill('SIGKILL');
+    await exited(child);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the crash test\'s outcome checker', () => {
+  const base = { round: 1, at: Date.now() };
+  const answer = (status: number, body: unknown) => ({ status, text: typeof body === 'string' ? body : JSON.stringify(body) });
+  const reserveSuccess = { data: { reserveCredits: { __typename: 'ReserveCreditsSuccess', reservation: { id: 'r', amount: 3 } } } };
+
+  async function realFetchFailure(): Promise<unknown> {
+    const port = await freePort(); // nothing listens there any more
+    try {
+      await fetch(`http://127.0.0.1:${port}/graphql`, { method: 'POST', body: '{}' });
+    } catch (error) {
+      return error;
+    }
+    throw new Error('expected the request to a closed port to fail');
+  }
+
+  it('counts a refused connection as cut off only once the kill was sent', async () => {
+    const refused = await realFetchFailure();
+    expect(connectionLost(refused)).toBe('ECONNREFUSED');
+    const report = checkOutcomes([
+      { ...base, operation: 'reserve', afterKill: true, error: refused },
+      { ...base, operation: 'reserve', afterKill: false, error: refused },
+    ]);
+    expect(report.cutOff).toBe(1);
+    expect(report.problems).toEqual([expect.stringMatching(/ECONNREFUSED while the server should be up/)]);
+  });
+
+  it('counts a reset or closed socket and an aborted request after the kill as cut off', () => {
+    const socketClosed = new TypeError('terminated', { cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) });
+    const reset = new TypeError('fetch failed', { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) });
+    const aborted = new DOMException('This operation was aborted', 'AbortError');
+    const report = checkOutcomes([socketClosed, reset, aborted].map((error) => ({ ...base, operation: 'capture' as const, afterKill: true, error })));
+    expect(report).toEqual({ successes: 0, cutOff: 3, lateCaptures: 0, problems: [] });
+  });
+
+  it('reports every other outcome: 500s, GraphQL errors, bodies that are not JSON, timeouts, typed failures', () => {
+    const timeout = new DOMException('The operation was aborted due to timeout', 'TimeoutError');
+    const report = checkOutcomes([
+      { ...base, operation: 'reserve', afterKill: false, response: answer(200, reserveSuccess) },
+      { ...base, operation: 'reserve', afterKill: false, response: answer(500, { errors: [{ message: 'Unexpected error.' }] }) },
+      { ...base, operation: 'reserve', afterKill: true, response: answer(200, { data: null, errors: [{ message: 'Unexpected error.' }] }) },
+      { ...base, operation: 'reserve', afterKill: false, response: answer(200, '<html>Bad gateway</html>') },
+      { ...base, operation: 'reserve', afterKill: false, response: answer(200, 'null') },
+      { ...base, operation: 'reserve', afterKill: true, error: timeout },
+      { ...base, operation: 'reserve', afterKill: false, response: answer(200, { data: { reserveCredits: { __typename: 'InvalidInputError', field: 'generation' } } }) },
+      { ...base, operation: 'capture', afterKill: false, response: answer(200, { data: { captureReservation: { __typename: 'NotFoundError' } } }) },
+    ]);
+    expect(report.successes).toBe(1);
+    expect(report.cutOff).toBe(0);
+    expect(report.problems).toEqual([
+      expect.stringMatching(/HTTP 500/),
+      expect.stringMatching(/HTTP 200 .*Unexpected error/),
+      expect.stringMatching(/not JSON/),
+      expect.stringMatching(/HTTP 200 null/),
+      expect.stringMatching(/TimeoutError/),
+      expect.stringMatching(/InvalidInputError/),
+      expect.stringMatching(/NotFoundError/),
+    ]);
+  });
+
+  it('accepts a capture refused as REFUNDED only when it was answered after the time to live ended', () => {
+    const refused = answer(200, { data: { captureReservation: { __typename: 'ReservationStateError', status: 'REFUNDED' } } });
+    const expiresAt = new Date(base.at).toISOString();
+    const report = checkOutcomes([
+      { ...base, operation: 'capture', afterKill: false, response: refused, expiresAt },
+      { ...base, at: base.at - 1, operation: 'capture', afterKill: false, response: refused, expiresAt },
+    ]);
+    expect(report.lateCaptures).toBe(1);
+    expect(report.problems).toEqual([expect.stringMatching(/ReservationStateError/)]);
+  });
+});
+
 describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', () => {
   let databaseUrl: string;
   let drop: () => Promise<void>;
   let database: Database;
-  let server: Server | null = null;
 
   beforeAll(async () => {
     ({ url: databaseUrl, drop } = await createPostgresDatabase());
+    database = await openDatabase({ databaseUrl, maxConnections: 2 });
   });
   afterAll(async () => {
-    if (server && server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGKILL');
-      await exited(server.child);
+    for (const child of children) {
+      child.kill('SIGKILL');
+      await exited(child);
     }
     await database?.close();
     await drop?.();
   });
 
   it(`survives ${KILLS} SIGKILLs mid-load with the ledger whole`, async () => {
-    const key = secretKey(AUTH_SECRET);
-    const admin = await signToken({ subject: 'crash-admin', role: 'admin', expiresIn: '1h' }, key);
-    server = await startServer(databaseUrl);
-
-    const orgs: Array<{ id: string; service: string }> = [];
-    for (let i = 0; i < 2; i += 1) {
-      const created = await gql(server.url, admin, CREATE_ORGANIZATION, { input: { name: `Crash ${i}`, planId: 'free' } });
-      const id = created.createOrganization.organization.id as string;
-      const granted = await gql(server.url, admin, GRANT_CREDITS, {
-        input: { organizationId: id, type: 'PURCHASED', amount: 1_000_000, reason: 'crash test', idempotencyKey: `crash-${i}` },
-      });
-      expect(granted.grantCredits.__typename).toBe('GrantCreditsSuccess');
-      orgs.push({ id, service: await signToken({ subject: `crash-service-${i}`, role: 'service', organizationId: id, expiresIn: '1h' }, key) });
-    }
-
-    database = await openDatabase({ databaseUrl, maxConnections: 2 });
     const db = database.db;
     const count = async (query: ReturnType<typeof sql>) => Number(rowsOf<{ n: number }>(await db.execute(query))[0]!.n);
-    // Reservations found pending while the server lay dead: only a sweeper can settle them now.
-    const leftByCrashes = new Set<string>();
+    const { outcomes, acknowledgedReservations, acknowledgedCaptures, leftByCrashes, server } = await runCrashLoad({ databaseUrl, db, kills: KILLS });
 
-    // What clients were told. A request cut off by the kill has an unknown outcome and is not here.
-    const acknowledgedReservations = new Map<string, number>();
-    const acknowledgedCaptures = new Map<string, number>();
-    let cutOff = 0;
-
-    for (let round = 1; round <= KILLS; round += 1) {
-      const current = server!;
-      let running = true;
-      let acknowledged = 0;
-      const client = async (n: number) => {
-        let i = 0;
-        while (running) {
-          const org = orgs[(n + i) % orgs.length]!;
-          i += 1;
-          try {
-            const reserved = await gql(current.url, org.service, RESERVE, {
-              input: { organizationId: org.id, idempotencyKey: `r${round}-c${n}-${i}`, generation: { modelId: 'text-draft', count: 1 + (i % 7) }, ttlSeconds: TTL_SECONDS },
-            });
-            const reservation = reserved.reserveCredits.reservation;
-            acknowledgedReservations.set(reservation.id, reservation.amount);
-            acknowledged += 1;
-            // Two in three generations finish and are captured (some partly); the rest are left
-            // running, as a crashed worker would leave them, for the time to live to settle.
-            if (i % 3 === 0) continue;
-            const amount = i % 2 === 0 ? null : 1;
-            const captured = await gql(current.url, org.service, CAPTURE, { input: { reservationId: reservation.id, amount } });
-            if (captured.captureReservation.__typename === 'CaptureReservationSuccess') {
-              acknowledgedCaptures.set(reservation.id, captured.captureReservation.reservation.capturedAmount);
-            }
-            acknowledged += 1;
-          } catch {
-            cutOff += 1; // the server died under this request, or is not back yet
-            await new Promise((resolve) => setTimeout(resolve, 20));
-          }
-        }
-      };
-      const clients = Array.from({ length: CLIENTS }, (_, n) => client(n));
-      // Kill once the load is well under way, at a moment that varies from round to round.
-      await until('load to build up', async () => (acknowledged >= 40 ? true : undefined), 30_000);
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 300));
-      current.child.kill('SIGKILL');
-      expect(await exited(current.child)).toBe('SIGKILL');
-      await new Promise((resolve) => setTimeout(resolve, 100)); // let clients see the dead server
-      running = false;
-      await Promise.all(clients);
-      const pending = rowsOf<{ id: string }>(await db.execute(sql`select id from reservations where status = 'PENDING'`));
-      for (const { id } of pending) leftByCrashes.add(id);
-      server = await startServer(databaseUrl);
-    }
-    expect(cutOff).toBeGreaterThan(0);
+    // Every answer was a success, or a connection the kill cut off; nothing else.
+    const report = checkOutcomes(outcomes);
+    expectNoProblems(report);
+    expect(report.cutOff).toBeGreaterThan(0);
     expect(leftByCrashes.size).toBeGreaterThan(0);
 
     // No reservation is half-written: each holds journal entries for exactly its amount, and a
@@ -238,9 +514,55 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
     const totals = rowsOf<Record<string, number>>(
       await db.execute(sql`select status, count(*)::int as n from reservations group by status order by status`),
     );
-    console.log(`crash test: ${KILLS} kills, ${cutOff} requests cut off, ${acknowledgedReservations.size} reservations and ${acknowledgedCaptures.size} captures acknowledged, ${leftByCrashes.size} left pending by crashes; ${JSON.stringify(totals)}`);
+    console.log(
+      `crash test: ${KILLS} kills, ${outcomes.length} answers checked (${report.successes} successes, ${report.cutOff} cut off by a kill, ` +
+        `${report.lateCaptures} captures after the time to live), ${acknowledgedReservations.size} reservations and ` +
+        `${acknowledgedCaptures.size} captures acknowledged, ${leftByCrashes.size} left pending by crashes; ${JSON.stringify(totals)}`,
+    );
 
-    server!.child.kill('SIGTERM');
-    expect(await exited(server!.child)).toBe(0);
+    server.child.kill('SIGTERM');
+    expect(await exited(server.child)).toBe(0);
   }, 180_000);
+});
+
+describe.skipIf(!hasPostgres)('crash test against a server answering 500s (postgres, fault switch on)', () => {
+  let databaseUrl: string;
+  let drop: () => Promise<void>;
+  let database: Database;
+
+  beforeAll(async () => {
+    ({ url: databaseUrl, drop } = await createPostgresDatabase());
+    database = await openDatabase({ databaseUrl, maxConnections: 2 });
+  });
+  afterAll(async () => {
+    for (const child of children) {
+      child.kill('SIGKILL');
+      await exited(child);
+    }
+    await database?.close();
+    await drop?.();
+  });
+
+  it('has its checker report every 500 while still telling the kill\'s cut-offs apart', async () => {
+    const { outcomes, server, servers } = await runCrashLoad({
+      databaseUrl,
+      db: database.db,
+      kills: 1,
+      serverEnv: { CREDITS_TEST_FAULT_500_RATE: '0.1' },
+    });
+    expect(server.output()).toMatch(/TEST FAULT SWITCH ON/);
+    const answered500 = servers.reduce((sum, started) => sum + (started.output().match(/TEST FAULT: answered 500/g) ?? []).length, 0);
+    expect(answered500).toBeGreaterThan(0);
+    const report = checkOutcomes(outcomes);
+    // Every 500 is reported, except that a kill may cut off (at most one per client) an answer
+    // already sent but not yet read; and nothing else is reported.
+    expect(report.problems.length).toBeLessThanOrEqual(answered500);
+    expect(report.problems.length).toBeGreaterThanOrEqual(Math.max(1, answered500 - CLIENTS));
+    for (const problem of report.problems) expect(problem).toMatch(/HTTP 500 .*INTERNAL_SERVER_ERROR/);
+    expect(report.cutOff).toBeGreaterThan(0);
+    expect(report.successes).toBeGreaterThan(0);
+    expect(() => expectNoProblems(report)).toThrow(/bad outcomes/);
+    server.child.kill('SIGTERM');
+    expect(await exited(server.child)).toBe(0);
+  }, 120_000);
 });

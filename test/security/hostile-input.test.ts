@@ -17,7 +17,7 @@ import {
   RESERVE,
 } from '../support/operations.ts';
 import { grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
-import { badTokens, expectNoLeak, send, snapshot, type RawRequest, type RawResponse } from './http.ts';
+import { badTokens, expectNoLeak, send, snapshot, type RawRequest, type SentResponse } from './http.ts';
 
 // Every request below is hostile or malformed. For each one the suite asserts the answer (code,
 // result type, field), the HTTP status yoga gives for it, that nothing internal leaks, and that
@@ -443,6 +443,18 @@ describe.each(drivers)('hostile GraphQL input (%s)', (driver) => {
     expect(cases.length).toBeGreaterThanOrEqual(40);
   });
 
+  it('tells a body that is not JSON apart from a JSON answer, and refuses to read it as one', async () => {
+    // The GraphiQL page is HTML: the helper must report it as unparsable, never as an empty object.
+    const page = await send(t, { method: 'GET', headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('GraphiQL');
+    expect(page.bodyKind).toBe('unparsable');
+    expect(() => page.body).toThrow(/expected a JSON object body, got unparsable body/);
+    const answer = await send(t, { json: { query: '{ __typename }' }, token: setup.own.member });
+    expect(answer.bodyKind).toBe('json');
+    expect(answer.body).toEqual({ data: { __typename: 'Query' } });
+  });
+
   it.each(cases)('$name', async (testCase) => {
     const before = await snapshot(t);
     let request = testCase.request(setup);
@@ -458,14 +470,14 @@ describe.each(drivers)('hostile GraphQL input (%s)', (driver) => {
   });
 });
 
-function expectOutcome(response: RawResponse, outcome: Outcome): void {
+function expectOutcome(response: SentResponse, outcome: Outcome): void {
   const context = `${response.status} ${response.text.slice(0, 500)}`;
   expect(response.status, context).toBe(outcome.status);
   if ('emptyBody' in outcome) {
     expect(response.text).toBe('');
     return;
   }
-  expect(response.body, context).toBeTypeOf('object');
+  expect(response.bodyKind, context).toBe('json');
   if ('code' in outcome) {
     const errors: Array<{ message: string; extensions?: { code?: string } }> = response.body.errors ?? [];
     const matching = errors.find((error) => error.extensions?.code === outcome.code);

@@ -17,12 +17,25 @@ export interface RawRequest {
   search?: string;
 }
 
+/** What the response body was: JSON (with its value), empty, or something that is not JSON. */
+export type BodyKind = 'json' | 'empty' | 'unparsable';
+
 export interface RawResponse {
   status: number;
   headers: Headers;
   text: string;
-  /** The parsed JSON body, or null when the body is empty or not JSON. */
+  /** The parsed JSON body. */
   body: any;
+}
+
+/** What `send` answers: the body's kind is told apart, and `body` is only readable as JSON. */
+export interface SentResponse extends RawResponse {
+  bodyKind: BodyKind;
+  /**
+   * The parsed JSON body. Reading it when the body was empty or not a JSON object fails the test
+   * (it never stands in as `null`); check `bodyKind` first for a response that may be either.
+   */
+  readonly body: any;
 }
 
 /**
@@ -30,7 +43,7 @@ export interface RawResponse {
  * `application/graphql-response+json`, so statuses follow the GraphQL-over-HTTP spec as yoga
  * implements it (400 for requests that cannot be executed, 200 once execution starts).
  */
-export async function send(t: TestApp, request: RawRequest): Promise<RawResponse> {
+export async function send(t: TestApp, request: RawRequest): Promise<SentResponse> {
   const headers: Record<string, string> = {
     accept: 'application/graphql-response+json',
     'content-type': 'application/json',
@@ -43,13 +56,27 @@ export async function send(t: TestApp, request: RawRequest): Promise<RawResponse
   if (body instanceof ReadableStream) init.duplex = 'half';
   const response = await t.app.yoga.fetch(`http://localhost/graphql${request.search ?? ''}`, init);
   const text = await response.text();
-  let parsed: any = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    parsed = null;
+  let bodyKind: BodyKind = text ? 'json' : 'empty';
+  let parsed: unknown;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      bodyKind = 'unparsable';
+    }
   }
-  return { status: response.status, headers: response.headers, text, body: parsed };
+  return {
+    status: response.status,
+    headers: response.headers,
+    text,
+    bodyKind,
+    get body(): any {
+      if (bodyKind !== 'json' || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        throw new Error(`expected a JSON object body, got ${bodyKind === 'json' ? `the JSON ${text.slice(0, 100)}` : `${bodyKind} body ${JSON.stringify(text.slice(0, 200))}`} (HTTP ${response.status})`);
+      }
+      return parsed;
+    },
+  };
 }
 
 // What must never reach a client: stack frames, file paths, driver or SQL detail, yoga's masked

@@ -40,7 +40,8 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
   const database = await createTestDatabase(driver, options.maxConnections);
   const clock = new ManualClock('2026-01-15T12:00:00Z');
   const authKey = secretKey(TEST_SECRET);
-  // No background sweeper: tests move the clock and sweep explicitly.
+  // No background sweeper unless `options.app.sweepIntervalMs` asks for one: tests move the clock
+  // and sweep explicitly.
   const app = createApp({
     database: options.adaptDatabase?.(database) ?? database,
     clock,
@@ -78,10 +79,10 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
  * A test app for one describe block: opened before its tests, closed after them, and (unless
  * told otherwise) audited after every test, so each test also proves the ledger stayed whole.
  */
-export function useTestApp(driver: Driver, options: { auditAfterEach?: boolean } = {}): TestApp {
+export function useTestApp(driver: Driver, options: { auditAfterEach?: boolean; app?: TestAppOptions['app'] } = {}): TestApp {
   const t = {} as TestApp;
   beforeAll(async () => {
-    Object.assign(t, await createTestApp(driver));
+    Object.assign(t, await createTestApp(driver, { app: options.app }));
   });
   afterAll(() => t.close());
   if (options.auditAfterEach ?? true) {
@@ -90,4 +91,32 @@ export function useTestApp(driver: Driver, options: { auditAfterEach?: boolean }
     });
   }
   return t;
+}
+
+/**
+ * Makes the test app listen on a free local port and returns a view of it whose `gql` sends every
+ * operation over a real socket to that server (fetch, Node's HTTP parser, the app's own
+ * `http.Server`), so scenario helpers given this view exercise the API over real HTTP. The server
+ * stops with the app's `close()`.
+ */
+export async function listenOverHttp(t: TestApp): Promise<{ url: string; client: TestApp }> {
+  const port = await t.app.listen(0, '127.0.0.1');
+  const url = `http://127.0.0.1:${port}/graphql`;
+  const client: TestApp = {
+    ...t,
+    async gql(query, variables, token) {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (token) headers.authorization = `Bearer ${token}`;
+      const response = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
+      const text = await response.text();
+      let body: { data: any; errors?: GraphQLResponse['errors'] };
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new Error(`HTTP ${response.status} with a body that is not JSON: ${text.slice(0, 300)}`);
+      }
+      return { status: response.status, data: body.data, errors: body.errors };
+    },
+  };
+  return { url, client };
 }

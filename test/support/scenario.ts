@@ -31,7 +31,18 @@ export function uniqueKey(prefix = 'key'): string {
   return `${prefix}-${process.pid}-${keyCounter}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-export async function grant(
+/**
+ * The `…Success` member of a mutation's result union, failing the test with the whole result
+ * when the mutation answered an error member instead (a helper must never hand a typed failure
+ * to a test that did not ask for one).
+ */
+export function expectSuccess<T extends { __typename?: string }>(result: T, typename: string): T {
+  expect(result?.__typename, `expected ${typename}, got ${JSON.stringify(result)}`).toBe(typename);
+  return result;
+}
+
+/** Grants credits as the organization's admin and returns the `grantCredits` result, whichever member of the union it is. */
+export async function tryGrant(
   t: TestApp,
   org: TestOrganization,
   type: string,
@@ -56,6 +67,17 @@ export async function grant(
   return result.data.grantCredits;
 }
 
+/** Grants credits and asserts the grant succeeded (`tryGrant` for a grant that may be refused). */
+export async function grant(
+  t: TestApp,
+  org: TestOrganization,
+  type: string,
+  amount: number,
+  extra: { expiresAt?: string; idempotencyKey?: string; reason?: string } = {},
+) {
+  return expectSuccess(await tryGrant(t, org, type, amount, extra), 'GrantCreditsSuccess');
+}
+
 /**
  * A text generation that costs exactly `credits`: text models cost 1, 2 or 5 credits per output,
  * up to 100 outputs, which is the simplest way to reserve a chosen amount.
@@ -67,7 +89,8 @@ export function textCredits(credits: number) {
   throw new Error(`no text generation costs exactly ${credits} credits`);
 }
 
-export async function reserve(
+/** Reserves credits (as the member unless `token` says otherwise) and returns the `reserveCredits` result, whichever member of the union it is. */
+export async function tryReserve(
   t: TestApp,
   org: TestOrganization,
   generation: Record<string, unknown>,
@@ -87,6 +110,16 @@ export async function reserve(
   );
   expect(result.errors).toBeUndefined();
   return result.data.reserveCredits;
+}
+
+/** Reserves credits and asserts the reservation succeeded (`tryReserve` for one that may be refused). */
+export async function reserve(
+  t: TestApp,
+  org: TestOrganization,
+  generation: Record<string, unknown>,
+  extra: { idempotencyKey?: string; ttlSeconds?: number; token?: string } = {},
+) {
+  return expectSuccess(await tryReserve(t, org, generation, extra), 'ReserveCreditsSuccess');
 }
 
 /** The organization's balance as its member reads it over the API. */
