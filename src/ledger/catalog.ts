@@ -31,7 +31,25 @@ export async function findCreditPack(db: Queryable, id: string): Promise<CreditP
   return pack;
 }
 
+// Every reservation and quote prices its generation, so the model catalog is kept in memory
+// instead of costing a round trip each time. Catalogs change only by migration or an operator's
+// SQL; a copy older than this is read again, so such a change is seen within the interval.
+const MODEL_CATALOG_TTL_MS = 30_000;
+const modelCatalogs = new WeakMap<Queryable, { loadedAtMs: number; models: Promise<Map<string, GenerationModel>> }>();
+
+/** The model with this id, from the in-memory catalog of `db`. */
 export async function findModel(db: Queryable, id: string): Promise<GenerationModel | undefined> {
-  const [model] = await db.select().from(generationModels).where(eq(generationModels.id, id));
-  return model;
+  const nowMs = Date.now();
+  let cached = modelCatalogs.get(db);
+  if (!cached || nowMs - cached.loadedAtMs > MODEL_CATALOG_TTL_MS) {
+    const models = db
+      .select()
+      .from(generationModels)
+      .then((rows) => new Map(rows.map((model) => [model.id, model])));
+    cached = { loadedAtMs: nowMs, models };
+    modelCatalogs.set(db, cached);
+    // A failed read is not kept: the next request tries again.
+    models.catch(() => modelCatalogs.get(db) === cached && modelCatalogs.delete(db));
+  }
+  return (await cached.models).get(id);
 }
