@@ -30,6 +30,7 @@ export interface AppOptions {
   fieldSuggestions?: boolean;
   /** Per-token limit on mutations; absent or null means no limit. */
   mutationRateLimit?: MutationRateLimit | null;
+  serviceMutationRateLimit?: MutationRateLimit | null;
   log?: (message: string, error?: unknown) => void;
   /** Tuning of the live balance feed; the defaults suit both drivers. */
   realtime?: RealtimeOptions;
@@ -87,6 +88,7 @@ export function createApp(options: AppOptions): App {
       introspection: options.introspection ?? true,
       fieldSuggestions: options.fieldSuggestions ?? options.introspection ?? true,
       mutationRateLimit: options.mutationRateLimit ?? null,
+      serviceMutationRateLimit: options.serviceMutationRateLimit ?? null,
       databaseHealth,
     }),
     graphiql: { title: 'Credits API' },

@@ -17,6 +17,8 @@ export interface Config {
   fieldSuggestions: boolean;
   /** Mutations per second per token, with a burst; null when off (the default outside production). */
   mutationRateLimit: { perSecond: number; burst: number } | null;
+  /** Services' (per organization) and admins' (per subject) limit; null when off. */
+  serviceMutationRateLimit: { perSecond: number; burst: number } | null;
 }
 
 export class ConfigError extends Error {
@@ -47,6 +49,11 @@ function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean 
 // stops one leaked or buggy token from flooding the ledger.
 const MUTATION_RATE_PER_SECOND_PRODUCTION = 50;
 const MUTATION_RATE_BURST_DEFAULT = 200;
+// Services answer for a whole organization's generations; their limit sits far above what the
+// ledger serves for one organization (about a thousand reservations a second on these machines),
+// so it only ever stops a runaway client.
+const SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION = 5_000;
+const SERVICE_MUTATION_RATE_BURST_DEFAULT = 10_000;
 
 /** Reads and checks the environment; any problem is one ConfigError with a one-line message. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -65,6 +72,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const introspection = flag(env, 'GRAPHQL_INTROSPECTION', !production);
   const mutationsPerSecond = integer(env, 'MUTATION_RATE_LIMIT', production ? MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
   const mutationBurst = integer(env, 'MUTATION_RATE_BURST', MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
+  const serviceRate = integer(env, 'SERVICE_MUTATION_RATE_LIMIT', production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
+  const serviceBurst = integer(env, 'SERVICE_MUTATION_RATE_BURST', SERVICE_MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   return {
     port: integer(env, 'PORT', 4000, 0, 65_535),
     databaseUrl,
@@ -77,5 +86,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     introspection,
     fieldSuggestions: introspection && !production,
     mutationRateLimit: mutationsPerSecond > 0 ? { perSecond: mutationsPerSecond, burst: mutationBurst } : null,
+    serviceMutationRateLimit: serviceRate > 0 ? { perSecond: serviceRate, burst: serviceBurst } : null,
   };
 }

@@ -52,6 +52,7 @@ async function main(): Promise<void> {
     introspection: config.introspection,
     fieldSuggestions: config.fieldSuggestions,
     mutationRateLimit: config.mutationRateLimit,
+    serviceMutationRateLimit: config.serviceMutationRateLimit,
     log,
   });
   const port = await app.listen(config.port);

@@ -24,6 +24,8 @@ export interface ProtectionOptions {
   fieldSuggestions: boolean;
   /** Per-token limit on mutations; null means none. */
   mutationRateLimit: MutationRateLimit | null;
+  /** Services' and admins' limit (see MutationRateLimits); null: they share the member limit. */
+  serviceMutationRateLimit?: MutationRateLimit | null;
   /** While it says the database is down, operations are refused at once. */
   databaseHealth?: DatabaseHealth;
 }
@@ -67,7 +69,9 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
     });
   }
   if (options.databaseHealth) plugins.push(useDatabaseHealthGate(options.databaseHealth));
-  if (options.mutationRateLimit) plugins.push(useMutationRateLimit(options.mutationRateLimit));
+  if (options.mutationRateLimit || options.serviceMutationRateLimit) {
+    plugins.push(useMutationRateLimit({ member: options.mutationRateLimit, service: options.serviceMutationRateLimit ?? null }));
+  }
   return plugins;
 }
 

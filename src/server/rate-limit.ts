@@ -82,18 +82,46 @@ function countRootFields(selectionSet: SelectionSetNode, fragments: Map<string, 
   return count;
 }
 
+export interface MutationRateLimits {
+  /** Members: per token (its subject, role and organization). Null: members are not limited. */
+  member: MutationRateLimit | null;
+  /**
+   * Services and admins: per organization for a service (all its tokens share one bucket, so a
+   * new token buys nothing), per subject for an admin. A generation backend sends every
+   * reservation of its organization with one service token, so this limit sits far above what the
+   * ledger can do for one organization: it stops a runaway loop, not a busy studio.
+   * Null: services and admins share the member limit (when there is one).
+   */
+  service: MutationRateLimit | null;
+}
+
+/** Which bucket a caller draws from, and the limit of that bucket. */
+function bucketOf(viewer: NonNullable<GraphQLContext['viewer']>, limits: MutationRateLimits) {
+  if (viewer.role !== 'member' && limits.service) {
+    const key = viewer.role === 'service' ? `service\u0000${viewer.organizationId ?? ''}` : `admin\u0000${viewer.subject}`;
+    return { kind: 'service' as const, key, limit: limits.service };
+  }
+  if (!limits.member) return null;
+  return { kind: 'member' as const, key: `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`, limit: limits.member };
+}
+
 /**
- * Limits each caller (one token's subject, role and organization) to `limit` mutations, counting
- * every root mutation field of a request. A request over the limit is refused as a whole before
- * anything executes, with `extensions.code` RATE_LIMITED, HTTP 429 and a Retry-After header.
- * Unauthenticated requests are not counted: they are refused by the resolvers without any write.
+ * Limits each caller to a number of mutations, counting every root mutation field of a request.
+ * A request over the limit is refused as a whole before anything executes, with
+ * `extensions.code` RATE_LIMITED, HTTP 429 and a Retry-After header. Unauthenticated requests
+ * are not counted: they are refused by the resolvers without any write.
  */
-export function useMutationRateLimit(limit: MutationRateLimit): Plugin<GraphQLContext> {
-  const buckets = new TokenBuckets(limit);
+export function useMutationRateLimit(limits: MutationRateLimits): Plugin<GraphQLContext> {
+  const buckets = {
+    member: limits.member ? new TokenBuckets(limits.member) : null,
+    service: limits.service ? new TokenBuckets(limits.service) : null,
+  };
   return {
     onExecute({ args, setResultAndStopExecution }) {
       const viewer = args.contextValue.viewer;
       if (!viewer) return;
+      const bucket = bucketOf(viewer, limits);
+      if (!bucket) return;
       const operation = getOperationAST(args.document, args.operationName);
       if (operation?.operation !== 'mutation') return;
       const fragments = new Map<string, FragmentDefinitionNode>();
@@ -102,8 +130,8 @@ export function useMutationRateLimit(limit: MutationRateLimit): Plugin<GraphQLCo
       }
       const cost = countRootFields(operation.selectionSet, fragments);
       if (cost === 0) return;
-      const key = `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`;
-      const result = buckets.take(key, cost);
+      const limit = bucket.limit;
+      const result = buckets[bucket.kind]!.take(bucket.key, cost);
       if (result.allowed) return;
       const retryAfterSeconds = result.retryAfterSeconds;
       const error =
