@@ -1,0 +1,60 @@
+// `npm start` runs the compiled JavaScript in dist/ (built by its prestart step), not TypeScript
+// through tsx: this builds it as `npm start` would and serves a request from the result.
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { secretKey, signToken } from '../src/auth/tokens.ts';
+
+const SECRET = 'compiled-start-secret-long-enough-for-hs256';
+
+const root = path.resolve(import.meta.dirname, '..');
+const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-compiled-'));
+
+describe('compiled production start', () => {
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('builds dist/ and serves from it without a TypeScript loader', { timeout: 180_000 }, async () => {
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts.start).toMatch(/^node (--[a-z-]+ )*dist\/main\.js$/);
+    expect(pkg.scripts.prestart).toMatch(/build/);
+    await promisify(execFile)('npm', ['run', '--silent', 'build'], { cwd: root, timeout: 170_000 });
+
+    const child = spawn(process.execPath, ['dist/main.js'], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? '', PORT: '0', DATA_DIR: dataDir, AUTH_SECRET: SECRET, SWEEP_INTERVAL_MS: '60000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        const check = () => {
+          const match = /Credits API on (http:\/\/localhost:\d+\/graphql)/.exec(stdout);
+          if (match) resolve(match[1]!);
+        };
+        child.stdout.on('data', check);
+        void exited.then((code) => reject(new Error(`exited with ${code} before serving: ${stdout}`)));
+      });
+      const response = await fetch(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${await signToken({ subject: 'compiled', role: 'admin', expiresIn: '5m' }, secretKey(SECRET))}`,
+        },
+        body: JSON.stringify({ query: '{ plans { id } }' }),
+      });
+      const body = await response.json();
+      expect(body, JSON.stringify(body)).toMatchObject({ data: { plans: [{ id: 'free' }, { id: 'starter' }, { id: 'pro' }, { id: 'studio' }] } });
+      // The serving process loads no TypeScript loader.
+      const commandLine = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8');
+      expect(commandLine).not.toMatch(/tsx/);
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+  });
+});
