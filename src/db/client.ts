@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
+import { retryOnDeadConnection } from './dead-connections.ts';
 import { schema } from './schema.ts';
 
 /** One drizzle type for both drivers; the ledger never knows which one it talks to. */
@@ -89,7 +90,9 @@ function openPostgres(url: string, max: number): Database {
     onnotice: () => {},
     ...OUTAGE_TUNING,
   });
-  const db = drizzlePostgres(client, { schema }) as unknown as Db;
+  // Queries go through a pool that does not fail a request for a connection that died before it
+  // was used (src/db/dead-connections.ts); `postgresClient` stays the plain pool.
+  const db = drizzlePostgres(retryOnDeadConnection(client, max), { schema }) as unknown as Db;
   return {
     db,
     driver: 'postgres',
