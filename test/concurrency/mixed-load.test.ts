@@ -4,25 +4,40 @@
 // expire within the run, so the sweepers refund and expire while clients settle, and each
 // organization's billing cycle ends mid-run. At the end: no unexpected error reached a caller, the
 // journal audit is clean, and what callers were told (captures, grants) is what the ledger holds.
-// Inflows are kept below demand so that refusals for insufficient credits race too.
+// Inflows are kept below demand (but for one large lot per organization that expires after 3 s) so
+// that refusals for insufficient credits race too.
+//
+// Random workers make the mix; besides them, one scripted task per organization drives every kind
+// of step on purpose, racing with the workers, so that each kind certainly happens in every run:
+// a pack purchase, an extension, a full and a partial capture, a refund, a refusal for
+// insufficient credits, a reservation nobody settles (refunded by a sweeper) and a lot that
+// expires with credits left (expired by a sweeper).
 import { randomUUID } from 'node:crypto';
-import { eq, sql } from 'drizzle-orm';
+import { eq, inArray, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.ts';
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { reservations } from '../../src/db/schema.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import type { LedgerContext } from '../../src/ledger/context.ts';
-import { InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
+import { InsufficientCreditsError, InvalidInputError, ReservationStateError } from '../../src/ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
-import { captureReservation, extendReservation, refundReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import { captureReservation, EXPIRED_REFUND_REASON, extendReservation, refundReservation, reserveCredits } from '../../src/ledger/reservations.ts';
 import { sweepOnce, sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 
 const LOAD_MS = 10_000;
 const WORKERS = 16;
 const ORGANIZATIONS = 3;
+// The scripted lot that must expire with credits left: far more than the run can consume before
+// it expires (a few hundred credits a second per organization on this machine), expiring long
+// before the billing cycle ends (which would expire it too, but not as a sweeper's lot expiry).
+const EXPIRING_LOT_CREDITS = 20_000;
+const EXPIRING_LOT_MS = 3_000;
+const CYCLE_ENDS_MS = 7_000;
+// More than everything the run can ever hold: 100 premium 4K videos of 60 s (288,000 credits).
+const UNAFFORDABLE = { modelId: 'video-premium', resolution: 'UHD_4K', durationSeconds: 60, count: 100 } as const;
 
 interface OrgState {
   id: string;
@@ -55,7 +70,7 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
       { db: second.db, clock: systemClock },
     ];
     // A future anchor puts the end of the current cycle (and the next allowance) mid-run.
-    const cycleEnd = new Date(Date.now() + LOAD_MS / 2);
+    const cycleEnd = new Date(Date.now() + CYCLE_ENDS_MS);
     const orgs: OrgState[] = [];
     for (let i = 0; i < ORGANIZATIONS; i += 1) {
       const org = await createOrganization(contexts[0]!, { name: `Hot ${i}`, planId: 'free', billingCycleAnchor: cycleEnd });
@@ -72,6 +87,7 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
     async function step(ctx: LedgerContext): Promise<void> {
       const org = orgs[random(orgs.length)]!;
       const roll = Math.random();
+      let grantExpiresAt: Date | null = null;
       try {
         if (roll < 0.4) {
           const reservation = await reserveCredits(ctx, {
@@ -101,11 +117,12 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
         } else if (roll < 0.99) {
           const amount = 1 + random(40);
           const expiring = Math.random() < 0.5;
+          grantExpiresAt = expiring ? new Date(Date.now() + 500 + random(3000)) : null;
           await grantCredits(ctx, {
             organizationId: org.id,
             type: expiring ? 'PROMOTIONAL' : 'REFERRAL',
             amount,
-            expiresAt: expiring ? new Date(Date.now() + 500 + random(3000)) : null,
+            expiresAt: grantExpiresAt,
             reason: 'load test',
             idempotencyKey: randomUUID(),
           });
@@ -119,7 +136,11 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
       } catch (error) {
         if (error instanceof InsufficientCreditsError) count('insufficient');
         else if (error instanceof ReservationStateError) count(`already ${error.status.toLowerCase()}`);
-        else unexpected.push(error);
+        // The expiry is checked once the grant holds its organization's lock, so a grant that
+        // waited past its own expiry is refused: right, and expected under this much contention.
+        else if (error instanceof InvalidInputError && error.field === 'expiresAt' && grantExpiresAt !== null && grantExpiresAt.getTime() <= Date.now()) {
+          count('grant expired while waiting');
+        } else unexpected.push(error);
       }
     }
 
@@ -127,10 +148,91 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
       while (Date.now() < deadline) await step(ctx);
     }
 
+    /** Reserves `credits` for this task alone (no worker settles it), retrying while refused. */
+    async function reserveOwn(ctx: LedgerContext, org: OrgState, credits: number, ttlSeconds: number): Promise<string> {
+      for (;;) {
+        try {
+          const reservation = await reserveCredits(ctx, {
+            organizationId: org.id,
+            idempotencyKey: randomUUID(),
+            generation: { modelId: 'text-standard', count: credits / 2 },
+            ttlSeconds,
+          });
+          count('reserve');
+          return reservation.id;
+        } catch (error) {
+          if (!(error instanceof InsufficientCreditsError) || Date.now() > deadline) throw error;
+          count('insufficient');
+        }
+      }
+    }
+
+    const expiringLots: string[] = [];
+    const abandoned: string[] = [];
+
+    /** Every kind of step once, on purpose, while the workers race on the same organization. */
+    async function scripted(ctx: LedgerContext, org: OrgState): Promise<void> {
+      try {
+        const lot = await grantCredits(ctx, {
+          organizationId: org.id,
+          type: 'PROMOTIONAL',
+          amount: EXPIRING_LOT_CREDITS,
+          expiresAt: new Date(Date.now() + EXPIRING_LOT_MS),
+          reason: 'load test: expires with credits left',
+          idempotencyKey: randomUUID(),
+        });
+        org.granted += EXPIRING_LOT_CREDITS;
+        expiringLots.push(lot.id);
+        count('grant');
+        await Promise.all([
+          (async () => {
+            await purchaseCreditPack(ctx, { organizationId: org.id, packId: 'pack-500', paymentReference: randomUUID() });
+            org.granted += 500;
+            count('purchase');
+          })(),
+          (async () => {
+            // Left for a sweeper: nobody else knows it.
+            abandoned.push(await reserveOwn(ctx, org, 2, 1));
+          })(),
+          (async () => {
+            const id = await reserveOwn(ctx, org, 4, 3);
+            await extendReservation(ctx, { reservationId: id, ttlSeconds: 2 }, org.id);
+            count('extend');
+            org.pending.push(id); // now the workers may race to settle it
+          })(),
+          (async () => {
+            const id = await reserveOwn(ctx, org, 6, 60);
+            const settled = await captureReservation(ctx, { reservationId: id, amount: null }, org.id);
+            org.captured += settled.capturedAmount;
+            count('capture');
+          })(),
+          (async () => {
+            const id = await reserveOwn(ctx, org, 6, 60);
+            const settled = await captureReservation(ctx, { reservationId: id, amount: 1 }, org.id);
+            org.captured += settled.capturedAmount;
+            count('capture partial');
+          })(),
+          (async () => {
+            const id = await reserveOwn(ctx, org, 6, 60);
+            await refundReservation(ctx, { reservationId: id, reason: 'load test' }, org.id);
+            count('refund');
+          })(),
+          (async () => {
+            await expect(
+              reserveCredits(ctx, { organizationId: org.id, idempotencyKey: randomUUID(), generation: UNAFFORDABLE }),
+            ).rejects.toBeInstanceOf(InsufficientCreditsError);
+            count('insufficient');
+          })(),
+        ]);
+      } catch (error) {
+        unexpected.push(error);
+      }
+    }
+
     async function sweeper(ctx: LedgerContext): Promise<void> {
       while (Date.now() < deadline) {
         try {
-          const pass = await sweepOnce(ctx);
+          const pass = await sweepOnce(ctx, { onItemError: (_item, error) => unexpected.push(error) });
           if (pass.refundedReservations > 0) count('sweeper refunds');
           if (pass.resetOrganizations > 0) count('sweeper cycle resets');
           if (pass.expiredLotOrganizations > 0) count('sweeper lot expiries');
@@ -143,24 +245,55 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
 
     await Promise.all([
       ...Array.from({ length: WORKERS }, (_, i) => worker(contexts[i % 2]!)),
+      ...orgs.map((org, i) => scripted(contexts[i % 2]!, org)),
       sweeper(contexts[0]!),
       sweeper(contexts[1]!),
     ]);
     console.log(`mixed load: ${JSON.stringify(Object.fromEntries([...counts].sort()))}`);
     expect(unexpected).toEqual([]);
 
-    // Each kind of race actually happened.
-    for (const name of ['reserve', 'capture', 'capture partial', 'refund', 'grant', 'insufficient', 'sweeper refunds']) {
+    // Each kind of step happened while everything raced (the scripted tasks make sure of it).
+    for (const name of [
+      'reserve',
+      'capture',
+      'capture partial',
+      'refund',
+      'extend',
+      'grant',
+      'purchase',
+      'insufficient',
+      'sweeper refunds',
+      'sweeper lot expiries',
+    ]) {
       expect(counts.get(name) ?? 0, name).toBeGreaterThan(0);
     }
+    // The reservations nobody settled were refunded by a sweeper, and the scripted lots expired
+    // with credits left, during the run.
+    const abandonedRows = await first.db.select().from(reservations).where(inArray(reservations.id, abandoned));
+    expect(abandonedRows.map((row) => [row.status, row.refundReason])).toEqual(abandoned.map(() => ['REFUNDED', EXPIRED_REFUND_REASON]));
+    const expired = rowsOf<{ lot_id: string; expired: number; available: number }>(
+      await first.db.execute(sql`
+        select l.id as lot_id, l.available,
+          (select coalesce(-sum(e.available_change), 0)::int from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE') as expired
+        from credit_lots l where l.id in ${expiringLots}`),
+    );
+    expect(expired).toHaveLength(ORGANIZATIONS);
+    for (const lot of expired) {
+      expect(lot.available).toBe(0);
+      expect(Number(lot.expired)).toBeGreaterThan(0);
+    }
 
-    // Once every time to live has passed, the sweeper leaves nothing pending.
-    await new Promise((resolve) => setTimeout(resolve, 3_100));
-    await sweepUntilIdle(contexts[0]!);
+    // Once every time to live has passed, the sweeper leaves nothing pending (reservations live
+    // at most 3 s; the wait is for that state, however long a loaded machine takes).
+    const pendingAfterSweep = async () => {
+      const sweep = await sweepUntilIdle(contexts[0]!);
+      expect(sweep.failedItems).toBe(0);
+      const [row] = rowsOf<{ n: number }>(await first.db.execute(sql`select count(*)::int as n from reservations where status = 'PENDING'`));
+      return Number(row!.n);
+    };
+    await expect.poll(pendingAfterSweep, { timeout: 30_000, interval: 250 }).toBe(0);
     expect(await auditLedger(first.db)).toEqual([]);
     for (const org of orgs) {
-      const pending = await first.db.select({ id: reservations.id }).from(reservations).where(sql`${reservations.organizationId} = ${org.id} and ${reservations.status} = 'PENDING'`);
-      expect(pending).toEqual([]);
       // What callers were told is what the ledger holds: captured credits and granted credits.
       const [row] = rowsOf<{ captured: number; granted: number; cycles: number; cycle_grants: number }>(
         await first.db.execute(sql`

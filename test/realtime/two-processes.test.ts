@@ -56,15 +56,18 @@ async function gql(server: ServerProcess, query: string, variables: Record<strin
   return body.data;
 }
 
-async function stop(server: ServerProcess): Promise<{ code: number | null; ms: number }> {
-  const started = Date.now();
+// Exiting on SIGTERM before the orchestrator's SIGKILL is the feature: Kubernetes waits 30 s by
+// default. The server itself gives stragglers 2 s; the rest of the margin is for a loaded machine.
+const SIGTERM_EXIT_MS = 25_000;
+
+async function stop(server: ServerProcess): Promise<number | null> {
   server.child.kill('SIGTERM');
-  const code = await Promise.race([server.exited, new Promise<'timeout'>((resolve) => setTimeout(resolve, 6000, 'timeout'))]);
+  const code = await Promise.race([server.exited, new Promise<'timeout'>((resolve) => setTimeout(resolve, SIGTERM_EXIT_MS, 'timeout'))]);
   if (code === 'timeout') {
     server.child.kill('SIGKILL');
-    throw new Error(`server did not exit within 6 s after SIGTERM: ${server.output()}`);
+    throw new Error(`server did not exit within ${SIGTERM_EXIT_MS} ms after SIGTERM: ${server.output()}`);
   }
-  return { code, ms: Date.now() - started };
+  return code;
 }
 
 describe.skipIf(!hasPostgres)('live balance across two server processes (postgres)', () => {
@@ -99,9 +102,9 @@ describe.skipIf(!hasPostgres)('live balance across two server processes (postgre
 
       // Kill every listening backend (both processes'); A reconnects and re-sends the balance.
       const killed = await admin`
-        select pg_terminate_backend(pid) from pg_stat_activity
+        select pg_terminate_backend(pid) as terminated from pg_stat_activity
         where datname = current_database() and application_name = 'credits-listener'`;
-      expect(killed.length).toBe(2);
+      expect(killed.map((row) => row.terminated)).toEqual([true, true]);
       await recording.waitFor((r) => r.versions.length === 3);
       expect(recording.versions).toEqual([first, first! + 1, first! + 1]);
 
@@ -110,13 +113,9 @@ describe.skipIf(!hasPostgres)('live balance across two server processes (postgre
       await recording.waitForVersion(first! + 2);
       expect(recording.lastBalance).toMatchObject({ available: 70, reserved: 30 });
 
-      // SIGTERM: the open subscription is completed and both processes exit 0 within 5 s.
-      const stopped = await Promise.all(servers.splice(0).map(stop));
-      for (const { code, ms } of stopped) {
-        expect(code).toBe(0);
-        expect(ms).toBeLessThan(5000);
-      }
-      await recording.waitForEnd(1000);
+      // SIGTERM: the open subscription is completed and both processes exit 0.
+      expect(await Promise.all(servers.map(stop))).toEqual([0, 0]);
+      await recording.waitForEnd();
       expect(recording.completed).toBe(true);
     } finally {
       await connection?.dispose();
@@ -126,5 +125,5 @@ describe.skipIf(!hasPostgres)('live balance across two server processes (postgre
       await drop();
       rmSync(dataDir, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 });

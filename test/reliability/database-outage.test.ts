@@ -13,16 +13,22 @@ import { TcpProxy } from '../support/tcp-proxy.ts';
 import { expectNoLeak, type RawResponse } from '../security/http.ts';
 
 // While PostgreSQL cannot be reached, every request must fail fast with SERVICE_UNAVAILABLE (not
-// hang, not "Unexpected error"); once it is back the same process must serve again within 5 s,
-// and retries with the same idempotency keys must not write anything twice.
+// hang, not "Unexpected error"); once it is back the same process must serve again promptly, and
+// retries with the same idempotency keys must not write anything twice.
 //
 // The server reaches PostgreSQL only through a TCP proxy the test controls: cutting the proxy
 // drops every pooled connection and refuses new ones, as a failed database host would.
 
-// Generous for a loaded 2-core CI machine, yet far below "hanging": a refused connection is
-// reported at once, a timed-out connect after the driver's connect_timeout.
-const FAIL_FAST_MS = 3_000;
-const RESUME_WITHIN_MS = 5_000;
+// A request sent while the database is down must be answered while it is still down: the test
+// brings the database back only after those answers, so a request that waited for it would never
+// be answered. This bound only turns such a hang into a failure; the answers take milliseconds (a
+// refused connection is reported at once, and after the first failure the health gate refuses
+// without touching the pool), so a loaded machine stays far below it.
+const ANSWERED_WHILE_DOWN_MS = 10_000;
+// Serving again promptly is the feature: the pool's reconnect delay is capped at 0.1 s and the
+// health probe runs every 250 ms, where postgres.js's own backoff would keep the service down for
+// up to 20 s after a long outage. Measured in hundreds of milliseconds; the margin is for load.
+const RESUME_WITHIN_MS = 10_000;
 
 describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
   let proxy: TcpProxy;
@@ -52,18 +58,21 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
       expect.objectContaining({ message: expect.stringMatching(/database is unavailable/), extensions: { code: 'SERVICE_UNAVAILABLE' } }),
     ]);
     expect(response.headers.get('retry-after')).toBe('1');
-    expect(response.ms).toBeLessThan(FAIL_FAST_MS);
+    expect(response.ms).toBeLessThan(ANSWERED_WHILE_DOWN_MS);
     expectNoLeak(response);
   }
 
-  /** Polls a cheap read until it succeeds; returns how long that took. */
-  async function msUntilServing(): Promise<number> {
+  /**
+   * Polls a cheap read until it succeeds, within RESUME_WITHIN_MS; until then every answer must
+   * be a proper SERVICE_UNAVAILABLE.
+   */
+  async function servingAgain(): Promise<void> {
     const started = performance.now();
     for (;;) {
       const response = await post(BALANCE, { id: organizationId }, tokens.member);
-      if (response.status === 200 && !response.body.errors) return performance.now() - started;
+      if (response.status === 200 && !response.body.errors) return;
       expectUnavailable(response);
-      if (performance.now() - started > RESUME_WITHIN_MS * 2) throw new Error(`not serving after ${RESUME_WITHIN_MS * 2} ms: ${response.text}`);
+      if (performance.now() - started > RESUME_WITHIN_MS) throw new Error(`not serving ${RESUME_WITHIN_MS} ms after the database came back: ${response.text}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
@@ -127,27 +136,27 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     await drop?.();
   });
 
-  it('fails fast with SERVICE_UNAVAILABLE while the database is unreachable, and serves again within 5 s', async () => {
+  it('fails fast with SERVICE_UNAVAILABLE while the database is unreachable, and serves again once it is back', async () => {
     const pending = await post(RESERVE, { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(10) } }, tokens.member);
     const reservationId = pending.body.data.reserveCredits.reservation.id as string;
     const before = await balance();
 
     await proxy.cut();
     // Requests keep coming during the outage (reads, reserves, captures), as real traffic would;
-    // each must be refused quickly, also after the driver has failed to reconnect many times.
+    // each must be refused, also after the driver has failed to reconnect many times: at least
+    // three rounds, and for at least 2.5 s (ten probes that cannot connect).
     const key = uniqueKey('during-outage');
     const outageStarted = performance.now();
-    let attempts = 0;
-    while (performance.now() - outageStarted < 2_500) {
+    let rounds = 0;
+    while (rounds < 3 || performance.now() - outageStarted < 2_500) {
       expectUnavailable(await post(BALANCE, { id: organizationId }, tokens.member));
       expectUnavailable(await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member));
       expectUnavailable(await post(CAPTURE, { input: { reservationId } }, tokens.service));
-      attempts += 3;
+      rounds += 1;
     }
-    expect(attempts).toBeGreaterThan(6);
 
     await proxy.restore();
-    expect(await msUntilServing()).toBeLessThan(RESUME_WITHIN_MS);
+    await servingAgain();
 
     // The refused requests changed nothing; their retries now succeed, once.
     expect(await balance()).toEqual(before);
@@ -174,16 +183,22 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     await proxy.cut();
     const cutAt = performance.now();
     const first = await Promise.all(burst);
-    // Every request caught by the cut is answered promptly (each one's own time includes its
-    // wait for a pooled connection before the cut, so the bound is taken from the cut).
-    expect(performance.now() - cutAt).toBeLessThan(FAIL_FAST_MS);
+    // Every request caught by the cut is answered while the database is still down (each one's
+    // own time includes its wait for a pooled connection before the cut, so the bound is taken
+    // from the cut).
+    expect(performance.now() - cutAt).toBeLessThan(ANSWERED_WHILE_DOWN_MS);
     await proxy.restore();
 
     const outcomes = first.map((response) => (response.status === 200 ? response.body.data.reserveCredits.__typename : response.body.errors[0].extensions.code));
     for (const outcome of outcomes) expect(['ReserveCreditsSuccess', 'SERVICE_UNAVAILABLE']).toContain(outcome);
     for (const response of first) if (response.status !== 200) expectUnavailable({ ...response, ms: 0 });
+    // The cut came after the first answer (a success) and caught the rest of the burst: the
+    // reservations of one organization run one at a time behind its row lock, so dozens are still
+    // queued or inside their transactions when the first one is answered.
+    expect(outcomes).toContain('ReserveCreditsSuccess');
+    expect(outcomes.filter((outcome) => outcome === 'SERVICE_UNAVAILABLE').length).toBeGreaterThan(0);
 
-    expect(await msUntilServing()).toBeLessThan(RESUME_WITHIN_MS);
+    await servingAgain();
     // A client retries every request that did not get an answer it trusts, with the same key.
     const retried = await Promise.all(keys.map((key, i) => (outcomes[i] === 'ReserveCreditsSuccess' ? first[i]! : reserveWith(key))));
     const ids = retried.map((response) => response.body.data.reserveCredits.reservation.id as string);
@@ -202,26 +217,33 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     // Hold the organization's row lock from outside, so that a reservation is certainly waiting
     // inside its transaction when its backend is terminated.
     const blocker = await admin.reserve();
-    await blocker`begin`;
-    await blocker`select id from organizations where id = ${organizationId} for update`;
     const key = uniqueKey('terminated');
-    const waiting = post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
-    await expect
-      .poll(async () => (await admin`select count(*)::int as n from pg_stat_activity where datname = ${databaseName} and wait_event_type = 'Lock'`)[0]!.n, {
-        timeout: 5_000,
-      })
-      .toBeGreaterThanOrEqual(1);
-    const terminated = await admin`
-      select count(*)::int as n from (
-        select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = ${databaseName} and pid <> pg_backend_pid() and pid <> ${(await blocker`select pg_backend_pid() as pid`)[0]!.pid}
-      ) t`;
-    expect(terminated[0]!.n).toBeGreaterThan(0);
-    expectUnavailable(await waiting);
-    await blocker`rollback`;
-    blocker.release();
+    try {
+      await blocker`begin`;
+      await blocker`select id from organizations where id = ${organizationId} for update`;
+      const blockerPid = (await blocker`select pg_backend_pid() as pid`)[0]!.pid as number;
+      const waiting = post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
+      const waitingPids = async () =>
+        (await admin`select pid from pg_stat_activity where datname = ${databaseName} and wait_event_type = 'Lock'`).map((row) => row.pid as number);
+      await expect.poll(waitingPids, { timeout: 15_000 }).toHaveLength(1);
+      const [waitingPid] = await waitingPids();
+      // Every backend of the service (its pool, with the waiting reservation, and its listener).
+      const terminated = await admin`
+        select pid, pg_terminate_backend(pid) as terminated from pg_stat_activity
+        where datname = ${databaseName} and pid <> pg_backend_pid() and pid <> ${blockerPid}`;
+      expect(terminated.map((row) => row.pid)).toContain(waitingPid);
+      expect(terminated.map((row) => row.terminated)).toEqual(terminated.map(() => true));
+      expectUnavailable(await waiting);
+    } finally {
+      await blocker`rollback`;
+      blocker.release();
+    }
 
-    expect(await msUntilServing()).toBeLessThan(RESUME_WITHIN_MS);
+    // Every pooled connection died with its backend; none of them may fail a request now, also
+    // when a burst needs every one of them.
+    await servingAgain();
+    const reads = await Promise.all(Array.from({ length: 20 }, () => post(BALANCE, { id: organizationId }, tokens.member)));
+    for (const read of reads) expect(read.body.errors, read.text).toBeUndefined();
     const retried = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
     expect(retried.body.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
     expect(await reservationsWithKey(key)).toBe(1);
