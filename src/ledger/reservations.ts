@@ -1,23 +1,22 @@
-import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray } from 'drizzle-orm';
+import type { Clock } from '../clock.ts';
 import type { Queryable, Tx } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
 import {
   CreditError,
-  IdempotencyConflictError,
-  InsufficientCreditsError,
   InvalidInputError,
   NotFoundError,
   ReservationStateError,
   invariant,
 } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
-import { isExpired, spendableLots, type AccountType } from './lots.ts';
+import { expireDueLots, isExpired, type AccountType } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
-import type { GenerationRequest, PricedGeneration } from './pricing.ts';
+import type { GenerationRequest } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
+import { reserveInBatch } from './reservation-batches.ts';
 import { inTransaction } from './transaction.ts';
 import { requireIntInRange, requireKey, requireUuid } from './validation.ts';
 
@@ -44,86 +43,15 @@ export interface ReserveInput {
  * Pre-deducts the server-computed cost of a generation from the organization's lots, in
  * consumption order. All or nothing: either the whole cost is held, or nothing is written.
  * A repeat of the same idempotency key with the same generation returns the first reservation.
+ * Input is checked and priced here, before the request joins its organization's batch
+ * (src/ledger/reservation-batches.ts), so bad input never reaches a shared transaction.
  */
 export async function reserveCredits(ctx: LedgerContext, input: ReserveInput): Promise<Reservation> {
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const idempotencyKey = requireKey(input.idempotencyKey, 'idempotencyKey');
   const ttlSeconds = requireIntInRange(input.ttlSeconds ?? TTL_SECONDS_DEFAULT, 1, TTL_SECONDS_MAX, 'ttlSeconds');
   const priced = await priceRequest(ctx.db, input.generation);
-  return inTransaction(ctx.db, async (tx) => {
-    const locked = await requireLockedOrganization(tx, organizationId);
-    // Read after the lock: a reservation that waited for it must not take from a lot that
-    // expired meanwhile.
-    const now = ctx.clock.now();
-    await ensureCurrentCycle(tx, locked, now);
-    const [existing] = await tx
-      .select()
-      .from(reservations)
-      .where(and(eq(reservations.organizationId, organizationId), eq(reservations.idempotencyKey, idempotencyKey)));
-    if (existing) return replayReservation(existing, priced);
-
-    const plan = allocate(await spendableLots(tx, organizationId, now), priced.cost);
-    const id = randomUUID();
-    const [reservation] = await tx
-      .insert(reservations)
-      .values({
-        id,
-        organizationId,
-        idempotencyKey,
-        modelId: priced.modelId,
-        resolution: priced.resolution,
-        durationSeconds: priced.durationSeconds,
-        count: priced.count,
-        amount: priced.cost,
-        expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
-        createdAt: now,
-      })
-      .returning();
-    invariant(reservation, 'reservation insert returned nothing');
-    await postEntries(
-      tx,
-      plan.map((part) => ({
-        organizationId,
-        lotId: part.lotId,
-        reservationId: id,
-        kind: 'RESERVE' as const,
-        availableChange: -part.amount,
-        reservedChange: part.amount,
-        createdAt: now,
-      })),
-    );
-    await bumpBalanceVersion(tx, organizationId);
-    return reservation;
-  });
-}
-
-function replayReservation(existing: Reservation, priced: PricedGeneration): Reservation {
-  const same =
-    existing.modelId === priced.modelId &&
-    existing.resolution === priced.resolution &&
-    existing.durationSeconds === priced.durationSeconds &&
-    existing.count === priced.count;
-  if (!same) {
-    throw new IdempotencyConflictError('This idempotency key was already used for a different generation.');
-  }
-  return existing;
-}
-
-/** Takes `cost` from the lots in the order given; throws when they hold less than that. */
-function allocate(lots: Array<{ id: string; available: number }>, cost: number): Array<{ lotId: string; amount: number }> {
-  const plan: Array<{ lotId: string; amount: number }> = [];
-  let remaining = cost;
-  for (const lot of lots) {
-    if (remaining === 0) break;
-    const amount = Math.min(lot.available, remaining);
-    plan.push({ lotId: lot.id, amount });
-    remaining -= amount;
-  }
-  if (remaining > 0) {
-    const available = lots.reduce((sum, lot) => sum + lot.available, 0);
-    throw new InsufficientCreditsError(cost, available);
-  }
-  return plan;
+  return reserveInBatch(ctx, { organizationId, idempotencyKey, priced, ttlSeconds });
 }
 
 /** The lots a reservation took its credits from, in the order it took them. */
@@ -160,13 +88,22 @@ export async function findReservation(
  * Locks the reservation's organization, then reads the reservation again under that lock.
  * A reservation outside the caller's scope is reported exactly like a missing one.
  */
-async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationId: string | null): Promise<Reservation> {
+async function lockReservation(
+  tx: Tx,
+  reservationId: string,
+  scopeOrganizationId: string | null,
+  clock: Clock,
+): Promise<{ reservation: Reservation; now: Date }> {
   const head = await findReservation(tx, reservationId, scopeOrganizationId);
   if (!head) throw new NotFoundError('No such reservation.');
-  await requireLockedOrganization(tx, head.organizationId);
+  const org = await requireLockedOrganization(tx, head.organizationId);
   const reservation = await findReservation(tx, reservationId, null);
   invariant(reservation, `reservation ${reservationId} vanished while its organization was locked`);
-  return reservation;
+  // Read after the lock; like every write, a settlement first brings the organization into the
+  // billing cycle that contains now.
+  const now = clock.now();
+  await ensureCurrentCycle(tx, org, now);
+  return { reservation, now };
 }
 
 /**
@@ -186,6 +123,7 @@ async function settle(
   const drafts: EntryDraft[] = [];
   const base = { organizationId: reservation.organizationId, reservationId: reservation.id, createdAt: now };
   let toCapture = captureAmount;
+  let refundedIntoExpired = false;
   for (const allocation of allocations) {
     const captured = Math.min(allocation.amount, toCapture);
     const refunded = allocation.amount - captured;
@@ -202,20 +140,14 @@ async function settle(
         reservedChange: -refunded,
         reason: refundReason,
       });
-      if (isExpired({ expiresAt: allocation.lotExpiresAt }, now)) {
-        drafts.push({
-          ...base,
-          lotId: allocation.lotId,
-          kind: 'EXPIRE',
-          availableChange: -refunded,
-          reservedChange: 0,
-          reason: 'refunded to a lot that had expired',
-        });
-      }
+      if (isExpired({ expiresAt: allocation.lotExpiresAt }, now)) refundedIntoExpired = true;
     }
   }
   invariant(toCapture === 0, `reservation ${reservation.id} holds less than it claims`);
   await postEntries(tx, drafts);
+  // Credits returned to a lot past its expiry expire at once, together with whatever else the
+  // lot still has: an expired lot never holds available credits again.
+  if (refundedIntoExpired) await expireDueLots(tx, reservation.organizationId, now, 'refunded to a lot that had expired');
   const [settled] = await tx
     .update(reservations)
     .set({
@@ -244,8 +176,7 @@ async function withPendingReservation(
 ): Promise<Reservation> {
   const id = requireUuid(reservationId, 'reservationId');
   const outcome = await inTransaction(ctx.db, async (tx): Promise<Reservation | CreditError> => {
-    const reservation = await lockReservation(tx, id, scopeOrganizationId);
-    const now = ctx.clock.now();
+    const { reservation, now } = await lockReservation(tx, id, scopeOrganizationId, ctx.clock);
     if (reservation.status !== 'PENDING') return new ReservationStateError(reservation.status);
     if (reservation.expiresAt.getTime() <= now.getTime()) {
       const refunded = await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
@@ -322,8 +253,7 @@ export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope:
 /** The sweeper's automatic refund; does nothing if the reservation was settled meanwhile. */
 export async function refundIfExpired(ctx: LedgerContext, reservationId: string): Promise<boolean> {
   return inTransaction(ctx.db, async (tx) => {
-    const reservation = await lockReservation(tx, reservationId, null);
-    const now = ctx.clock.now();
+    const { reservation, now } = await lockReservation(tx, reservationId, null, ctx.clock);
     if (reservation.status !== 'PENDING' || reservation.expiresAt.getTime() > now.getTime()) return false;
     await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
     return true;
