@@ -83,8 +83,9 @@ export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCred
   const pack = input.packId.length <= 100 ? await findCreditPack(ctx.db, input.packId) : undefined;
   if (!pack) throw new InvalidInputError(`There is no credit pack ${JSON.stringify(input.packId.slice(0, 100))}.`, 'packId');
   return inTransaction(ctx.db, async (tx) => {
-    await requireLockedOrganization(tx, organizationId);
+    const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();
+    await ensureCurrentCycle(tx, locked, now);
     const [existing] = await tx
       .select()
       .from(creditLots)

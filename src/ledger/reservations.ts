@@ -13,7 +13,7 @@ import {
 import { postEntries, type EntryDraft } from './journal.ts';
 import { expireDueLots, isExpired, type AccountType } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
-import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
+import { bumpBalanceVersion, ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
 import { reserveInBatch } from './reservation-batches.ts';
@@ -78,15 +78,23 @@ export async function findReservation(
   reservationId: string,
   scopeOrganizationId: string | null,
 ): Promise<Reservation | undefined> {
-  const [reservation] = await db.select().from(reservations).where(eq(reservations.id, reservationId));
-  if (!reservation) return undefined;
-  if (scopeOrganizationId !== null && reservation.organizationId !== scopeOrganizationId) return undefined;
+  const [reservation] = await db
+    .select()
+    .from(reservations)
+    .where(
+      and(
+        eq(reservations.id, reservationId),
+        scopeOrganizationId === null ? undefined : eq(reservations.organizationId, scopeOrganizationId),
+      ),
+    );
   return reservation;
 }
 
 /**
- * Locks the reservation's organization, then reads the reservation again under that lock.
- * A reservation outside the caller's scope is reported exactly like a missing one.
+ * Locks the reservation's organization, then reads the reservation under that lock. A caller's
+ * organization is known from its token, so it is locked straight away; only an admin's request
+ * looks the reservation up first to learn its organization. A reservation outside the caller's
+ * scope is reported exactly like a missing one.
  */
 async function lockReservation(
   tx: Tx,
@@ -94,11 +102,10 @@ async function lockReservation(
   scopeOrganizationId: string | null,
   clock: Clock,
 ): Promise<{ reservation: Reservation; now: Date }> {
-  const head = await findReservation(tx, reservationId, scopeOrganizationId);
-  if (!head) throw new NotFoundError('No such reservation.');
-  const org = await requireLockedOrganization(tx, head.organizationId);
-  const reservation = await findReservation(tx, reservationId, null);
-  invariant(reservation, `reservation ${reservationId} vanished while its organization was locked`);
+  const organizationId = scopeOrganizationId ?? (await findReservation(tx, reservationId, null))?.organizationId;
+  const org = organizationId === undefined ? undefined : await lockOrganization(tx, organizationId);
+  const reservation = org ? await findReservation(tx, reservationId, org.id) : undefined;
+  if (!org || !reservation) throw new NotFoundError('No such reservation.');
   // Read after the lock; like every write, a settlement first brings the organization into the
   // billing cycle that contains now.
   const now = clock.now();
