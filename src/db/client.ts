@@ -53,15 +53,36 @@ export interface OpenDatabaseOptions {
    * schema older than its code.
    */
   migrate?: boolean;
+  /** Server-side limits for the pool's sessions (PostgreSQL only); see `SESSION_TIMEOUTS`. */
+  timeouts?: Partial<SessionTimeouts>;
 }
 
+/**
+ * Limits every pooled session sets, so that one stuck transaction cannot hold an organization's
+ * lock or a connection for long: waiting for a lock, running one statement, and sitting idle in
+ * an open transaction. A request that hits one fails with a retryable SERVICE_UNAVAILABLE and its
+ * transaction rolls back whole. Migrations run on a session of their own without these limits.
+ */
+export interface SessionTimeouts {
+  lockTimeoutMs: number;
+  statementTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+}
+
+export const SESSION_TIMEOUTS: SessionTimeouts = {
+  lockTimeoutMs: 5_000,
+  statementTimeoutMs: 15_000,
+  idleInTransactionTimeoutMs: 30_000,
+};
+
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
+  if (options.databaseUrl && (options.migrate ?? true)) await migratePostgresDatabase(options.databaseUrl);
   const database = options.databaseUrl
-    ? openPostgres(options.databaseUrl, options.maxConnections ?? 10)
+    ? openPostgres(options.databaseUrl, options.maxConnections ?? 10, { ...SESSION_TIMEOUTS, ...options.timeouts })
     : await openPglite(options.dataDir);
   try {
-    if (options.migrate ?? true) await runMigrations(database);
-    else await requireMigrated(database.db);
+    if (database.driver === 'pglite' && (options.migrate ?? true)) await migratePglite(database.db as never, { migrationsFolder });
+    else if (!(options.migrate ?? true)) await requireMigrated(database.db);
   } catch (error) {
     await database.close();
     throw error;
@@ -84,11 +105,16 @@ const OUTAGE_TUNING = {
   backoff: (retries: number) => Math.min(0.01 * 2 ** retries, 0.1),
 } as const;
 
-function openPostgres(url: string, max: number): Database {
+function openPostgres(url: string, max: number, timeouts: SessionTimeouts): Database {
   const client = postgres(url, {
     max,
     onnotice: () => {},
     ...OUTAGE_TUNING,
+    connection: {
+      lock_timeout: timeouts.lockTimeoutMs,
+      statement_timeout: timeouts.statementTimeoutMs,
+      idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+    },
   });
   // Queries go through a pool that does not fail a request for a connection that died before it
   // was used (src/db/dead-connections.ts); `postgresClient` stays the plain pool.
@@ -123,21 +149,25 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
 // An arbitrary constant that names the migration lock among this database's advisory locks.
 const MIGRATION_LOCK_ID = 7_206_001;
 
-async function runMigrations(database: Database): Promise<void> {
-  if (database.driver === 'pglite') {
-    await migratePglite(database.db as never, { migrationsFolder });
-    return;
-  }
-  // Several processes may start together; the advisory lock makes them migrate one at a time.
-  // The session-level lock lives on one reserved connection while the pool runs the migration.
-  const client = database.postgresClient!;
-  const reserved = await client.reserve();
+/**
+ * Applies pending migrations on a short-lived client of its own, without the pool's timeouts (a
+ * migration may rightly take long, and so may waiting for another process's). Several processes
+ * may start together; the session-level advisory lock makes them migrate one at a time, on one
+ * reserved connection while a second one runs the migration.
+ */
+async function migratePostgresDatabase(url: string): Promise<void> {
+  const client = postgres(url, { max: 2, onnotice: () => {}, connect_timeout: OUTAGE_TUNING.connect_timeout });
   try {
-    await reserved`select pg_advisory_lock(${MIGRATION_LOCK_ID})`;
-    await migratePostgres(database.db as never, { migrationsFolder });
+    const reserved = await client.reserve();
+    try {
+      await reserved`select pg_advisory_lock(${MIGRATION_LOCK_ID})`;
+      await migratePostgres(drizzlePostgres(client, { schema }) as never, { migrationsFolder });
+    } finally {
+      await reserved`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.catch(() => {});
+      reserved.release();
+    }
   } finally {
-    await reserved`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.catch(() => {});
-    reserved.release();
+    await client.end({ timeout: 5 });
   }
 }
 

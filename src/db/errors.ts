@@ -71,3 +71,18 @@ export function isLostConnection(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && LOST_CONNECTION_CODES.has(code);
 }
+
+// A pooled session's own limits (src/db/client.ts SESSION_TIMEOUTS): lock_timeout raises
+// lock_not_available, statement_timeout raises query_canceled.
+const SESSION_TIMEOUT_CODES = new Set(['55P03', '57014']);
+
+/** Whether `error` (or what it wraps) is a lock or statement timeout of the request's session. */
+export function isSessionTimeout(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current && typeof current === 'object'; depth += 1) {
+    const { code, cause, originalError } = current as { code?: unknown; cause?: unknown; originalError?: unknown };
+    if (typeof code === 'string' && SESSION_TIMEOUT_CODES.has(code)) return true;
+    current = cause ?? originalError;
+  }
+  return false;
+}

@@ -2,7 +2,7 @@ import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationContext } from 'graphql';
 import { maskError, type Plugin, type YogaServerOptions } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
-import { isConnectionError } from '../db/errors.ts';
+import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
 import { serviceUnavailable, useDatabaseHealthGate, type DatabaseHealth } from './database-health.ts';
 import { useMutationRateLimit, type MutationRateLimit } from './rate-limit.ts';
 
@@ -83,6 +83,11 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
 export function errorMasker(health?: DatabaseHealth) {
   return (error: unknown, message: string, isDev?: boolean): Error => {
     if (error instanceof GraphQLError && !error.originalError) return withoutInternals(error, isDev);
+    // A session timeout is no outage: the database answered, but this request waited too long
+    // for a lock or ran too long. Its transaction rolled back whole, so a retry is safe.
+    if (isSessionTimeout(error)) {
+      return serviceUnavailable(error instanceof GraphQLError ? error : undefined, 'The request timed out in the database and wrote nothing; retry it.');
+    }
     if (!isConnectionError(error)) return maskError(error, message, isDev);
     health?.reportConnectionError(error);
     return serviceUnavailable(error instanceof GraphQLError ? error : undefined);

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.ts';
-import { openDatabase, type Database } from '../../src/db/client.ts';
+import { sql } from 'drizzle-orm';
+import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
@@ -60,7 +61,10 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     await changePlan(ctx, { organizationId: org.id, planId: 'pro', immediately: true });
     await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'r2', generation: { modelId: 'text-draft', count: 3 } });
     clock.set('2026-04-02T00:00:00Z');
-    expect(await sweepUntilIdle(ctx)).toMatchObject({ refundedReservations: 1, resetOrganizations: 1, failedItems: 0 });
+    // The refund of the expired reservation also starts the new cycle (every write does).
+    expect(await sweepUntilIdle(ctx)).toMatchObject({ refundedReservations: 1, failedItems: 0 });
+    const [after] = await runtime.db.execute(sql`select cycle_starts_at from organizations where id = ${org.id}`).then((r) => rowsOf<{ cycle_starts_at: string }>(r));
+    expect(new Date(after!.cycle_starts_at).toISOString()).toBe('2026-04-01T00:00:00.000Z');
     expect(await auditLedger(runtime.db)).toEqual([]);
   });
 
