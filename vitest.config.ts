@@ -15,7 +15,8 @@ export default defineConfig({
     // Says which PostgreSQL suites a run without DATABASE_URL skips (and fails under CI).
     globalSetup: ['test/support/postgres-coverage.ts'],
     testTimeout: 60_000,
-    hookTimeout: 60_000,
+    // Opening a PGlite database runs initdb, which takes tens of seconds on a loaded 2-core machine.
+    hookTimeout: 120_000,
     // Each file opens its own databases; two workers match the two cores of the CI machine.
     maxWorkers: 2,
   },

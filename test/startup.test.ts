@@ -31,7 +31,7 @@ interface Started {
   code: number | null;
 }
 
-function run(env: Record<string, string>, until: (out: string) => boolean, timeoutMs = 40_000) {
+function run(env: Record<string, string>, until: (out: string) => boolean, timeoutMs = 90_000) {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: root,
     env: { PATH: process.env.PATH ?? '', ...env },
@@ -78,7 +78,7 @@ describe('npm start', () => {
     expect(result.stderr.trim().split('\n')).toEqual(['Configuration error: AUTH_SECRET is required when NODE_ENV=production.']);
   });
 
-  it('seeds a demo organization on a fresh data folder, prints working tokens, and stops on SIGTERM', async () => {
+  it('seeds a demo organization on a fresh data folder, prints working tokens, and stops on SIGTERM', { timeout: 180_000 }, async () => {
     const { child, ready, exited } = run({ DATA_DIR: dataDir, PORT: '0' }, (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')));
     const out = (await ready).stdout;
     const port = Number(/localhost:(\d+)\/graphql/.exec(out)?.[1]);

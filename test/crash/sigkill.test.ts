@@ -79,8 +79,8 @@ async function startServer(databaseUrl: string, env: Record<string, string> = {}
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL'); // never leave a half-started server behind
-      reject(new Error(`server did not start within 30 s:\n${output}`));
-    }, 30_000);
+      reject(new Error(`server did not start within 90 s:\n${output}`));
+    }, 90_000);
     const check = () => {
       if (output.includes('Credits API on')) {
         clearTimeout(timer);
