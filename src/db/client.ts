@@ -5,7 +5,8 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
@@ -134,8 +135,15 @@ function openPostgres(url: string, max: number, timeouts: SessionTimeouts): Data
   };
 }
 
+/**
+ * Settings for an embedded database on disk: PGlite's default 128 MB of shared buffers costs
+ * about 130 MB of resident memory in the serving process, far more than an embedded ledger needs.
+ */
+const EMBEDDED_POSTGRESQL_CONF = ['shared_buffers=16MB'];
+
 async function openPglite(dataDir: string | undefined): Promise<Database> {
-  const pglite = dataDir ? new PGlite(dataDir) : new PGlite();
+  if (dataDir && !existsSync(path.join(dataDir, 'PG_VERSION'))) await initialisePgliteFolder(dataDir);
+  const pglite = dataDir ? new PGlite(dataDir, { postgresqlconf: EMBEDDED_POSTGRESQL_CONF }) : new PGlite();
   await pglite.waitReady;
   const db = drizzlePglite(pglite, { schema }) as unknown as Db;
   return {
@@ -144,6 +152,22 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
     pglite,
     close: () => pglite.close(),
   };
+}
+
+/** Runs PGlite's initdb for a new data folder in a child process (see src/db/pglite-init.ts). */
+async function initialisePgliteFolder(dataDir: string): Promise<void> {
+  const here = fileURLToPath(import.meta.url);
+  const script = path.join(path.dirname(here), `pglite-init${path.extname(here)}`);
+  // Under tsx (development, tests) the script is TypeScript; compiled, it is JavaScript.
+  const args = script.endsWith('.ts') ? ['--import', 'tsx', script, dataDir] : [script, dataDir];
+  const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('exit', (exitCode) => resolve({ code: exitCode, stderr }));
+  });
+  if (code !== 0) throw new Error(`could not initialise the embedded database in ${dataDir}: ${stderr.trim().split('\n').at(-1) ?? code}`);
 }
 
 // An arbitrary constant that names the migration lock among this database's advisory locks.
