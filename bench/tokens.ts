@@ -1,0 +1,20 @@
+// The bench is a client: it signs its own tokens with the server's AUTH_SECRET, with the claims
+// src/auth/tokens.ts verifies (sub, role member|service|admin, org for member and service).
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+
+export type Role = 'member' | 'service' | 'admin';
+
+export function newSecret(): string {
+  return randomBytes(36).toString('base64url');
+}
+
+export function signToken(secret: string, subject: string, role: Role, organizationId?: string): Promise<string> {
+  const claims = organizationId ? { role, org: organizationId } : { role };
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(subject)
+    .setIssuedAt()
+    .setExpirationTime('6h')
+    .sign(new TextEncoder().encode(secret));
+}
