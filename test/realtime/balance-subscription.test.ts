@@ -11,6 +11,10 @@ import { CAPTURE, PURCHASE_PACK, REFUND } from '../support/operations.ts';
 import { BALANCE_CHANGED, connectWs, subscribeSse, waitUntil, type Recording, type SseSubscription, type WsConnection } from '../support/realtime.ts';
 import { balanceOf, grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 
+// Starting an app on a fresh PGlite database (WebAssembly start-up, then every migration) took 20
+// to 40 s on a loaded 2-core machine, more than a test's or hook's default minute allows for sure.
+const APP_START_MS = 180_000;
+
 describe.each(drivers)('live balance subscription (%s)', (driver) => {
   let t: TestApp;
   let baseUrl: string;
@@ -21,7 +25,7 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
     t = await createTestApp(driver);
     const port = await t.app.listen(0, '127.0.0.1');
     baseUrl = `http://127.0.0.1:${port}`;
-  });
+  }, APP_START_MS);
   afterEach(async () => {
     await Promise.all(connections.splice(0).map((connection) => connection.dispose()));
     for (const stream of streams.splice(0)) stream.close();
@@ -281,37 +285,38 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
 });
 
 describe.each(drivers)('live balance on shutdown (%s)', (driver) => {
-  it('completes open subscriptions and closes their connections cleanly', async () => {
-    const t = await createTestApp(driver);
-    try {
-      const port = await t.app.listen(0, '127.0.0.1');
-      const baseUrl = `http://127.0.0.1:${port}`;
-      const org = await newOrganization(t);
-      const connection = connectWs(baseUrl, org.member);
-      const overWs = connection.subscribe(BALANCE_CHANGED, { id: org.id }).recording;
-      const overSse = subscribeSse(baseUrl, org.member, BALANCE_CHANGED, { id: org.id });
-      await overWs.waitFor((r) => r.balances.length === 1);
-      await overSse.recording.waitFor((r) => r.balances.length === 1);
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await createTestApp(driver);
+  }, APP_START_MS);
+  afterAll(() => t?.close());
 
-      await t.app.stop();
-      // Each subscription was completed, not cut: a `complete` message, then a clean close of the
-      // WebSocket (the server's 1001 "Going away", or the client's own 1000 once it has nothing
-      // left to subscribe to, whichever comes first; a socket the server had to destroy closes with
-      // 1006), and a `complete` event at the end of an SSE stream that ended cleanly (a destroyed
-      // one fails).
-      await overWs.waitForEnd();
-      await overSse.recording.waitForEnd();
-      await waitUntil(() => connection.closeCode() !== null, 10_000);
-      expect(overWs.completed).toBe(true);
-      expect(overWs.failure).toBeNull();
-      expect([1000, 1001]).toContain(connection.closeCode());
-      await overSse.recording.waitFor((r) => r.streamEnded || r.failure !== null);
-      expect(overSse.recording.completed).toBe(true);
-      expect(overSse.recording.streamEnded).toBe(true);
-      expect(overSse.recording.failure).toBeNull();
-      await connection.dispose();
-    } finally {
-      await t.close();
-    }
+  it('completes open subscriptions and closes their connections cleanly', async () => {
+    const port = await t.app.listen(0, '127.0.0.1');
+    const baseUrl = `http://127.0.0.1:${port}`;
+    const org = await newOrganization(t);
+    const connection = connectWs(baseUrl, org.member);
+    const overWs = connection.subscribe(BALANCE_CHANGED, { id: org.id }).recording;
+    const overSse = subscribeSse(baseUrl, org.member, BALANCE_CHANGED, { id: org.id });
+    await overWs.waitFor((r) => r.balances.length === 1);
+    await overSse.recording.waitFor((r) => r.balances.length === 1);
+
+    await t.app.stop();
+    // Each subscription was completed, not cut: a `complete` message, then a clean close of the
+    // WebSocket (the server's 1001 "Going away", or the client's own 1000 once it has nothing
+    // left to subscribe to, whichever comes first; a socket the server had to destroy closes with
+    // 1006), and a `complete` event at the end of an SSE stream that ended cleanly (a destroyed
+    // one fails).
+    await overWs.waitForEnd();
+    await overSse.recording.waitForEnd();
+    await waitUntil(() => connection.closeCode() !== null, 10_000);
+    expect(overWs.completed).toBe(true);
+    expect(overWs.failure).toBeNull();
+    expect([1000, 1001]).toContain(connection.closeCode());
+    await overSse.recording.waitFor((r) => r.streamEnded || r.failure !== null);
+    expect(overSse.recording.completed).toBe(true);
+    expect(overSse.recording.streamEnded).toBe(true);
+    expect(overSse.recording.failure).toBeNull();
+    await connection.dispose();
   });
 });
