@@ -1,7 +1,6 @@
 // Regression tests for the ways a hostile customer (or a bad day) could get credits from nothing
 // or hold them for ever: each one failed on the code before the money-safety fixes.
 import { sql } from 'drizzle-orm';
-import postgres from 'postgres';
 import { describe, expect, it, vi } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
 import type { LedgerContext } from '../../src/ledger/context.ts';
@@ -12,6 +11,7 @@ import { refundReservation, reserveCredits, type Reservation } from '../../src/l
 import { sweepOnce, sweepUntilIdle, SweepBackoff, type SweepItem } from '../../src/ledger/sweeper.ts';
 import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
+import { holdOrganizationLock } from '../support/organization-lock.ts';
 import { CAPTURE, CREATE_ORGANIZATION, EXTEND, REFUND } from '../support/operations.ts';
 import { balanceOf, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 
@@ -211,30 +211,18 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       // Another connection holds the organization's lock while the reservation arrives.
       const url = new URL(process.env.DATABASE_URL!);
       url.pathname = `/${await currentDatabase()}`;
-      const other = postgres(url.toString(), { max: 1, onnotice: () => {} });
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
-      let locked!: () => void;
-      const holding = new Promise<void>((resolve) => (locked = resolve));
-      const holder = other.begin(async (tx) => {
-        await tx`select id from organizations where id = ${org.id} for update`;
-        locked();
-        await released;
-      });
+      const lock = await holdOrganizationLock(url.toString(), org.id);
       try {
-        await holding;
         const waiting = reserveCredits(ctx(), { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(5) }).catch(
           (error: unknown) => error,
         );
         await vi.waitFor(async () => expect(await lockWaiters()).toBe(1), { timeout: 10_000, interval: 20 });
         // The promotional lot expires while the reservation waits.
         t.clock.set('2026-01-10T12:00:01Z');
-        release();
-        await holder;
+        await lock.release();
         expect(await waiting).toMatchObject({ name: 'InsufficientCreditsError', required: 5, available: 0 });
       } finally {
-        release();
-        await other.end();
+        await lock.release();
       }
     });
   }

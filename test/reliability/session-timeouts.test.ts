@@ -2,7 +2,6 @@
 // runs too long and a transaction left idle all end with a retryable error and nothing written,
 // and the organization's lock and the connection come free.
 import { sql } from 'drizzle-orm';
-import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, type App } from '../../src/app.ts';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
@@ -12,6 +11,7 @@ import { isSessionTimeout } from '../../src/db/errors.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 import { RESERVE } from '../support/operations.ts';
+import { holdOrganizationLock } from '../support/organization-lock.ts';
 
 const SECRET = 'session-timeouts-secret-long-enough-for-hs256';
 
@@ -51,18 +51,8 @@ describe.skipIf(!hasPostgres)('session timeouts (postgres)', () => {
 
   it('answers a request stuck behind another lock holder with SERVICE_UNAVAILABLE, writing nothing', async () => {
     const org = await createOrganization({ db: database.db, clock }, { name: 'Stuck', planId: 'free' });
-    const holder = postgres(url, { max: 1, onnotice: () => {} });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let locked!: () => void;
-    const holding = new Promise<void>((resolve) => (locked = resolve));
-    const transaction = holder.begin(async (tx) => {
-      await tx`select id from organizations where id = ${org.id} for update`;
-      locked();
-      await released;
-    });
+    const lock = await holdOrganizationLock(url, org.id);
     try {
-      await holding;
       const stuck = await reserve(org.id, 'stuck');
       expect(stuck.status).toBe(503);
       expect(stuck.body.errors).toEqual([
@@ -73,9 +63,7 @@ describe.skipIf(!hasPostgres)('session timeouts (postgres)', () => {
       ]);
       expect(await reservationCount(org.id)).toBe(0);
     } finally {
-      release();
-      await transaction;
-      await holder.end();
+      await lock.release();
     }
     // The same request again, once the lock is free, is written once.
     const retried = await reserve(org.id, 'stuck');
