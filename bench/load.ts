@@ -67,6 +67,8 @@ export interface LoadOptions {
   crashed?: () => string | null;
   /** Counts the phase's CPU time (see cpu.ts). */
   cpu?: () => Promise<CpuProbe>;
+  /** A count window gives up (with a failure) when it has not finished after this long; default 5 min. */
+  deadlineMs?: number;
 }
 
 interface Kind {
@@ -112,7 +114,14 @@ export async function runLoad(options: LoadOptions, script: (ctx: ScriptContext)
     : null;
 
   const cpu = options.cpu ? await options.cpu() : null;
-  const running = () => crash === null && (window.kind === 'time' ? nowMs() < t1 : nextIteration < total);
+  const deadline = started + (options.deadlineMs ?? 300_000);
+  let late = false;
+  const running = () => {
+    if (crash !== null) return false;
+    if (window.kind === 'time') return nowMs() < t1;
+    if (nowMs() > deadline) late = true;
+    return !late && nextIteration < total;
+  };
 
   async function loop(client: number): Promise<void> {
     for (;;) {
@@ -161,6 +170,7 @@ export async function runLoad(options: LoadOptions, script: (ctx: ScriptContext)
   }
   const split = cpu ? await cpu.stop() : null;
   if (crash) fail(crash);
+  if (late) fail(`gave up after ${Math.round((options.deadlineMs ?? 300_000) / 1000)} s with ${Math.min(nextIteration, total)} of ${total} iterations started`);
   const windowMs = window.kind === 'time' ? window.durationMs : Math.max(0, measuredTo - measuredFrom);
   const ops: Record<string, OpSummary> = {};
   let answers = 0;

@@ -48,6 +48,8 @@ export interface BenchOptions {
   embeddedLimiters: Limiter[];
   /** Skip the embedded (PGlite) figure. */
   skipEmbedded: boolean;
+  /** The whole run fails (and cleans up) when it has not finished after this long. */
+  deadlineMs: number;
 }
 
 const FULL: Omit<BenchOptions, 'quick' | 'keep' | 'resultsFile' | 'skipEmbedded'> = {
@@ -71,6 +73,7 @@ const FULL: Omit<BenchOptions, 'quick' | 'keep' | 'resultsFile' | 'skipEmbedded'
   concurrentSections: false,
   growthLimiters: ['production', 'off'],
   embeddedLimiters: ['production', 'off'],
+  deadlineMs: 2 * 60 * 60_000,
 };
 
 const QUICK: typeof FULL = {
@@ -94,6 +97,7 @@ const QUICK: typeof FULL = {
   concurrentSections: true,
   growthLimiters: ['off'],
   embeddedLimiters: ['production'],
+  deadlineMs: 10 * 60_000,
 };
 
 export class UsageError extends Error {}

@@ -113,12 +113,18 @@ export function computeFigures(sections: Sections): FigureRow[] {
     if (!fanout) return null;
     return { value: fanout.lost, detail: `${n(fanout.lost)} of ${n(fanout.expected)} (${n(fanout.coalesced)} coalesced, ${n(fanout.lagging)} lagging)` };
   });
+  row('3', 'server CPU per committed change, fanned out (ms)', (limiter) => {
+    const fanout = sections.postgres[limiter]?.fanout;
+    const cpu = fanout?.changes.cpuPerRequestMs;
+    if (!fanout || !cpu) return null;
+    return { value: cpu.server, detail: `${cpu.server?.toFixed(2) ?? '–'} ms server, ${cpu.postgres?.toFixed(2) ?? '–'} ms PostgreSQL` };
+  });
   row('3', 'server RSS per subscriber (KB)', (limiter) => {
     const fanout = sections.postgres[limiter]?.fanout;
     if (!fanout) return null;
     return {
       value: fanout.rssPerSubscriberKb,
-      detail: `${n(fanout.rssPerSubscriberKb, 1)} KB (${mb(fanout.rssBeforeKb)} → ${mb(fanout.rssAfterKb)}, ${mb(fanout.rssAfterDisconnectKb)} after they left)`,
+      detail: `${n(fanout.rssPerSubscriberKb, 1)} KB (${mb(fanout.rssBeforeKb)} → ${mb(fanout.rssAfterKb)})`,
     };
   });
   row('4', 'reserves/s with ÷ without subscribers', (limiter) => {

@@ -122,6 +122,13 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   process.once('exit', killAllServers);
+  // Nothing may hang CI: past the deadline the run fails, cleaned up, with one line. (The timer
+  // also keeps the process alive, so a run stuck on a promise nothing will settle cannot end as
+  // if it had passed.)
+  setTimeout(() => {
+    console.error(`bench: FAILED: did not finish within ${options.deadlineMs / 60_000} min (last step logged above)`);
+    void cleanup().finally(() => process.exit(1));
+  }, options.deadlineMs);
 
   /** Runs a section; a section that throws is a failed check, and the others still run. */
   const section = async (name: string, work: () => Promise<void>) => {

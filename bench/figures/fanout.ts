@@ -4,7 +4,8 @@
 import { Worker } from 'node:worker_threads';
 import { balanceVersions } from '../database.ts';
 import { GraphQLHttp, type Judged } from '../graphql.ts';
-import type { PhaseResult } from '../load.ts';
+import { serverCpu } from '../cpu.ts';
+import { perRequest, type PhaseResult } from '../load.ts';
 import { LedgerClient, type Acknowledged } from '../operations.ts';
 import { quietRssKb, type RunningServer } from '../server.ts';
 import type { BenchOrganization } from '../setup.ts';
@@ -115,6 +116,7 @@ async function pacedChanges(
   const latencies: number[] = [];
   const counts = { ok: 0, business: 0, rateLimited: 0, failed: 0, skipped: 0 };
   const failures = { count: 0, samples: [] as string[] };
+  const cpu = await serverCpu(server)();
   const started = nowMs();
   const t0 = started + warmupMs;
   const t1 = t0 + durationMs;
@@ -169,6 +171,7 @@ async function pacedChanges(
     await sleep(1);
   }
   await Promise.all(inFlight);
+  const split = await cpu.stop();
   http.close();
   if (server.crashed()) {
     failures.count += 1;
@@ -196,6 +199,8 @@ async function pacedChanges(
         },
       },
       failures,
+      // Includes sending every change to its organization's subscribers.
+      cpuPerRequestMs: perRequest(split, counts.ok + counts.business + counts.rateLimited + counts.failed),
     },
   };
 }
@@ -208,6 +213,7 @@ export interface FanoutResult {
   rssBeforeKb: number | null;
   rssAfterKb: number | null;
   rssPerSubscriberKb: number | null;
+  /** After they left, which is after figure 4's load with them: mostly that load's garbage, not a leak. */
   rssAfterDisconnectKb?: number | null;
   changes: PhaseResult;
   changesPerSecond: number | null;
