@@ -39,7 +39,13 @@ async function main(): Promise<number> {
   try {
     // Two connections, not one: the migration step holds one for its advisory lock while it
     // migrates on another, so a pool of one would wait on itself forever.
-    database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : dataDir, maxConnections: 2 });
+    // No statement timeout: the audit reads the whole journal, which may take long on a big one.
+    database = await openDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.databaseUrl ? undefined : dataDir,
+      maxConnections: 2,
+      timeouts: { statementTimeoutMs: 0, idleInTransactionTimeoutMs: 0 },
+    });
   } catch (error) {
     console.error(`Cannot open the database: ${error instanceof Error ? error.message : String(error)}`);
     return 2;

@@ -321,6 +321,13 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
       available: 0,
     });
   }
+  // Each reservation is checked against its own organization's lots only.
+  const lotsByOrganization = new Map<string, ReplayLot[]>();
+  for (const lot of lots.values()) {
+    const list = lotsByOrganization.get(lot.organizationId) ?? [];
+    list.push(lot);
+    lotsByOrganization.set(lot.organizationId, list);
+  }
   const entries = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       select lot_id, reservation_id, kind, available_change, created_at from ledger_entries e
@@ -343,7 +350,7 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
       taken.set(lotId, (taken.get(lotId) ?? 0) - Number(entries[j]!.available_change));
       j += 1;
     }
-    const problem = checkOrder(lots, taken, new Date(entry.created_at as string).getTime());
+    const problem = checkOrder(lots, lotsByOrganization, taken, new Date(entry.created_at as string).getTime());
     if (problem) {
       const first = lots.get(String(entry.lot_id));
       violations.push({ organizationId: first?.organizationId ?? '', reservationId: String(entry.reservation_id), message: problem });
@@ -366,9 +373,14 @@ function spendableAt(lot: ReplayLot, atMs: number): boolean {
   return lot.expiresAtMs > atMs || (lot.expiresAtMs === atMs && lot.firstExpiredAtMs === atMs);
 }
 
-function checkOrder(lots: Map<string, ReplayLot>, taken: Map<string, number>, atMs: number): string | null {
-  const organizationId = lots.get(taken.keys().next().value!)?.organizationId;
-  const spendable = [...lots.values()].filter((lot) => lot.organizationId === organizationId && spendableAt(lot, atMs));
+function checkOrder(
+  lots: Map<string, ReplayLot>,
+  lotsByOrganization: Map<string, ReplayLot[]>,
+  taken: Map<string, number>,
+  atMs: number,
+): string | null {
+  const organizationId = lots.get(taken.keys().next().value!)?.organizationId ?? '';
+  const spendable = (lotsByOrganization.get(organizationId) ?? []).filter((lot) => spendableAt(lot, atMs));
   const used = [...taken.keys()].map((id) => lots.get(id));
   for (const lot of used) {
     if (!lot || !spendable.includes(lot) || lot.available < taken.get(lot.id)!) {
