@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Clock } from '../clock.ts';
 import type { Db, Tx } from '../db/client.ts';
-import { isConnectionError } from '../db/errors.ts';
+import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
 import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
 import { CreditError, IdempotencyConflictError, InsufficientCreditsError, invariant } from './errors.ts';
@@ -76,7 +76,7 @@ async function drain(ctx: LedgerContext, queues: Map<string, OrganizationQueue>,
 
 /**
  * Writes one batch in one transaction. Should that transaction fail as a whole for any reason
- * but an unreachable database, each request is tried again in a transaction of its own, so that
+ * but an unreachable database or a session timeout, each request is tried again in a transaction of its own, so that
  * whatever one request runs into answers that request only.
  */
 async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
@@ -84,7 +84,9 @@ async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
   try {
     outcomes = await inTransaction(ctx.db, (tx) => reserveAll(tx, ctx.clock, batch));
   } catch (error) {
-    if (batch.length === 1 || isConnectionError(error)) {
+    // An unreachable database or a session timeout (say, a lock held too long by someone else)
+    // would only repeat for each request alone, one timeout after another.
+    if (batch.length === 1 || isConnectionError(error) || isSessionTimeout(error)) {
       for (const item of batch) item.reject(error);
       return;
     }
