@@ -27,7 +27,10 @@ export type Driver = 'pglite' | 'postgres';
 export interface Database {
   readonly db: Db;
   readonly driver: Driver;
-  /** The postgres.js client, present only on the PostgreSQL driver (for LISTEN and pool control). */
+  /**
+   * The postgres.js client, present only on the PostgreSQL driver (for LISTEN and pool control).
+   * Its `reserve()` waits forever for a new connection (see NO_TYPE_FETCH): run statements instead.
+   */
   readonly postgresClient?: postgres.Sql;
   /**
    * Opens a separate postgres.js client for LISTEN alone (PostgreSQL only), named
@@ -106,11 +109,25 @@ const OUTAGE_TUNING = {
   backoff: (retries: number) => Math.min(0.01 * 2 ** retries, 0.1),
 } as const;
 
+/**
+ * postgres.js 3.4.9 reads the database's array types on every new connection (`fetch_types`).
+ * When that connection dies during the read and cannot be reopened, as in an outage, the read's
+ * rejection is handled by nobody: an unhandled rejection, which ends the process (reproduced in
+ * test/reliability/dead-connections.test.ts; upstream porsager/postgres#1223 for the same path).
+ * The service needs none of them: drizzle sends and parses its one array column (models'
+ * resolutions) as text, and the ledger passes arrays as text literals. One catch: without it,
+ * postgres.js never hands a newly opened connection to `reserve()` (that call waits forever), so
+ * nothing reserves connections of these clients; the migration client, which does, keeps the
+ * default (it lives only while the service starts).
+ */
+const NO_TYPE_FETCH = { fetch_types: false } as const;
+
 function openPostgres(url: string, max: number, timeouts: SessionTimeouts): Database {
   const client = postgres(url, {
     max,
     onnotice: () => {},
     ...OUTAGE_TUNING,
+    ...NO_TYPE_FETCH,
     connection: {
       lock_timeout: timeouts.lockTimeoutMs,
       statement_timeout: timeouts.statementTimeoutMs,
@@ -129,6 +146,7 @@ function openPostgres(url: string, max: number, timeouts: SessionTimeouts): Data
         max: 1,
         onnotice: () => {},
         connect_timeout: 5,
+        ...NO_TYPE_FETCH,
         connection: { application_name: 'credits-listener' },
       }),
     close: () => client.end({ timeout: 5 }),

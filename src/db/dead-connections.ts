@@ -1,5 +1,5 @@
 import type postgres from 'postgres';
-import { isLostConnection } from './errors.ts';
+import { isConnectionError, isLostConnection } from './errors.ts';
 
 /**
  * The postgres.js pool as drizzle should use it: a statement that failed only because the pooled
@@ -25,6 +25,15 @@ import { isLostConnection } from './errors.ts';
  * database starting) fails at once, so an outage is still reported without delay. A dead pooled
  * connection fails at most two attempts (the statement it was given, then the one it replays the
  * old error onto once reconnected), so twice the pool size plus one always reaches a live one.
+ *
+ * And a transaction whose connection died sends nothing more. postgres.js 3.4.9 runs what its code
+ * still sends, and its COMMIT or ROLLBACK, on the same connection object, which the pool may have
+ * reconnected for another request meanwhile: a statement of the failed transaction then commits
+ * outside any transaction (porsager/postgres#1216), or, written before the new connection's
+ * start-up message, makes the server drop it ("invalid length of startup packet") while the
+ * driver waits forever for an answer. So once the connection is lost, the transaction's
+ * statements fail at once, and its callback never settles: postgres.js then has nothing to end
+ * (begin() has already failed with the connection error, and nothing else holds the callback).
  */
 export function retryOnDeadConnection(client: postgres.Sql, poolSize: number): postgres.Sql {
   const attempts = 2 * poolSize + 1;
@@ -32,15 +41,21 @@ export function retryOnDeadConnection(client: postgres.Sql, poolSize: number): p
     const work = args[args.length - 1] as (tx: postgres.TransactionSql) => unknown;
     const mode = args.length > 1 ? (args[0] as string) : undefined;
     for (let attempt = 1; ; attempt += 1) {
-      let began = false;
+      const state: TransactionState = { began: false, lost: null };
       const body = (tx: postgres.TransactionSql) => {
-        began = true;
-        return work(tx);
+        state.began = true;
+        return untilLost(state, () => work(guarded(tx, state)));
       };
+      const pending = mode === undefined ? client.begin(body) : client.begin(mode, body);
+      // begin() fails with the connection error the moment the connection closes, before the
+      // callback hears of it through its own statements.
+      pending.catch((error: unknown) => {
+        if (isLostConnection(error)) state.lost ??= error;
+      });
       try {
-        return await (mode === undefined ? client.begin(body) : client.begin(mode, body));
+        return await pending;
       } catch (error) {
-        if (began || attempt >= attempts || !isLostConnection(error)) throw error;
+        if (state.began || attempt >= attempts || !isLostConnection(error)) throw error;
       }
     }
   }
@@ -60,6 +75,60 @@ export function retryOnDeadConnection(client: postgres.Sql, poolSize: number): p
       return Reflect.get(target, property, receiver);
     },
   });
+}
+
+interface TransactionState {
+  /** The callback has started: BEGIN was acknowledged. */
+  began: boolean;
+  /** The error with which the transaction's connection was lost, once it was. */
+  lost: unknown;
+}
+
+const never = () => new Promise<never>(() => {});
+
+/** Runs a transaction's callback, which settles as usual unless the connection is lost first. */
+async function untilLost<T>(state: TransactionState, run: () => T | Promise<T>): Promise<T> {
+  let settled: { value: T } | { error: unknown };
+  try {
+    settled = { value: await run() };
+  } catch (error) {
+    settled = { error };
+  }
+  // A statement fails with the connection error in the same moment begin() does; let that land.
+  if (!state.lost && 'error' in settled && isConnectionError(settled.error)) await new Promise((resolve) => setImmediate(resolve));
+  if (state.lost) return never();
+  if ('error' in settled) throw settled.error;
+  return settled.value;
+}
+
+/** The transaction as its callback sees it: once the connection is lost, a statement fails at once. */
+function guarded(tx: postgres.TransactionSql, state: TransactionState): postgres.TransactionSql {
+  return new Proxy(tx, {
+    get(target, property, receiver) {
+      if (property === 'unsafe') {
+        return (...args: Parameters<postgres.TransactionSql['unsafe']>) =>
+          state.lost ? new FailedStatement(state.lost) : target.unsafe(...args);
+      }
+      if (property === 'savepoint') {
+        return (...args: unknown[]) =>
+          state.lost ? Promise.reject(state.lost) : (target.savepoint as (...a: unknown[]) => unknown)(...args);
+      }
+      return Reflect.get(target, property, receiver);
+    },
+  });
+}
+
+/** A statement refused without being sent, in the two forms drizzle awaits. */
+class FailedStatement implements PromiseLike<never> {
+  constructor(private readonly error: unknown) {}
+
+  values(): Promise<never> {
+    return Promise.reject(this.error);
+  }
+
+  then<A = never, B = never>(onFulfilled?: ((value: never) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
+    return Promise.reject(this.error).then(onFulfilled, onRejected);
+  }
 }
 
 /**

@@ -43,17 +43,15 @@ async function lotFloor(t: TestApp, organizationId: string): Promise<{ minAvaila
 /**
  * Deadlocks PostgreSQL detected in this database so far. A backend adds its counters to
  * pg_stat_database at most once a second, so first every backend of the pool is made to report
- * now (pg_stat_force_next_flush, PostgreSQL 15+; the backend reports before it answers): all
- * `poolSize` connections are held at once, so that each one is asked.
+ * now (pg_stat_force_next_flush, PostgreSQL 15+; the backend reports before it answers): as many
+ * statements at once as the pool has connections, which the pool hands one to each connection.
  */
 async function deadlocks(t: TestApp, poolSize: number): Promise<number> {
   const pool = t.database.postgresClient!;
-  const connections = await Promise.all(Array.from({ length: poolSize }, () => pool.reserve()));
-  try {
-    await Promise.all(connections.map((connection) => connection`select pg_stat_force_next_flush()`));
-  } finally {
-    for (const connection of connections) connection.release();
-  }
+  const flushed = await Promise.all(
+    Array.from({ length: poolSize }, () => pool`select pg_backend_pid() as pid from pg_stat_force_next_flush(), pg_sleep(0.05)`),
+  );
+  expect(new Set(flushed.map(([row]) => row!.pid)).size).toBe(poolSize);
   const [row] = await pool`select deadlocks from pg_stat_database where datname = current_database()`;
   return Number(row!.deadlocks);
 }

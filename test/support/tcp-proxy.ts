@@ -6,11 +6,14 @@ import net from 'node:net';
  *   that silently stopped working); new connections work as usual.
  * - `cut()` drops every open connection and refuses new ones (the database host went away);
  *   `restore()` accepts connections again on the same port.
+ * - `cutAtFirstStatement()` does the same the moment a connection accepted from then on sends its
+ *   first message after the start-up message (the host went away while a connection started).
  */
 export class TcpProxy {
   private server: net.Server | null = null;
   private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   private listeningPort = 0;
+  private cutOnStatement = false;
 
   constructor(private readonly target: { host: string; port: number }) {}
 
@@ -56,6 +59,10 @@ export class TcpProxy {
     await closed;
   }
 
+  cutAtFirstStatement(): void {
+    this.cutOnStatement = true;
+  }
+
   async restore(): Promise<void> {
     if (!this.server) await this.start();
   }
@@ -68,6 +75,17 @@ export class TcpProxy {
     const upstream = net.connect(this.target.port, this.target.host);
     const pair = { client, upstream };
     this.pairs.add(pair);
+    if (this.cutOnStatement) {
+      // Registered before the pipe, so that the statement is not forwarded.
+      let messages = 0;
+      client.on('data', () => {
+        messages += 1;
+        if (messages > 1 && this.cutOnStatement) {
+          this.cutOnStatement = false;
+          void this.cut();
+        }
+      });
+    }
     for (const socket of [client, upstream]) {
       socket.on('error', () => {});
       socket.on('close', () => {
