@@ -7,7 +7,7 @@ import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
 import { getBalance, type Balance } from './ledger/balance.ts';
-import { BALANCE_CHANNEL } from './ledger/organizations.ts';
+import { BALANCE_CHANNEL } from './ledger/announcements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
 import { notificationSourceFor } from './realtime/notification-source.ts';

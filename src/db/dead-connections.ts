@@ -61,9 +61,10 @@ export function retryOnDeadConnection(client: postgres.Sql, poolSize: number): p
   }
 
   function unsafe(query: string, parameters?: postgres.ParameterOrJSON<never>[], options?: postgres.UnsafeQueryOptions) {
-    if (!/^\s*select\b/i.test(query)) return client.unsafe(query, parameters, options);
+    const prepared = { ...options, prepare: true };
+    if (!/^\s*select\b/i.test(query)) return client.unsafe(query, parameters, prepared);
     return new RetriedRead((values) => {
-      const pending = client.unsafe(query, parameters, options);
+      const pending = client.unsafe(query, parameters, prepared);
       return values ? pending.values() : pending;
     }, attempts);
   }
@@ -107,7 +108,7 @@ function guarded(tx: postgres.TransactionSql, state: TransactionState): postgres
     get(target, property, receiver) {
       if (property === 'unsafe') {
         return (...args: Parameters<postgres.TransactionSql['unsafe']>) =>
-          state.lost ? new FailedStatement(state.lost) : target.unsafe(...args);
+          state.lost ? new FailedStatement(state.lost) : target.unsafe(args[0], args[1], { ...args[2], prepare: true });
       }
       if (property === 'savepoint') {
         return (...args: unknown[]) =>

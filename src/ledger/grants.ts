@@ -6,7 +6,8 @@ import type { LedgerContext } from './context.ts';
 import { IdempotencyConflictError, InvalidInputError, invariant } from './errors.ts';
 import { GRANT_CREDITS_MAX } from './limits.ts';
 import { assertBalanceCap, grantLot, type AccountType, type CreditLot } from './lots.ts';
-import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
+import { bumpBalanceVersion } from './announcements.ts';
+import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import { inTransaction } from './transaction.ts';
 import { requireIntInRange, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 

@@ -1,7 +1,8 @@
 import { and, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
-import { creditLots, ledgerEntries } from '../db/schema.ts';
+import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
+import { announcedCte } from './announcements.ts';
 import { invariant } from './errors.ts';
 
 export type EntryKind = (typeof ledgerEntries.$inferSelect)['kind'];
@@ -28,16 +29,54 @@ const ENTRY_SHAPE: Record<EntryKind, (available: number, reserved: number) => bo
   EXPIRE: (a, r) => a < 0 && r === 0,
 };
 
+/** A pending reservation that a posting settles, with what it settles to. */
+export interface Settlement {
+  reservationId: string;
+  status: 'CAPTURED' | 'REFUNDED';
+  capturedAmount: number;
+  refundedAmount: number;
+  settledAt: Date;
+  refundReason: string | null;
+}
+
+/** A reservation that a posting creates, pending, before its RESERVE entries refer to it. */
+export interface NewReservation {
+  id: string;
+  idempotencyKey: string;
+  modelId: string;
+  resolution: string | null;
+  durationSeconds: number | null;
+  count: number;
+  amount: number;
+  expiresAt: Date;
+  createdAt: Date;
+}
+
+export interface PostingOptions {
+  /** Reservations to insert in the same statement (their RESERVE entries are among the drafts). */
+  newReservations?: NewReservation[];
+  /** A pending reservation to settle in the same statement. */
+  settlement?: Settlement;
+  /**
+   * Bump the organization's balance version and queue its notification in the same statement
+   * (see `bumpBalanceVersion`); the new version is returned.
+   */
+  announce?: boolean;
+}
+
 /**
  * The only way credits move: each draft is checked against its kind, applied to its lot's cached
  * balances with a guarded update, and appended to the journal, all in the caller's transaction.
  * The caller holds the organization's lock, so a guard that fails is a bug, not a race.
  *
- * The lots' updates and the entries' insert are one statement (a data-modifying CTE), so a
- * movement costs one round trip while the organization is locked, however many lots it touches.
+ * Everything a movement writes is one statement (data-modifying CTEs): the lots' updates, the
+ * entries, and, as the options say, the reservations it creates or settles and the balance
+ * version it announces. So a reserve or a settlement costs one round trip while the organization
+ * is locked, however many lots it touches. Returns the new balance version when announcing.
  */
-export async function postEntries(tx: Tx, drafts: EntryDraft[]): Promise<void> {
-  if (drafts.length === 0) return;
+export async function postEntries(tx: Tx, drafts: EntryDraft[], options: PostingOptions = {}): Promise<number | null> {
+  if (drafts.length === 0 && !options.announce) return null;
+  invariant(drafts.length > 0, 'a posting moves credits');
   const organizationId = drafts[0]!.organizationId;
   const changeByLot = new Map<string, { available: number; reserved: number }>();
   for (const draft of drafts) {
@@ -52,8 +91,9 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[]): Promise<void> {
     changeByLot.set(draft.lotId, change);
   }
   const changes = [...changeByLot].filter(([, change]) => change.available !== 0 || change.reserved !== 0);
+  const created = options.newReservations ?? [];
   const result = await tx.execute(sql`
-    with changed as (
+    with ${createdPart(organizationId, created)}, ${settledPart(organizationId, options.settlement)}, changed as (
       update ${creditLots} as l
       set available = l.available + c.available, reserved = l.reserved + c.reserved
       from unnest(
@@ -78,11 +118,57 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[]): Promise<void> {
       ) with ordinality as e(lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, n)
       order by e.n
       returning 1
-    )
-    select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries`);
-  const [row] = rowsOf<{ lots: number; entries: number }>(result);
+    ), ${announcedPart(organizationId, options.announce ?? false)}
+    select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
+      (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
+      (select max(balance_version) from announced) as balance_version`);
+  const [row] = rowsOf<{ lots: number; entries: number; created: number; settled: number; balance_version: number | null }>(result);
   invariant(Number(row?.lots) === changes.length, `a lot of organization ${organizationId} would go negative`);
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
+  invariant(Number(row?.created) === created.length, 'not every reservation was inserted');
+  invariant(Number(row?.settled) === (options.settlement ? 1 : 0), `reservation ${options.settlement?.reservationId} was settled twice`);
+  if (!options.announce) return null;
+  invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
+  return Number(row.balance_version);
+}
+
+// The optional parts of a posting. Each is always present, as an empty CTE when unused, so the
+// statement keeps one shape per combination and its prepared form is reused.
+
+function createdPart(organizationId: string, created: NewReservation[]) {
+  if (created.length === 0) return sql`created as (select 1 where false)`;
+  return sql`created as (
+      insert into ${reservations} (id, organization_id, idempotency_key, model_id, resolution, duration_seconds, count, amount, status, expires_at, created_at)
+      select r.id, ${organizationId}, r.idempotency_key, r.model_id, r.resolution, r.duration_seconds, r.count, r.amount, 'PENDING', r.expires_at, r.created_at
+      from unnest(
+        ${pgArray(created.map((r) => r.id))}::uuid[],
+        ${pgArray(created.map((r) => r.idempotencyKey))}::text[],
+        ${pgArray(created.map((r) => r.modelId))}::text[],
+        ${pgArray(created.map((r) => r.resolution))}::text[],
+        ${pgArray(created.map((r) => r.durationSeconds))}::int[],
+        ${pgArray(created.map((r) => r.count))}::int[],
+        ${pgArray(created.map((r) => r.amount))}::int[],
+        ${pgArray(created.map((r) => r.expiresAt.toISOString()))}::timestamptz[],
+        ${pgArray(created.map((r) => r.createdAt.toISOString()))}::timestamptz[]
+      ) as r(id, idempotency_key, model_id, resolution, duration_seconds, count, amount, expires_at, created_at)
+      returning 1
+    )`;
+}
+
+function settledPart(organizationId: string, settlement: Settlement | undefined) {
+  if (!settlement) return sql`settled as (select 1 where false)`;
+  return sql`settled as (
+      update ${reservations}
+      set status = ${settlement.status}::reservation_status, captured_amount = ${settlement.capturedAmount},
+        refunded_amount = ${settlement.refundedAmount}, settled_at = ${settlement.settledAt.toISOString()}::timestamptz,
+        refund_reason = ${settlement.refundReason}
+      where organization_id = ${organizationId} and id = ${settlement.reservationId} and status = 'PENDING'
+      returning 1
+    )`;
+}
+
+function announcedPart(organizationId: string, announce: boolean) {
+  return announce ? announcedCte(organizationId) : sql`announced as (select null::bigint as balance_version where false)`;
 }
 
 /**

@@ -9,12 +9,10 @@ import type { LedgerContext } from './context.ts';
 import { IdempotencyConflictError, InvalidInputError, NotFoundError, invariant } from './errors.ts';
 import { expireDueLots, grantAllowance } from './lots.ts';
 import { inTransaction } from './transaction.ts';
+import { bumpBalanceVersion } from './announcements.ts';
 import { requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 
 export type Organization = typeof organizations.$inferSelect;
-
-/** The channel on which committed balance changes are announced as `<organizationId>:<version>`. */
-export const BALANCE_CHANNEL = 'balance_changed';
 
 /**
  * Locks the organization's row for the rest of the transaction. Every write to an
@@ -35,25 +33,6 @@ export async function requireLockedOrganization(tx: Tx, organizationId: string):
 export async function findOrganization(db: Queryable, organizationId: string): Promise<Organization | undefined> {
   const [org] = await db.select().from(organizations).where(eq(organizations.id, organizationId));
   return org;
-}
-
-/**
- * Records that the organization's balance changed: the version grows by one and a notification
- * carrying only the organization and the new version is queued. PostgreSQL delivers it at commit,
- * so listeners hear of a change if and only if it committed.
- */
-export async function bumpBalanceVersion(tx: Tx, organizationId: string): Promise<number> {
-  const result = await tx.execute(sql`
-    with bumped as (
-      update ${organizations} set balance_version = balance_version + 1
-      where id = ${organizationId}
-      returning id, balance_version
-    )
-    select balance_version, pg_notify(${BALANCE_CHANNEL}, id::text || ':' || balance_version::text)
-    from bumped`);
-  const [row] = rowsOf<{ balance_version: number }>(result);
-  invariant(row, `organization ${organizationId} vanished while locked`);
-  return Number(row.balance_version);
 }
 
 function cycleLotKey(startsAt: Date): string {

@@ -7,8 +7,8 @@ import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
 import { CreditError, IdempotencyConflictError, InsufficientCreditsError, invariant } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
-import { spendableLots } from './lots.ts';
-import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
+import { isExpired, lotsWithCredits } from './lots.ts';
+import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import type { PricedGeneration } from './pricing.ts';
 import type { Reservation } from './reservations.ts';
 import { inTransaction } from './transaction.ts';
@@ -96,15 +96,26 @@ async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
   outcomes.forEach((outcome, i) => (outcome instanceof CreditError ? batch[i]!.reject(outcome) : batch[i]!.resolve(outcome)));
 }
 
-/** The batch's transaction: one outcome per request, in order. */
+/**
+ * The batch's transaction: one outcome per request, in order. Three round trips while the
+ * organization is locked: the lock with the reads it needs (sent together, run in order, so the
+ * reads see everything committed before the lock was granted), one statement that writes every
+ * reservation, lot and entry and announces the change, and the commit.
+ */
 async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promise<Array<Reservation | CreditError>> {
   const organizationId = batch[0]!.organizationId;
-  const locked = await requireLockedOrganization(tx, organizationId);
+  const keys = [...new Set(batch.map((item) => item.idempotencyKey))];
+  const [locked, known, unexpiredLots] = await Promise.all([
+    requireLockedOrganization(tx, organizationId),
+    findByKeys(tx, organizationId, keys),
+    lotsWithCredits(tx, organizationId),
+  ]);
   // Read after the lock: a request that waited for it must not take from a lot that expired meanwhile.
   const now = clock.now();
-  await ensureCurrentCycle(tx, locked, now);
-  const known = await findByKeys(tx, organizationId, [...new Set(batch.map((item) => item.idempotencyKey))]);
-  const lots = (await spendableLots(tx, organizationId, now)).map((lot) => ({ id: lot.id, available: lot.available }));
+  const cycle = await ensureCurrentCycle(tx, locked, now);
+  const lots = (cycle.changed ? await lotsWithCredits(tx, organizationId) : unexpiredLots)
+    .filter((lot) => !isExpired(lot, now))
+    .map((lot) => ({ id: lot.id, available: lot.available }));
 
   const outcomes: Array<Reservation | CreditError> = [];
   const created: Reservation[] = [];
@@ -136,12 +147,7 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
       });
     }
   }
-  if (created.length > 0) {
-    const inserted = await tx.insert(reservations).values(created).returning({ id: reservations.id });
-    invariant(inserted.length === created.length, 'not every reservation of the batch was inserted');
-    await postEntries(tx, drafts);
-    await bumpBalanceVersion(tx, organizationId);
-  }
+  if (created.length > 0) await postEntries(tx, drafts, { newReservations: created, announce: true });
   return outcomes;
 }
 

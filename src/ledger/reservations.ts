@@ -13,7 +13,7 @@ import {
 import { postEntries, type EntryDraft } from './journal.ts';
 import { expireDueLots, isExpired, type AccountType } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
-import { bumpBalanceVersion, ensureCurrentCycle, lockOrganization } from './organizations.ts';
+import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
 import { reserveInBatch } from './reservation-batches.ts';
@@ -54,8 +54,12 @@ export async function reserveCredits(ctx: LedgerContext, input: ReserveInput): P
   return reserveInBatch(ctx, { organizationId, idempotencyKey, priced, ttlSeconds });
 }
 
-/** The lots a reservation took its credits from, in the order it took them. */
-export async function listAllocations(db: Queryable, reservationIds: string[]): Promise<Allocation[]> {
+/**
+ * The lots reservations took their credits from, in the order they took them. With an
+ * organization, only that organization's entries are read (the lookup a sharded database routes
+ * to one shard).
+ */
+export async function listAllocations(db: Queryable, reservationIds: string[], organizationId?: string): Promise<Allocation[]> {
   if (reservationIds.length === 0) return [];
   const rows = await db
     .select({
@@ -67,7 +71,13 @@ export async function listAllocations(db: Queryable, reservationIds: string[]): 
     })
     .from(ledgerEntries)
     .innerJoin(creditLots, eq(creditLots.id, ledgerEntries.lotId))
-    .where(and(inArray(ledgerEntries.reservationId, reservationIds), eq(ledgerEntries.kind, 'RESERVE')))
+    .where(
+      and(
+        inArray(ledgerEntries.reservationId, reservationIds),
+        eq(ledgerEntries.kind, 'RESERVE'),
+        organizationId === undefined ? undefined : eq(ledgerEntries.organizationId, organizationId),
+      ),
+    )
     .orderBy(asc(ledgerEntries.id));
   return rows.map((row) => ({ ...row, reservationId: row.reservationId! }));
 }
@@ -90,43 +100,45 @@ export async function findReservation(
   return reservation;
 }
 
+interface LockedReservation {
+  reservation: Reservation;
+  /** The lots it took its credits from, in the order it took them. */
+  allocations: Allocation[];
+  now: Date;
+}
+
 /**
- * Locks the reservation's organization, then reads the reservation under that lock. A caller's
- * organization is known from its token, so it is locked straight away; only an admin's request
- * looks the reservation up first to learn its organization. A reservation outside the caller's
- * scope is reported exactly like a missing one.
+ * Locks the reservation's organization, then reads the reservation and its allocations under
+ * that lock: the lock and the reads are sent together and run in order, one round trip. A
+ * caller's organization is known from its token, so it is locked straight away; only an admin's
+ * request looks the reservation up first to learn its organization. A reservation outside the
+ * caller's scope is reported exactly like a missing one.
  */
-async function lockReservation(
-  tx: Tx,
-  reservationId: string,
-  scopeOrganizationId: string | null,
-  clock: Clock,
-): Promise<{ reservation: Reservation; now: Date }> {
+async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationId: string | null, clock: Clock): Promise<LockedReservation> {
   const organizationId = scopeOrganizationId ?? (await findReservation(tx, reservationId, null))?.organizationId;
-  const org = organizationId === undefined ? undefined : await lockOrganization(tx, organizationId);
-  const reservation = org ? await findReservation(tx, reservationId, org.id) : undefined;
+  if (organizationId === undefined) throw new NotFoundError('No such reservation.');
+  const [org, reservation, allocations] = await Promise.all([
+    lockOrganization(tx, organizationId),
+    findReservation(tx, reservationId, organizationId),
+    listAllocations(tx, [reservationId], organizationId),
+  ]);
   if (!org || !reservation) throw new NotFoundError('No such reservation.');
   // Read after the lock; like every write, a settlement first brings the organization into the
-  // billing cycle that contains now.
+  // billing cycle that contains now. A new cycle changes no reservation or allocation.
   const now = clock.now();
   await ensureCurrentCycle(tx, org, now);
-  return { reservation, now };
+  return { reservation, allocations, now };
 }
 
 /**
  * Consumes `captureAmount` of a pending reservation and returns the rest to the lots it came
- * from. Captured credits are taken in allocation order, so the refund goes back to the lots
- * taken last. Credits returned to a lot that has expired meanwhile expire at once.
+ * from, in one statement with the settlement and the announcement. Captured credits are taken in
+ * allocation order, so the refund goes back to the lots taken last. Credits returned to a lot
+ * that has expired meanwhile expire at once.
  */
-async function settle(
-  tx: Tx,
-  reservation: Reservation,
-  captureAmount: number,
-  now: Date,
-  refundReason: string | null,
-): Promise<Reservation> {
+async function settle(tx: Tx, locked: LockedReservation, captureAmount: number, refundReason: string | null): Promise<Reservation> {
+  const { reservation, allocations, now } = locked;
   invariant(reservation.status === 'PENDING', `settling a ${reservation.status} reservation`);
-  const allocations = await listAllocations(tx, [reservation.id]);
   const drafts: EntryDraft[] = [];
   const base = { organizationId: reservation.organizationId, reservationId: reservation.id, createdAt: now };
   let toCapture = captureAmount;
@@ -151,24 +163,21 @@ async function settle(
     }
   }
   invariant(toCapture === 0, `reservation ${reservation.id} holds less than it claims`);
-  await postEntries(tx, drafts);
+  const settlement = {
+    reservationId: reservation.id,
+    status: captureAmount > 0 ? 'CAPTURED' : 'REFUNDED',
+    capturedAmount: captureAmount,
+    refundedAmount: reservation.amount - captureAmount,
+    settledAt: now,
+    refundReason: captureAmount < reservation.amount ? refundReason : null,
+  } as const;
+  await postEntries(tx, drafts, { settlement, announce: true });
   // Credits returned to a lot past its expiry expire at once, together with whatever else the
-  // lot still has: an expired lot never holds available credits again.
+  // lot still has: an expired lot never holds available credits again. The change this makes is
+  // announced with the settlement's (listeners re-read the balance once the transaction commits).
   if (refundedIntoExpired) await expireDueLots(tx, reservation.organizationId, now, 'refunded to a lot that had expired');
-  const [settled] = await tx
-    .update(reservations)
-    .set({
-      status: captureAmount > 0 ? 'CAPTURED' : 'REFUNDED',
-      capturedAmount: captureAmount,
-      refundedAmount: reservation.amount - captureAmount,
-      settledAt: now,
-      refundReason: captureAmount < reservation.amount ? refundReason : null,
-    })
-    .where(and(eq(reservations.id, reservation.id), eq(reservations.status, 'PENDING')))
-    .returning();
-  invariant(settled, `reservation ${reservation.id} was settled twice`);
-  await bumpBalanceVersion(tx, reservation.organizationId);
-  return settled;
+  const { reservationId: _id, ...settled } = settlement;
+  return { ...reservation, ...settled };
 }
 
 /**
@@ -179,17 +188,18 @@ async function withPendingReservation(
   ctx: LedgerContext,
   reservationId: string,
   scopeOrganizationId: string | null,
-  work: (tx: Tx, reservation: Reservation, now: Date) => Promise<Reservation>,
+  work: (tx: Tx, locked: LockedReservation) => Promise<Reservation>,
 ): Promise<Reservation> {
   const id = requireUuid(reservationId, 'reservationId');
   const outcome = await inTransaction(ctx.db, async (tx): Promise<Reservation | CreditError> => {
-    const { reservation, now } = await lockReservation(tx, id, scopeOrganizationId, ctx.clock);
+    const locked = await lockReservation(tx, id, scopeOrganizationId, ctx.clock);
+    const { reservation, now } = locked;
     if (reservation.status !== 'PENDING') return new ReservationStateError(reservation.status);
     if (reservation.expiresAt.getTime() <= now.getTime()) {
-      const refunded = await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
+      const refunded = await settle(tx, locked, 0, EXPIRED_REFUND_REASON);
       return new ReservationStateError(refunded.status);
     }
-    return work(tx, reservation, now);
+    return work(tx, locked);
   });
   if (outcome instanceof CreditError) throw outcome;
   return outcome;
@@ -203,12 +213,13 @@ export interface CaptureInput {
 
 export function captureReservation(ctx: LedgerContext, input: CaptureInput, scope: string | null): Promise<Reservation> {
   if (input.amount !== undefined && input.amount !== null) requireIntInRange(input.amount, 1, Number.MAX_SAFE_INTEGER, 'amount');
-  return withPendingReservation(ctx, input.reservationId, scope, (tx, reservation, now) => {
+  return withPendingReservation(ctx, input.reservationId, scope, (tx, locked) => {
+    const { reservation } = locked;
     const amount = input.amount ?? reservation.amount;
     if (amount > reservation.amount) {
       throw new InvalidInputError(`amount must be from 1 to the reserved ${reservation.amount} credits.`, 'amount');
     }
-    return settle(tx, reservation, amount, now, amount < reservation.amount ? 'partial capture' : null);
+    return settle(tx, locked, amount, amount < reservation.amount ? 'partial capture' : null);
   });
 }
 
@@ -222,9 +233,7 @@ export function refundReservation(ctx: LedgerContext, input: RefundInput, scope:
     throw new InvalidInputError(`reason must be at most ${TEXT_LENGTH_MAX} characters long.`, 'reason');
   }
   const reason = input.reason?.trim() || 'refunded';
-  return withPendingReservation(ctx, input.reservationId, scope, (tx, reservation, now) =>
-    settle(tx, reservation, 0, now, reason),
-  );
+  return withPendingReservation(ctx, input.reservationId, scope, (tx, locked) => settle(tx, locked, 0, reason));
 }
 
 export interface ExtendInput {
@@ -245,12 +254,12 @@ export function lifetimeEnd(reservation: Pick<Reservation, 'createdAt'>): Date {
  */
 export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope: string | null): Promise<Reservation> {
   const ttlSeconds = requireIntInRange(input.ttlSeconds, 1, TTL_SECONDS_MAX, 'ttlSeconds');
-  return withPendingReservation(ctx, input.reservationId, scope, async (tx, reservation, now) => {
+  return withPendingReservation(ctx, input.reservationId, scope, async (tx, { reservation, now }) => {
     const requested = now.getTime() + ttlSeconds * 1000;
     const [extended] = await tx
       .update(reservations)
       .set({ expiresAt: new Date(Math.min(requested, lifetimeEnd(reservation).getTime())) })
-      .where(eq(reservations.id, reservation.id))
+      .where(and(eq(reservations.organizationId, reservation.organizationId), eq(reservations.id, reservation.id)))
       .returning();
     invariant(extended, 'reservation vanished while locked');
     return extended;
@@ -260,9 +269,10 @@ export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope:
 /** The sweeper's automatic refund; does nothing if the reservation was settled meanwhile. */
 export async function refundIfExpired(ctx: LedgerContext, reservationId: string): Promise<boolean> {
   return inTransaction(ctx.db, async (tx) => {
-    const { reservation, now } = await lockReservation(tx, reservationId, null, ctx.clock);
+    const locked = await lockReservation(tx, reservationId, null, ctx.clock);
+    const { reservation, now } = locked;
     if (reservation.status !== 'PENDING' || reservation.expiresAt.getTime() > now.getTime()) return false;
-    await settle(tx, reservation, 0, now, EXPIRED_REFUND_REASON);
+    await settle(tx, locked, 0, EXPIRED_REFUND_REASON);
     return true;
   });
 }

@@ -2,7 +2,8 @@ import { and, asc, eq, gt, lte, notInArray } from 'drizzle-orm';
 import { creditLots, organizations, reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
 import { expireDueLots } from './lots.ts';
-import { bumpBalanceVersion, ensureCurrentCycle, lockOrganization } from './organizations.ts';
+import { bumpBalanceVersion } from './announcements.ts';
+import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import { refundIfExpired } from './reservations.ts';
 import { inTransaction } from './transaction.ts';
 
