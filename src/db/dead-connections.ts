@@ -14,6 +14,11 @@ import { isConnectionError, isLostConnection } from './errors.ts';
  * (open, unreleased: "the first query after reconnect can receive the old backend's fatal
  * error"), reproduced in test/reliability/dead-connections.test.ts.
  *
+ * Every statement is prepared (named and parsed once per connection, then only bound and run):
+ * drizzle asks postgres.js for unnamed statements, which PostgreSQL parses and plans again each
+ * time, and the ledger's few statement shapes (array parameters keep their text fixed) were
+ * spending more database time on parsing than on running.
+ *
  * What is retried, and why that is safe:
  * - A transaction whose BEGIN failed: none of its work ran, so it is begun again. Once the
  *   callback has started it is never retried here (its statements may have run; the caller sees
