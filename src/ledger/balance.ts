@@ -1,7 +1,9 @@
 import { and, eq, gt, or, sql } from 'drizzle-orm';
 import type { Queryable } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
-import { ACCOUNT_TYPES, accountPriority, isExpired, notExpired, type AccountType, type CreditLot } from './lots.ts';
+import { invariant } from './errors.ts';
+import type { EntryDraft } from './journal.ts';
+import { ACCOUNT_TYPES, CONSUMPTION_ORDER, accountPriority, isExpired, notExpired, type AccountType, type CreditLot } from './lots.ts';
 
 export interface CreditAccount {
   type: AccountType;
@@ -22,9 +24,7 @@ export interface Balance {
 
 /**
  * The organization's balance as of one snapshot: a single statement reads the version and the
- * lots together, so the numbers and the version always agree. Credits held by a pending
- * reservation count as reserved even when their lot has expired meanwhile (a refund will expire
- * them); available credits count only in unexpired lots.
+ * lots together, so the numbers and the version always agree.
  */
 export async function getBalance(db: Queryable, organizationId: string, now: Date): Promise<Balance | null> {
   const rows = await db
@@ -38,17 +38,25 @@ export async function getBalance(db: Queryable, organizationId: string, now: Dat
       ),
     )
     .where(eq(organizations.id, organizationId))
-    .orderBy(creditLots.type, sql`${creditLots.expiresAt} asc nulls last`, creditLots.createdAt, creditLots.id);
+    .orderBy(...CONSUMPTION_ORDER);
   const [first] = rows;
   if (!first) return null;
+  return balanceOf(organizationId, rows.flatMap(({ lot }) => (lot ? [lot] : [])), first.version, now);
+}
+
+/**
+ * The balance that lots in consumption order make at `now`. Credits held by a pending
+ * reservation count as reserved even when their lot has expired meanwhile (a refund will expire
+ * them); available credits count only in unexpired lots. Lots that hold nothing are left out.
+ */
+export function balanceOf(organizationId: string, lots: CreditLot[], version: number, now: Date): Balance {
   const accounts = ACCOUNT_TYPES.map(
     (type): CreditAccount => ({ type, priority: accountPriority(type), available: 0, reserved: 0, lots: [] }),
   );
-  for (const { lot } of rows) {
-    if (!lot) continue;
+  for (const lot of lots) {
     const account = accounts[accountPriority(lot.type) - 1]!;
     account.reserved += lot.reserved;
-    if (isExpired(lot, now)) continue;
+    if (isExpired(lot, now) || (lot.available === 0 && lot.reserved === 0)) continue;
     account.available += lot.available;
     account.lots.push(lot);
   }
@@ -57,8 +65,33 @@ export async function getBalance(db: Queryable, organizationId: string, now: Dat
     available: accounts.reduce((sum, account) => sum + account.available, 0),
     reserved: accounts.reduce((sum, account) => sum + account.reserved, 0),
     accounts,
-    version: first.version,
+    version,
   };
+}
+
+/**
+ * Every lot that counts in the balance (holding available or reserved credits, expired or not),
+ * in consumption order: what a write reads together with its lock, so that it can allocate from
+ * them and tell the balance it leaves without reading it again.
+ */
+export function balanceLots(tx: Queryable, organizationId: string): Promise<CreditLot[]> {
+  return tx
+    .select()
+    .from(creditLots)
+    .where(and(eq(creditLots.organizationId, organizationId), or(gt(creditLots.available, 0), gt(creditLots.reserved, 0))))
+    .orderBy(...CONSUMPTION_ORDER);
+}
+
+/** The lots as they are after the drafts moved credits in them (the lots passed are not changed). */
+export function afterPosting(lots: CreditLot[], drafts: EntryDraft[]): CreditLot[] {
+  const changed = new Map(lots.map((lot) => [lot.id, { ...lot }]));
+  for (const draft of drafts) {
+    const lot = changed.get(draft.lotId);
+    invariant(lot, `lot ${draft.lotId} moved credits without being read`);
+    lot.available += draft.availableChange;
+    lot.reserved += draft.reservedChange;
+  }
+  return [...changed.values()];
 }
 
 /** Spendable credits now, all account types together. */

@@ -90,22 +90,8 @@ export function spendableLots(tx: Tx, organizationId: string, now: Date): Promis
     .orderBy(...CONSUMPTION_ORDER);
 }
 
-/**
- * Lots that hold available credits, expired or not, in consumption order: for a caller that reads
- * them before it knows the time it acts at (in the same round trip as taking its lock), and drops
- * the expired ones itself. An expired lot keeps credits only until the sweeper or the next write
- * expires them, so this is hardly more than the spendable lots.
- */
-export function lotsWithCredits(tx: Tx, organizationId: string): Promise<CreditLot[]> {
-  return tx
-    .select()
-    .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0)))
-    .orderBy(...CONSUMPTION_ORDER);
-}
-
 /** Consumption order: account type priority, then the soonest expiry (never-expiring last), then the oldest. */
-const CONSUMPTION_ORDER = [
+export const CONSUMPTION_ORDER = [
   asc(creditLots.type),
   sql`${creditLots.expiresAt} asc nulls last`,
   asc(creditLots.createdAt),

@@ -7,7 +7,8 @@ import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
 import { CreditError, IdempotencyConflictError, InsufficientCreditsError, invariant } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
-import { isExpired, lotsWithCredits } from './lots.ts';
+import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
+import { isExpired } from './lots.ts';
 import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import type { PricedGeneration } from './pricing.ts';
 import type { Reservation } from './reservations.ts';
@@ -22,6 +23,8 @@ export interface ReserveRequest {
 }
 
 interface Waiting extends ReserveRequest {
+  /** Told the balance the request's batch left (see `LedgerContext.onBalance`). */
+  onBalance?: (balance: Balance) => void;
   resolve(reservation: Reservation): void;
   reject(error: unknown): void;
 }
@@ -58,7 +61,7 @@ export function reserveInBatch(ctx: LedgerContext, request: ReserveRequest): Pro
   }
   const queue = queues.get(request.organizationId) ?? { waiting: [], draining: false };
   queues.set(request.organizationId, queue);
-  const outcome = new Promise<Reservation>((resolve, reject) => queue.waiting.push({ ...request, resolve, reject }));
+  const outcome = new Promise<Reservation>((resolve, reject) => queue.waiting.push({ ...request, onBalance: ctx.onBalance, resolve, reject }));
   if (!queue.draining) void drain(ctx, queues, request.organizationId, queue);
   return outcome;
 }
@@ -81,8 +84,9 @@ async function drain(ctx: LedgerContext, queues: Map<string, OrganizationQueue>,
  */
 async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
   let outcomes: Array<Reservation | CreditError>;
+  let balance: Balance | null;
   try {
-    outcomes = await inTransaction(ctx.db, (tx) => reserveAll(tx, ctx.clock, batch));
+    ({ outcomes, balance } = await inTransaction(ctx.db, (tx) => reserveAll(tx, ctx.clock, batch)));
   } catch (error) {
     // An unreachable database or a session timeout (say, a lock held too long by someone else)
     // would only repeat for each request alone, one timeout after another.
@@ -93,7 +97,12 @@ async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
     for (const item of batch) await writeBatch(ctx, [item]);
     return;
   }
-  outcomes.forEach((outcome, i) => (outcome instanceof CreditError ? batch[i]!.reject(outcome) : batch[i]!.resolve(outcome)));
+  batch.forEach((item, i) => {
+    const outcome = outcomes[i]!;
+    if (outcome instanceof CreditError) return item.reject(outcome);
+    if (balance) item.onBalance?.(balance);
+    item.resolve(outcome);
+  });
 }
 
 /**
@@ -102,19 +111,20 @@ async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
  * reads see everything committed before the lock was granted), one statement that writes every
  * reservation, lot and entry and announces the change, and the commit.
  */
-async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promise<Array<Reservation | CreditError>> {
+async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promise<BatchOutcome> {
   const organizationId = batch[0]!.organizationId;
   const keys = [...new Set(batch.map((item) => item.idempotencyKey))];
-  const [locked, known, unexpiredLots] = await Promise.all([
+  const [locked, known, lotsAtLock] = await Promise.all([
     requireLockedOrganization(tx, organizationId),
     findByKeys(tx, organizationId, keys),
-    lotsWithCredits(tx, organizationId),
+    balanceLots(tx, organizationId),
   ]);
   // Read after the lock: a request that waited for it must not take from a lot that expired meanwhile.
   const now = clock.now();
   const cycle = await ensureCurrentCycle(tx, locked, now);
-  const lots = (cycle.changed ? await lotsWithCredits(tx, organizationId) : unexpiredLots)
-    .filter((lot) => !isExpired(lot, now))
+  const balanceBefore = cycle.changed ? await balanceLots(tx, organizationId) : lotsAtLock;
+  const lots = balanceBefore
+    .filter((lot) => lot.available > 0 && !isExpired(lot, now))
     .map((lot) => ({ id: lot.id, available: lot.available }));
 
   const outcomes: Array<Reservation | CreditError> = [];
@@ -147,8 +157,16 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
       });
     }
   }
-  if (created.length > 0) await postEntries(tx, drafts, { newReservations: created, announce: true });
-  return outcomes;
+  if (created.length === 0) return { outcomes, balance: null };
+  const version = await postEntries(tx, drafts, { newReservations: created, announce: true });
+  return { outcomes, balance: balanceOf(organizationId, afterPosting(balanceBefore, drafts), version!, now) };
+}
+
+interface BatchOutcome {
+  /** One per request, in order. */
+  outcomes: Array<Reservation | CreditError>;
+  /** The balance the batch left, when it changed it. */
+  balance: Balance | null;
 }
 
 async function findByKeys(tx: Tx, organizationId: string, keys: string[]): Promise<Map<string, Reservation>> {

@@ -11,7 +11,8 @@ import {
   invariant,
 } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
-import { expireDueLots, isExpired, type AccountType } from './lots.ts';
+import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
+import { expireDueLots, isExpired, type AccountType, type CreditLot } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
@@ -104,7 +105,15 @@ interface LockedReservation {
   reservation: Reservation;
   /** The lots it took its credits from, in the order it took them. */
   allocations: Allocation[];
+  /** The organization's lots that count in its balance, as of the lock; null when they changed since. */
+  lots: CreditLot[] | null;
   now: Date;
+}
+
+/** A reservation as a write left it, and the balance it left when the write knows it. */
+interface Settled {
+  reservation: Reservation;
+  balance: Balance | null;
 }
 
 /**
@@ -117,17 +126,18 @@ interface LockedReservation {
 async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationId: string | null, clock: Clock): Promise<LockedReservation> {
   const organizationId = scopeOrganizationId ?? (await findReservation(tx, reservationId, null))?.organizationId;
   if (organizationId === undefined) throw new NotFoundError('No such reservation.');
-  const [org, reservation, allocations] = await Promise.all([
+  const [org, reservation, allocations, lots] = await Promise.all([
     lockOrganization(tx, organizationId),
     findReservation(tx, reservationId, organizationId),
     listAllocations(tx, [reservationId], organizationId),
+    balanceLots(tx, organizationId),
   ]);
   if (!org || !reservation) throw new NotFoundError('No such reservation.');
   // Read after the lock; like every write, a settlement first brings the organization into the
-  // billing cycle that contains now. A new cycle changes no reservation or allocation.
+  // billing cycle that contains now. A new cycle changes no reservation or allocation, but lots.
   const now = clock.now();
-  await ensureCurrentCycle(tx, org, now);
-  return { reservation, allocations, now };
+  const cycle = await ensureCurrentCycle(tx, org, now);
+  return { reservation, allocations, lots: cycle.changed ? null : lots, now };
 }
 
 /**
@@ -136,8 +146,8 @@ async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationI
  * allocation order, so the refund goes back to the lots taken last. Credits returned to a lot
  * that has expired meanwhile expire at once.
  */
-async function settle(tx: Tx, locked: LockedReservation, captureAmount: number, refundReason: string | null): Promise<Reservation> {
-  const { reservation, allocations, now } = locked;
+async function settle(tx: Tx, locked: LockedReservation, captureAmount: number, refundReason: string | null): Promise<Settled> {
+  const { reservation, allocations, lots, now } = locked;
   invariant(reservation.status === 'PENDING', `settling a ${reservation.status} reservation`);
   const drafts: EntryDraft[] = [];
   const base = { organizationId: reservation.organizationId, reservationId: reservation.id, createdAt: now };
@@ -171,13 +181,18 @@ async function settle(tx: Tx, locked: LockedReservation, captureAmount: number, 
     settledAt: now,
     refundReason: captureAmount < reservation.amount ? refundReason : null,
   } as const;
-  await postEntries(tx, drafts, { settlement, announce: true });
+  const version = await postEntries(tx, drafts, { settlement, announce: true });
+  const { reservationId: _id, ...settled } = settlement;
+  const after = { ...reservation, ...settled };
   // Credits returned to a lot past its expiry expire at once, together with whatever else the
   // lot still has: an expired lot never holds available credits again. The change this makes is
   // announced with the settlement's (listeners re-read the balance once the transaction commits).
-  if (refundedIntoExpired) await expireDueLots(tx, reservation.organizationId, now, 'refunded to a lot that had expired');
-  const { reservationId: _id, ...settled } = settlement;
-  return { ...reservation, ...settled };
+  if (refundedIntoExpired) {
+    await expireDueLots(tx, reservation.organizationId, now, 'refunded to a lot that had expired');
+    return { reservation: after, balance: null };
+  }
+  const balance = lots && balanceOf(reservation.organizationId, afterPosting(lots, drafts), version!, now);
+  return { reservation: after, balance };
 }
 
 /**
@@ -188,21 +203,23 @@ async function withPendingReservation(
   ctx: LedgerContext,
   reservationId: string,
   scopeOrganizationId: string | null,
-  work: (tx: Tx, locked: LockedReservation) => Promise<Reservation>,
+  work: (tx: Tx, locked: LockedReservation) => Promise<Settled>,
 ): Promise<Reservation> {
   const id = requireUuid(reservationId, 'reservationId');
-  const outcome = await inTransaction(ctx.db, async (tx): Promise<Reservation | CreditError> => {
+  const outcome = await inTransaction(ctx.db, async (tx): Promise<Settled | CreditError> => {
     const locked = await lockReservation(tx, id, scopeOrganizationId, ctx.clock);
     const { reservation, now } = locked;
     if (reservation.status !== 'PENDING') return new ReservationStateError(reservation.status);
     if (reservation.expiresAt.getTime() <= now.getTime()) {
       const refunded = await settle(tx, locked, 0, EXPIRED_REFUND_REASON);
-      return new ReservationStateError(refunded.status);
+      return new ReservationStateError(refunded.reservation.status);
     }
     return work(tx, locked);
   });
   if (outcome instanceof CreditError) throw outcome;
-  return outcome;
+  // Only once committed: the balance a rolled-back write computed never existed.
+  if (outcome.balance) ctx.onBalance?.(outcome.balance);
+  return outcome.reservation;
 }
 
 export interface CaptureInput {
@@ -262,7 +279,7 @@ export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope:
       .where(and(eq(reservations.organizationId, reservation.organizationId), eq(reservations.id, reservation.id)))
       .returning();
     invariant(extended, 'reservation vanished while locked');
-    return extended;
+    return { reservation: extended, balance: null };
   });
 }
 

@@ -5,6 +5,9 @@ import {
   NotFoundError,
   ReservationStateError,
 } from '../ledger/errors.ts';
+import type { GraphQLContext } from '../context.ts';
+import type { Balance } from '../ledger/balance.ts';
+import type { LedgerContext } from '../ledger/context.ts';
 import type { GenerationRequest } from '../ledger/pricing.ts';
 import {
   captureReservation,
@@ -77,6 +80,18 @@ export const ReservationType = builder.objectRef<Reservation>('Reservation').imp
 
 interface ReservationPayload {
   reservation: Reservation;
+  /** The balance the write left, when it told it (read again otherwise). */
+  balance?: Balance | null;
+}
+
+/**
+ * Runs a reservation write with a context that keeps the balance the write reports leaving, and
+ * answers both: the payload's balance then needs no second read.
+ */
+async function withBalance(ctx: GraphQLContext, write: (ledger: LedgerContext) => Promise<Reservation>): Promise<ReservationPayload> {
+  let balance: Balance | null = null;
+  const reservation = await write({ ...ctx, onBalance: (after) => (balance = after) });
+  return { reservation, balance };
 }
 
 function reservationSuccessType(name: string, withBalance: boolean) {
@@ -88,7 +103,7 @@ function reservationSuccessType(name: string, withBalance: boolean) {
             balance: t.field({
               type: BalanceType,
               description: "The organization's balance just after this change (or a later one).",
-              resolve: (payload, _args, ctx) => loadBalance(ctx, payload.reservation.organizationId),
+              resolve: (payload, _args, ctx) => payload.balance ?? loadBalance(ctx, payload.reservation.organizationId),
             }),
           }
         : {}),
@@ -155,13 +170,14 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: ReserveCreditsInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       authorizeOrganization(ctx, String(input.organizationId), 'member');
-      const reservation = await reserveCredits(ctx, {
-        organizationId: String(input.organizationId),
-        idempotencyKey: input.idempotencyKey,
-        generation: generationRequest(input.generation),
-        ttlSeconds: input.ttlSeconds,
-      });
-      return { reservation };
+      return withBalance(ctx, (ledger) =>
+        reserveCredits(ledger, {
+          organizationId: String(input.organizationId),
+          idempotencyKey: input.idempotencyKey,
+          generation: generationRequest(input.generation),
+          ttlSeconds: input.ttlSeconds,
+        }),
+      );
     },
   }),
   captureReservation: t.field({
@@ -171,12 +187,9 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: CaptureReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       const viewer = authorize(ctx, 'service');
-      const reservation = await captureReservation(
-        ctx,
-        { reservationId: String(input.reservationId), amount: input.amount },
-        organizationScope(viewer),
+      return withBalance(ctx, (ledger) =>
+        captureReservation(ledger, { reservationId: String(input.reservationId), amount: input.amount }, organizationScope(viewer)),
       );
-      return { reservation };
     },
   }),
   refundReservation: t.field({
@@ -186,12 +199,9 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: RefundReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       const viewer = authorize(ctx, 'service');
-      const reservation = await refundReservation(
-        ctx,
-        { reservationId: String(input.reservationId), reason: input.reason },
-        organizationScope(viewer),
+      return withBalance(ctx, (ledger) =>
+        refundReservation(ledger, { reservationId: String(input.reservationId), reason: input.reason }, organizationScope(viewer)),
       );
-      return { reservation };
     },
   }),
   extendReservation: t.field({
