@@ -15,7 +15,8 @@ import { DEFAULT_SUBSCRIPTION_LIMITS, SubscriptionSlots, type SubscriptionLimits
 import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
-import { corsPolicy, errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
+import { corsPolicy } from './server/browsers.ts';
+import { errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
 
 export interface AppOptions {

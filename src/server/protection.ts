@@ -1,22 +1,12 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
-import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
-import { useContentEncoding } from '@whatwg-node/server';
-import {
-  GraphQLError,
-  Kind,
-  NoSchemaIntrospectionCustomRule,
-  validate,
-  visit,
-  type DocumentNode,
-  type GraphQLSchema,
-  type ValidationContext,
-} from 'graphql';
-import { maskError, type CORSOptions, type Plugin, type YogaServerOptions } from 'graphql-yoga';
+import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationContext } from 'graphql';
+import { maskError, type Plugin, type YogaServerOptions } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
-import { LEDGER_PAGE_DEFAULT, LEDGER_PAGE_MAX } from '../ledger/limits.ts';
+import { CSRF_HEADER, useLargeResponseCompression } from './browsers.ts';
 import { serviceUnavailable, useDatabaseHealthGate, type DatabaseHealth } from './database-health.ts';
+import { useVariablePageCostLimit } from './page-cost.ts';
 import { useMutationRateLimit, type MutationRateLimit } from './rate-limit.ts';
 
 // Limits on what one request may ask for. The deepest operation a client needs (a mutation
@@ -75,7 +65,7 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
       costLimit: { maxCost: QUERY_COST_MAX, ...report },
       blockFieldSuggestion: { enabled: !options.fieldSuggestions },
     }) as Plugin<GraphQLContext>,
-    useVariablePageCostLimit(),
+    useVariablePageCostLimit({ maxCost: QUERY_COST_MAX, ...report }),
     // A browser sends a form, or a GET, or a text/plain body, to any site without asking first;
     // such a request must carry the X-GraphQL-Yoga-CSRF header, which no page can add without
     // the CORS preflight that the allow-list answers. JSON bodies are always preflighted.
@@ -110,122 +100,6 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
     );
   }
   return plugins;
-}
-
-export const CSRF_HEADER = 'x-graphql-yoga-csrf';
-
-// Armor counts `first: 100` as a hundred times its selection, but `first: $n` as once: it never
-// sees variables. The same rule runs again once the variables are known, with each variable
-// page size written into the document as the literal it stands for.
-const variableCostRule = costLimitRule({ maxCost: QUERY_COST_MAX, ...report });
-const PAGE_SIZE_ARGUMENTS = new Set(['first', 'last']);
-const pageSizeVariables = new WeakMap<DocumentNode, boolean>();
-
-function hasVariablePageSize(document: DocumentNode): boolean {
-  let found = pageSizeVariables.get(document);
-  if (found === undefined) {
-    found = false;
-    visit(document, {
-      Argument(node) {
-        if (PAGE_SIZE_ARGUMENTS.has(node.name.value) && node.value.kind === Kind.VARIABLE) found = true;
-      },
-    });
-    pageSizeVariables.set(document, found);
-  }
-  return found;
-}
-
-/**
- * `document` with every page-size variable replaced by the page it asks for: its value (or its
- * declared default, or the API's default page when it has neither), at most the largest page the
- * API serves. A larger value is refused by the resolver as BAD_USER_INPUT naming the field
- * before any work, so it costs no more than the largest page.
- */
-function withPageSizesInlined(document: DocumentNode, variables: Readonly<Record<string, unknown>> | null | undefined): DocumentNode {
-  const defaults = new Map<string, unknown>();
-  for (const definition of document.definitions) {
-    if (definition.kind !== Kind.OPERATION_DEFINITION) continue;
-    for (const variable of definition.variableDefinitions ?? []) {
-      if (variable.defaultValue?.kind === Kind.INT) defaults.set(variable.variable.name.value, Number(variable.defaultValue.value));
-    }
-  }
-  return visit(document, {
-    Argument(node) {
-      if (!PAGE_SIZE_ARGUMENTS.has(node.name.value) || node.value.kind !== Kind.VARIABLE) return undefined;
-      const name = node.value.name.value;
-      const given = variables && name in variables ? variables[name] : defaults.get(name);
-      const value = given === undefined || given === null ? LEDGER_PAGE_DEFAULT : given;
-      if (typeof value !== 'number' || !Number.isSafeInteger(value)) return undefined;
-      return { ...node, value: { kind: Kind.INT, value: String(Math.min(value, LEDGER_PAGE_MAX)) } };
-    },
-  });
-}
-
-function variablePageCostErrors(schema: GraphQLSchema, document: DocumentNode, variables: Readonly<Record<string, unknown>> | null | undefined) {
-  if (!hasVariablePageSize(document)) return [];
-  return validate(schema, withPageSizesInlined(document, variables), [variableCostRule]).map(
-    (error) => new GraphQLError(error.message, { extensions: { code: 'GRAPHQL_VALIDATION_FAILED', http: { status: 400 } } }),
-  );
-}
-
-/** The cost limit again, with page sizes passed as variables counted at their value. */
-export function useVariablePageCostLimit(): Plugin<GraphQLContext> {
-  return {
-    onExecute({ args, setResultAndStopExecution }) {
-      const errors = variablePageCostErrors(args.schema, args.document, args.variableValues);
-      if (errors.length > 0) setResultAndStopExecution({ errors });
-    },
-    onSubscribe({ args, setResultAndStopExecution }) {
-      const errors = variablePageCostErrors(args.schema, args.document, args.variableValues);
-      if (errors.length > 0) setResultAndStopExecution({ errors });
-    },
-  };
-}
-
-// Compressing a few hundred bytes costs more than it saves; the responses worth it are ledger
-// pages, introspection and the GraphiQL page.
-const COMPRESSION_THRESHOLD_BYTES = 1024;
-
-/**
- * gzip or deflate (as the client accepts) for responses of known length from 1 KB up, through
- * @whatwg-node/server's content encoding. Event streams are never compressed (compression would
- * hold events back until a block fills), nor are compressed request bodies accepted (a small
- * body could inflate far beyond the body limit).
- */
-export function useLargeResponseCompression(): Plugin<GraphQLContext> {
-  const encoding = useContentEncoding<Record<string, unknown>>();
-  return {
-    onResponse(payload) {
-      const length = Number(payload.response.headers.get('content-length') ?? NaN);
-      if (!(length >= COMPRESSION_THRESHOLD_BYTES)) return undefined;
-      if (payload.response.headers.get('content-encoding')) return undefined;
-      if ((payload.response.headers.get('content-type') ?? '').startsWith('text/event-stream')) return undefined;
-      return encoding.onResponse?.(payload as Parameters<NonNullable<typeof encoding.onResponse>>[0]);
-    },
-  };
-}
-
-/**
- * CORS for the allowed origins: each is answered with itself, never with `*` echoed for
- * credentials and never for the `null` origin (sandboxed frames and local files). No cookies
- * are used (tokens travel in the Authorization header), so credentials are never allowed.
- * `'*'` allows any origin; it is the development default. Other origins get no CORS headers,
- * so browsers keep their pages from reading the answers.
- */
-export function corsPolicy(allowed: readonly string[] | '*'): (request: Request) => CORSOptions {
-  return (request) => {
-    const origin = request.headers.get('origin');
-    if (!origin || origin === 'null') return false;
-    if (allowed !== '*' && !allowed.includes(origin)) return false;
-    return {
-      origin: [origin],
-      credentials: false,
-      methods: ['GET', 'POST'],
-      allowedHeaders: ['authorization', 'content-type', 'accept', CSRF_HEADER],
-      exposedHeaders: ['retry-after'],
-      maxAge: 600,
-    };
-  };
 }
 
 // graphql-js appends these to validation and coercion messages ("Did you mean "resolution"?",
