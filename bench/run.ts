@@ -281,7 +281,7 @@ async function main(): Promise<number> {
     servers,
     limiters: {
       production: 'NODE_ENV=production defaults: MUTATION_RATE_LIMIT 50/s burst 200 per member token; SERVICE_MUTATION_RATE_LIMIT 5,000/s burst 10,000 per organization for services, per subject for admins',
-      off: 'MUTATION_RATE_LIMIT=0 and SERVICE_MUTATION_RATE_LIMIT=0',
+      off: 'MUTATION_RATE_LIMIT=0, SERVICE_MUTATION_RATE_LIMIT=0 and ORGANIZATION_RATE_LIMIT=0',
     },
     figures,
     sections,

@@ -80,7 +80,7 @@ export interface ServerSpec {
   /** PostgreSQL, or, when absent, embedded PGlite in `dataDir`. */
   databaseUrl?: string;
   dataDir?: string;
-  /** `production`: the production defaults; `off`: MUTATION_RATE_LIMIT=0 and SERVICE_MUTATION_RATE_LIMIT=0. */
+  /** `production`: the production defaults; `off`: MUTATION_RATE_LIMIT, SERVICE_MUTATION_RATE_LIMIT and ORGANIZATION_RATE_LIMIT 0. */
   limiter: Limiter;
   authSecret: string;
 }
@@ -124,6 +124,7 @@ function childEnvironment(spec: ServerSpec): NodeJS.ProcessEnv {
   if (spec.limiter === 'off') {
     env.MUTATION_RATE_LIMIT = '0';
     env.SERVICE_MUTATION_RATE_LIMIT = '0';
+    env.ORGANIZATION_RATE_LIMIT = '0';
   }
   for (const [name, value] of Object.entries(process.env)) {
     if (name.startsWith('CREDITS_TEST_')) env[name] = value;

@@ -15,6 +15,7 @@ export function signToken(secret: string, subject: string, role: Role, organizat
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(subject)
     .setIssuedAt()
-    .setExpirationTime('6h')
+    // The server refuses admin tokens that live longer than an hour (member and service: a day).
+    .setExpirationTime(role === 'admin' ? '1h' : '6h')
     .sign(new TextEncoder().encode(secret));
 }

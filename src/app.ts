@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
-import { AuthenticationError, verifyAuthorization } from './auth/tokens.ts';
+import { AuthenticationError, DEFAULT_TOKEN_POLICY, verifyAuthorization, type TokenPolicy } from './auth/tokens.ts';
 import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
@@ -11,10 +11,12 @@ import { BALANCE_CHANNEL } from './ledger/announcements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
 import { notificationSourceFor } from './realtime/notification-source.ts';
+import { DEFAULT_SUBSCRIPTION_LIMITS, SubscriptionSlots, type SubscriptionLimits } from './realtime/subscription-slots.ts';
 import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
-import { errorMasker, protectionPlugins, requestLimits } from './server/protection.ts';
+import { corsPolicy } from './server/browsers.ts';
+import { errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
 
 export interface AppOptions {
@@ -31,6 +33,16 @@ export interface AppOptions {
   /** Per-token limit on mutations; absent or null means no limit. */
   mutationRateLimit?: MutationRateLimit | null;
   serviceMutationRateLimit?: MutationRateLimit | null;
+  /** All members of one organization together; absent or null means no limit. */
+  organizationRateLimit?: MutationRateLimit | null;
+  /** Serve GraphiQL on GET /graphql for browsers; default true (production turns it off). */
+  graphiql?: boolean;
+  /** Origins browsers may call from; default '*' (any, as in development). */
+  corsOrigins?: readonly string[] | '*';
+  /** Expiry, lifetime, issuer and audience rules for tokens; default DEFAULT_TOKEN_POLICY. */
+  tokenPolicy?: TokenPolicy;
+  /** Open subscriptions per token and per WebSocket connection; default 20 each. */
+  subscriptionLimits?: SubscriptionLimits;
   log?: (message: string, error?: unknown) => void;
   /** Tuning of the live balance feed; the defaults suit both drivers. */
   realtime?: RealtimeOptions;
@@ -56,6 +68,8 @@ export interface App {
 interface RequestAuthSource {
   request?: Request;
   connectionParams?: Record<string, unknown>;
+  /** The WebSocket an operation arrived on (set by serveGraphQLOverWebSocket). */
+  socket?: object;
 }
 
 export function createApp(options: AppOptions): App {
@@ -76,33 +90,41 @@ export function createApp(options: AppOptions): App {
   const notifierStarted = notifier.start();
   // Learns of an unreachable database from failed requests, and probes until it answers again.
   const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log);
+  const tokenPolicy = options.tokenPolicy ?? DEFAULT_TOKEN_POLICY;
+  const subscriptionSlots = new SubscriptionSlots(options.subscriptionLimits ?? DEFAULT_SUBSCRIPTION_LIMITS);
+  const fieldSuggestions = options.fieldSuggestions ?? options.introspection ?? true;
+  const maskError = errorMasker(databaseHealth, { hideSuggestions: !fieldSuggestions });
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
     // Expected failures are typed results; anything else is masked, even outside production
     // (an unreachable database becomes SERVICE_UNAVAILABLE).
-    maskedErrors: { isDev: options.debugErrors ?? false, maskError: errorMasker(databaseHealth) },
+    maskedErrors: { isDev: options.debugErrors ?? false, maskError },
     ...requestLimits,
     plugins: protectionPlugins({
       introspection: options.introspection ?? true,
-      fieldSuggestions: options.fieldSuggestions ?? options.introspection ?? true,
+      fieldSuggestions,
       mutationRateLimit: options.mutationRateLimit ?? null,
       serviceMutationRateLimit: options.serviceMutationRateLimit ?? null,
+      organizationRateLimit: options.organizationRateLimit ?? null,
       databaseHealth,
     }),
-    graphiql: { title: 'Credits API' },
+    cors: corsPolicy(options.corsOrigins ?? '*'),
+    // GraphiQL sends the CSRF header with every request, so GET queries from it keep working.
+    graphiql: (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
+      const shared = { db: options.database.db, clock: options.clock, notifier, subscriptionSlots };
       const header =
         initial.request?.headers.get('authorization') ??
         (typeof initial.connectionParams?.authorization === 'string' ? initial.connectionParams.authorization : null);
       try {
-        const viewer = await verifyAuthorization(header, options.authKey);
-        return { db: options.database.db, clock: options.clock, viewer, authFailure: null, notifier };
+        const viewer = await verifyAuthorization(header, options.authKey, tokenPolicy);
+        return { ...shared, viewer, authFailure: null, connection: initial.socket ?? null };
       } catch (error) {
         if (!(error instanceof AuthenticationError)) throw error;
-        return { db: options.database.db, clock: options.clock, viewer: null, authFailure: error.message, notifier };
+        return { ...shared, viewer: null, authFailure: error.message, connection: initial.socket ?? null };
       }
     },
   });
@@ -117,9 +139,14 @@ export function createApp(options: AppOptions): App {
     server,
     path: '/graphql',
     yoga,
+    // A frame may be no larger than an HTTP body: ws closes the socket (1009) on a longer one as
+    // soon as its header announces the length, before reading or parsing it.
+    maxPayloadBytes: REQUEST_BODY_BYTES_MAX,
+    // Errors graphql-ws sends itself (syntax and validation) go through the same masking.
+    maskError: (error) => maskError(error, 'Unexpected error.', options.debugErrors ?? false),
     authenticate: async (params) => {
       const authorization = typeof params?.authorization === 'string' ? params.authorization : null;
-      return verifyAuthorization(authorization, options.authKey).then(
+      return verifyAuthorization(authorization, options.authKey, tokenPolicy).then(
         () => true,
         () => false,
       );
@@ -141,7 +168,7 @@ export function createApp(options: AppOptions): App {
     yoga,
     server,
     notifier,
-    listen: async (port, host = '0.0.0.0') => {
+    listen: async (port, host = '127.0.0.1') => {
       // Subscribers are only served once changes can be heard.
       await notifierStarted;
       return new Promise((resolve, reject) => {

@@ -1,7 +1,11 @@
 import path from 'node:path';
+import type { TokenPolicy } from './auth/tokens.ts';
+import type { SubscriptionLimits } from './realtime/subscription-slots.ts';
 
 export interface Config {
   port: number;
+  /** The address to listen on: every interface in production, only this machine in development. */
+  host: string;
   databaseUrl: string | undefined;
   /** Apply pending migrations on start; off for a runtime role without DDL rights. */
   migrateOnStart: boolean;
@@ -19,6 +23,14 @@ export interface Config {
   mutationRateLimit: { perSecond: number; burst: number } | null;
   /** Services' (per organization) and admins' (per subject) limit; null when off. */
   serviceMutationRateLimit: { perSecond: number; burst: number } | null;
+  /** All members of one organization together; null when off (the default outside production). */
+  organizationRateLimit: { perSecond: number; burst: number } | null;
+  /** Serve the GraphiQL page on GET /graphql; off by default in production. */
+  graphiql: boolean;
+  /** Origins a browser may call from: a list, '*' for any (development), or none. */
+  corsOrigins: string[] | '*';
+  tokenPolicy: TokenPolicy;
+  subscriptionLimits: SubscriptionLimits;
 }
 
 export class ConfigError extends Error {
@@ -55,6 +67,45 @@ const MUTATION_RATE_BURST_DEFAULT = 200;
 const SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION = 5_000;
 const SERVICE_MUTATION_RATE_BURST_DEFAULT = 10_000;
 
+// Members of one organization together: a second member token (another `sub`) of the same
+// organization draws from the same bucket, so it cannot double the organization's allowance.
+const ORGANIZATION_RATE_PER_SECOND_PRODUCTION = 200;
+const ORGANIZATION_RATE_BURST_DEFAULT = 1_000;
+
+const TOKEN_LIFETIME_MAX_SECONDS_DEFAULT = 24 * 3600;
+const ADMIN_TOKEN_LIFETIME_MAX_SECONDS_DEFAULT = 3600;
+const TOKEN_CLOCK_SKEW_SECONDS_DEFAULT = 30;
+const SUBSCRIPTIONS_MAX_DEFAULT = 20;
+
+function optionalText(env: NodeJS.ProcessEnv, name: string): string | null {
+  const raw = env[name]?.trim();
+  return raw ? raw : null;
+}
+
+/**
+ * `CORS_ORIGINS`: comma-separated origins (`https://app.example.com`), or `*` for any origin.
+ * `null` is refused: sandboxed frames and local files all share that origin, so allowing it
+ * would allow every one of them.
+ */
+function corsOrigins(env: NodeJS.ProcessEnv, production: boolean): string[] | '*' {
+  const raw = env.CORS_ORIGINS;
+  if (raw === undefined) return production ? [] : '*';
+  const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  if (entries.length === 1 && entries[0] === '*') return '*';
+  for (const entry of entries) {
+    let origin: string | null = null;
+    try {
+      origin = new URL(entry).origin;
+    } catch {
+      // Reported below.
+    }
+    if (origin === null || origin === 'null' || origin !== entry || !/^https?:$/.test(new URL(entry).protocol)) {
+      throw new ConfigError(`CORS_ORIGINS must list origins such as https://app.example.com (or be *), not ${JSON.stringify(entry.slice(0, 100))}.`);
+    }
+  }
+  return entries;
+}
+
 /** Reads and checks the environment; any problem is one ConfigError with a one-line message. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const production = env.NODE_ENV === 'production';
@@ -74,8 +125,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const mutationBurst = integer(env, 'MUTATION_RATE_BURST', MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   const serviceRate = integer(env, 'SERVICE_MUTATION_RATE_LIMIT', production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
   const serviceBurst = integer(env, 'SERVICE_MUTATION_RATE_BURST', SERVICE_MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
+  const organizationRate = integer(env, 'ORGANIZATION_RATE_LIMIT', production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
+  const organizationBurst = integer(env, 'ORGANIZATION_RATE_BURST', ORGANIZATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   return {
     port: integer(env, 'PORT', 4000, 0, 65_535),
+    host: optionalText(env, 'HOST') ?? (production ? '0.0.0.0' : '127.0.0.1'),
     databaseUrl,
     migrateOnStart: flag(env, 'DATABASE_MIGRATE', true),
     authSecret,
@@ -87,5 +141,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     fieldSuggestions: introspection && !production,
     mutationRateLimit: mutationsPerSecond > 0 ? { perSecond: mutationsPerSecond, burst: mutationBurst } : null,
     serviceMutationRateLimit: serviceRate > 0 ? { perSecond: serviceRate, burst: serviceBurst } : null,
+    organizationRateLimit: organizationRate > 0 ? { perSecond: organizationRate, burst: organizationBurst } : null,
+    graphiql: flag(env, 'GRAPHIQL', !production),
+    corsOrigins: corsOrigins(env, production),
+    tokenPolicy: {
+      maxLifetimeSeconds: {
+        member: integer(env, 'TOKEN_MAX_LIFETIME_SECONDS', TOKEN_LIFETIME_MAX_SECONDS_DEFAULT, 60, 31 * 24 * 3600),
+        service: integer(env, 'TOKEN_MAX_LIFETIME_SECONDS', TOKEN_LIFETIME_MAX_SECONDS_DEFAULT, 60, 31 * 24 * 3600),
+        admin: integer(env, 'ADMIN_TOKEN_MAX_LIFETIME_SECONDS', ADMIN_TOKEN_LIFETIME_MAX_SECONDS_DEFAULT, 60, 31 * 24 * 3600),
+      },
+      issuer: optionalText(env, 'TOKEN_ISSUER'),
+      audience: optionalText(env, 'TOKEN_AUDIENCE'),
+      clockSkewSeconds: integer(env, 'TOKEN_CLOCK_SKEW_SECONDS', TOKEN_CLOCK_SKEW_SECONDS_DEFAULT, 0, 300),
+    },
+    subscriptionLimits: {
+      perConnection: integer(env, 'SUBSCRIPTIONS_PER_CONNECTION', SUBSCRIPTIONS_MAX_DEFAULT, 1, 10_000),
+      perToken: integer(env, 'SUBSCRIPTIONS_PER_TOKEN', SUBSCRIPTIONS_MAX_DEFAULT, 1, 10_000),
+    },
   };
 }

@@ -3,6 +3,7 @@ import type { Clock } from './clock.ts';
 import type { Db } from './db/client.ts';
 import type { Balance } from './ledger/balance.ts';
 import type { BalanceNotifier } from './realtime/balance-notifier.ts';
+import type { SubscriptionSlots } from './realtime/subscription-slots.ts';
 
 /** What every resolver receives. The database handle comes from here, never from a global. */
 export interface GraphQLContext {
@@ -13,4 +14,8 @@ export interface GraphQLContext {
   authFailure: string | null;
   /** This process's live balance feed, which subscriptions register with. */
   notifier: BalanceNotifier<Balance>;
+  /** Open subscriptions per token and per connection, which subscriptions take a slot from. */
+  subscriptionSlots: SubscriptionSlots;
+  /** The WebSocket an operation arrived on; null over HTTP. */
+  connection: object | null;
 }

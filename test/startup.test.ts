@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { decodeJwt } from 'jose';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
@@ -79,12 +80,26 @@ describe('npm start', () => {
   });
 
   it('seeds a demo organization on a fresh data folder, prints working tokens, and stops on SIGTERM', { timeout: 180_000 }, async () => {
+    // A secret file left readable by others (a copy, a loose umask) is made owner-only on start.
+    writeFileSync(path.join(dataDir, 'auth-secret'), 'a-development-secret-from-an-earlier-start', { mode: 0o644 });
     const { child, ready, exited } = run({ DATA_DIR: dataDir, PORT: '0' }, (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')));
     const out = (await ready).stdout;
     const port = Number(/localhost:(\d+)\/graphql/.exec(out)?.[1]);
     const organizationId = /Organization: (\S+)/.exec(out)?.[1];
     const member = /member:\s+\{"Authorization": "(Bearer [^"]+)"\}/.exec(out)?.[1];
+    const admin = /admin:\s+\{"Authorization": "Bearer ([^"]+)"\}/.exec(out)?.[1];
     expect(statSync(path.join(dataDir, 'auth-secret')).mode & 0o777).toBe(0o600);
+    // Development binds to this machine only, and its printed tokens follow the token rules.
+    expect(out).toMatch(/listening on 127\.0\.0\.1\)/);
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((address) => address && address.family === 'IPv4' && !address.internal);
+    if (external) {
+      await expect(fetch(`http://${external.address}:${port}/graphql`, { signal: AbortSignal.timeout(5000) })).rejects.toThrow();
+    }
+    const lifetime = (token: string) => decodeJwt(token).exp! - decodeJwt(token).iat!;
+    expect(lifetime(member!.slice('Bearer '.length))).toBe(24 * 3600);
+    expect(lifetime(admin!)).toBe(3600);
     const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: member! },

@@ -31,9 +31,15 @@ export function serveGraphQLOverWebSocket(options: {
   server: Server;
   path: string;
   yoga: YogaServerInstance<Record<string, unknown>, any>;
+  /** The largest frame accepted; a longer one closes the socket with 1009 before it is read. */
+  maxPayloadBytes: number;
+  /** Applied to the syntax and validation errors graphql-ws sends itself (outside yoga's masking). */
+  maskError?: (error: GraphQLError) => Error;
   authenticate(connectionParams: Readonly<Record<string, unknown>> | undefined): Promise<boolean>;
 }): WebSocketEndpoint {
-  const wsServer = new WebSocketServer({ server: options.server, path: options.path });
+  const wsServer = new WebSocketServer({ server: options.server, path: options.path, maxPayload: options.maxPayloadBytes });
+  const masked = (errors: readonly GraphQLError[]): GraphQLError[] =>
+    options.maskError ? errors.map((error) => toGraphQLError(options.maskError!(error))) : [...errors];
   // The acknowledged connections; graphql-ws keeps each one's running operations in `subscriptions`.
   const connections = new Set<{ readonly subscriptions: Readonly<Record<string, unknown>> }>();
 
@@ -67,7 +73,7 @@ export function serveGraphQLOverWebSocket(options: {
         } catch (error) {
           // A syntax error (or a refused token count) is the client's fault: answer it as an
           // error message for this operation instead of letting graphql-ws close the socket.
-          if (error instanceof GraphQLError) return [error];
+          if (error instanceof GraphQLError) return masked([error]);
           throw error;
         }
         const args = {
@@ -79,12 +85,16 @@ export function serveGraphQLOverWebSocket(options: {
           rootValue: { execute, subscribe } satisfies EnvelopedRoot,
         };
         const errors = validate(args.schema, args.document);
-        if (errors.length > 0) return errors;
+        if (errors.length > 0) return masked(errors);
         return args;
       },
     },
     wsServer,
   );
+
+  // A frame over maxPayload makes ws close the socket with 1009 and emit an error; without a
+  // listener that error would be thrown as uncaught.
+  wsServer.on('connection', (socket) => socket.on('error', () => {}));
 
   const busy = () => [...connections].some((ctx) => Object.keys(ctx.subscriptions).length > 0);
 
@@ -97,4 +107,8 @@ export function serveGraphQLOverWebSocket(options: {
       await disposable.dispose();
     },
   };
+}
+
+function toGraphQLError(error: Error): GraphQLError {
+  return error instanceof GraphQLError ? error : new GraphQLError(error.message);
 }

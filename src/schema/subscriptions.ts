@@ -1,10 +1,17 @@
+import type { Viewer } from '../auth/tokens.ts';
 import type { Balance } from '../ledger/balance.ts';
 import { untilDeadline } from '../realtime/deadline.ts';
+import { releasingOnEnd } from '../realtime/subscription-slots.ts';
 import { asQueryInput, authorizeOrganization, unauthenticated } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 
 builder.subscriptionType({});
+
+/** One caller, whichever of its tokens it uses: its role, organization and subject. */
+function callerKey(viewer: Viewer): string {
+  return `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`;
+}
 
 /** The last event of a subscription whose token expired; resolving it reports UNAUTHENTICATED. */
 const TOKEN_EXPIRED = Symbol('token expired');
@@ -21,16 +28,18 @@ builder.subscriptionField('balanceChanged', (t) =>
       asQueryInput(async (): Promise<AsyncIterableIterator<Balance | typeof TOKEN_EXPIRED>> => {
         const viewer = authorizeOrganization(ctx, String(args.organizationId), 'member');
         const organizationId = String(args.organizationId).toLowerCase();
+        const release = ctx.subscriptionSlots.acquire({ token: callerKey(viewer), connection: ctx.connection });
         // Registering before the first read means no change committed in between is missed; the
         // stream drops whichever of the two states turns out older.
         const stream = ctx.notifier.subscribe(organizationId);
         try {
           stream.offer(await loadBalance(ctx, organizationId));
         } catch (error) {
+          release();
           await stream.return();
           throw error;
         }
-        return untilDeadline(stream, viewer.expiresAt === null ? null : viewer.expiresAt * 1000, TOKEN_EXPIRED);
+        return releasingOnEnd(untilDeadline(stream, viewer.expiresAt === null ? null : viewer.expiresAt * 1000, TOKEN_EXPIRED), release);
       }),
     resolve: (event) => {
       if (event === TOKEN_EXPIRED) throw unauthenticated('The token has expired.');

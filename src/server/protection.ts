@@ -1,9 +1,12 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationContext } from 'graphql';
 import { maskError, type Plugin, type YogaServerOptions } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
+import { CSRF_HEADER, useLargeResponseCompression } from './browsers.ts';
 import { serviceUnavailable, useDatabaseHealthGate, type DatabaseHealth } from './database-health.ts';
+import { useVariablePageCostLimit } from './page-cost.ts';
 import { useMutationRateLimit, type MutationRateLimit } from './rate-limit.ts';
 
 // Limits on what one request may ask for. The deepest operation a client needs (a mutation
@@ -26,6 +29,8 @@ export interface ProtectionOptions {
   mutationRateLimit: MutationRateLimit | null;
   /** Services' and admins' limit (see MutationRateLimits); null: they share the member limit. */
   serviceMutationRateLimit?: MutationRateLimit | null;
+  /** All members of one organization together; null means none. */
+  organizationRateLimit?: MutationRateLimit | null;
   /** While it says the database is down, operations are refused at once. */
   databaseHealth?: DatabaseHealth;
 }
@@ -60,7 +65,23 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
       costLimit: { maxCost: QUERY_COST_MAX, ...report },
       blockFieldSuggestion: { enabled: !options.fieldSuggestions },
     }) as Plugin<GraphQLContext>,
+    useVariablePageCostLimit({ maxCost: QUERY_COST_MAX, ...report }),
+    // A browser sends a form, or a GET, or a text/plain body, to any site without asking first;
+    // such a request must carry the X-GraphQL-Yoga-CSRF header, which no page can add without
+    // the CORS preflight that the allow-list answers. JSON bodies are always preflighted.
+    useCSRFPrevention({ requestHeaders: [CSRF_HEADER] }) as Plugin<GraphQLContext>,
+    useLargeResponseCompression(),
   ];
+  if (!options.fieldSuggestions) {
+    // Armor's own filter misses some wordings ("Did you mean the enum value …"); this one
+    // removes every suggestion from validation errors. Later stages go through errorMasker.
+    plugins.push({
+      onValidate: () =>
+        ({ valid, result, setResult }) => {
+          if (!valid) setResult(result.map((error) => withoutSuggestions(error)));
+        },
+    });
+  }
   if (!options.introspection) {
     plugins.push({
       onValidate({ addValidationRule }) {
@@ -69,10 +90,27 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
     });
   }
   if (options.databaseHealth) plugins.push(useDatabaseHealthGate(options.databaseHealth));
-  if (options.mutationRateLimit || options.serviceMutationRateLimit) {
-    plugins.push(useMutationRateLimit({ member: options.mutationRateLimit, service: options.serviceMutationRateLimit ?? null }));
+  if (options.mutationRateLimit || options.serviceMutationRateLimit || options.organizationRateLimit) {
+    plugins.push(
+      useMutationRateLimit({
+        member: options.mutationRateLimit,
+        service: options.serviceMutationRateLimit ?? null,
+        organization: options.organizationRateLimit ?? null,
+      }),
+    );
   }
   return plugins;
+}
+
+// graphql-js appends these to validation and coercion messages ("Did you mean "resolution"?",
+// "Did you mean the enum value "HD_720P" or "UHD_4K"?"); names are GraphQL names, so the
+// suggestion ends at the first question mark.
+const SUGGESTION = /\s*Did you mean [^?]*\?/g;
+
+/** The error with its "Did you mean …" suggestions removed (in place, like armor does). */
+export function withoutSuggestions<E extends Error>(error: E): E {
+  if (error.message.includes('Did you mean')) error.message = error.message.replace(SUGGESTION, '').trim();
+  return error;
 }
 
 /**
@@ -80,7 +118,15 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
  * SERVICE_UNAVAILABLE error (HTTP 503) the caller may retry, instead of "Unexpected error.".
  * Neither form carries the original message or stack. `health` hears of every such failure.
  */
-export function errorMasker(health?: DatabaseHealth) {
+export function errorMasker(health?: DatabaseHealth, options: { hideSuggestions?: boolean } = {}) {
+  const mask = maskerOf(health);
+  if (!options.hideSuggestions) return mask;
+  // Whatever stage produced it (validation, variable coercion, execution), no message suggests
+  // a name of the schema.
+  return (error: unknown, message: string, isDev?: boolean): Error => withoutSuggestions(mask(error, message, isDev));
+}
+
+function maskerOf(health?: DatabaseHealth) {
   return (error: unknown, message: string, isDev?: boolean): Error => {
     if (error instanceof GraphQLError && !error.originalError) return withoutInternals(error, isDev);
     // A session timeout is no outage: the database answered, but this request waited too long

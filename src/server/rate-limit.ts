@@ -2,7 +2,7 @@ import { GraphQLError, Kind, getOperationAST, type FragmentDefinitionNode, type 
 import type { Plugin } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
 
-/** A token bucket per caller: `burst` mutations at once, refilled at `perSecond`. */
+/** A token bucket per caller: `burst` operations at once, refilled at `perSecond`. */
 export interface MutationRateLimit {
   perSecond: number;
   burst: number;
@@ -54,6 +54,12 @@ export class TokenBuckets {
     return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((cost - bucket.tokens) / this.limit.perSecond)) };
   }
 
+  /** Gives back `cost` tokens taken from `key` for a request that another bucket then refused. */
+  giveBack(key: string, cost: number): void {
+    const bucket = this.buckets.get(key);
+    if (bucket) bucket.tokens = Math.min(this.limit.burst, bucket.tokens + cost);
+  }
+
   private evictFullBuckets(nowMs: number): void {
     if (nowMs - this.evictedAtMs < EVICTION_INTERVAL_MS) return;
     this.evictedAtMs = nowMs;
@@ -68,7 +74,7 @@ function countRootFields(selectionSet: SelectionSetNode, fragments: Map<string, 
   let count = 0;
   for (const selection of selectionSet.selections) {
     if (selection.kind === Kind.FIELD) {
-      if (selection.name.value !== '__typename') count += 1;
+      if (!selection.name.value.startsWith('__')) count += 1;
     } else if (selection.kind === Kind.INLINE_FRAGMENT) {
       count += countRootFields(selection.selectionSet, fragments, seen);
     } else {
@@ -93,60 +99,93 @@ export interface MutationRateLimits {
    * Null: services and admins share the member limit (when there is one).
    */
   service: MutationRateLimit | null;
+  /**
+   * All members of one organization together, on top of each member token's own limit, so that a
+   * second `sub` in the same organization cannot double its allowance. Null: no such limit.
+   */
+  organization?: MutationRateLimit | null;
 }
 
-/** Which bucket a caller draws from, and the limit of that bucket. */
-function bucketOf(viewer: NonNullable<GraphQLContext['viewer']>, limits: MutationRateLimits) {
+type BucketKind = 'member' | 'service' | 'organization';
+
+interface BucketChoice {
+  kind: BucketKind;
+  key: string;
+  limit: MutationRateLimit;
+  /** What the refusal says the limit applies to. */
+  scope: string;
+}
+
+/** The buckets a caller draws from, each with its limit; a request must fit in all of them. */
+function bucketsOf(viewer: NonNullable<GraphQLContext['viewer']>, limits: MutationRateLimits): BucketChoice[] {
   if (viewer.role !== 'member' && limits.service) {
     const key = viewer.role === 'service' ? `service\u0000${viewer.organizationId ?? ''}` : `admin\u0000${viewer.subject}`;
-    return { kind: 'service' as const, key, limit: limits.service };
+    return [{ kind: 'service', key, limit: limits.service, scope: viewer.role === 'service' ? 'the services of this organization' : 'this admin' }];
   }
-  if (!limits.member) return null;
-  return { kind: 'member' as const, key: `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`, limit: limits.member };
+  const choices: BucketChoice[] = [];
+  if (limits.member) {
+    choices.push({ kind: 'member', key: `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`, limit: limits.member, scope: 'this token' });
+  }
+  if (viewer.role === 'member' && viewer.organizationId && limits.organization) {
+    choices.push({ kind: 'organization', key: `organization\u0000${viewer.organizationId}`, limit: limits.organization, scope: "this organization's members" });
+  }
+  return choices;
 }
 
 /**
- * Limits each caller to a number of mutations, counting every root mutation field of a request.
- * A request over the limit is refused as a whole before anything executes, with
- * `extensions.code` RATE_LIMITED, HTTP 429 and a Retry-After header. Unauthenticated requests
- * are not counted: they are refused by the resolvers without any write.
+ * Limits each caller to a number of operations, counting every root field of a query or
+ * mutation (reads cost the database too; subscriptions have their own caps, see
+ * SubscriptionSlots). A request over the limit is refused as a whole before anything executes,
+ * with `extensions.code` RATE_LIMITED, HTTP 429 and a Retry-After header. Unauthenticated
+ * requests are not counted: they are refused by the resolvers without any database work.
  */
 export function useMutationRateLimit(limits: MutationRateLimits): Plugin<GraphQLContext> {
-  const buckets = {
+  const buckets: Record<BucketKind, TokenBuckets | null> = {
     member: limits.member ? new TokenBuckets(limits.member) : null,
     service: limits.service ? new TokenBuckets(limits.service) : null,
+    organization: limits.organization ? new TokenBuckets(limits.organization) : null,
   };
   return {
     onExecute({ args, setResultAndStopExecution }) {
       const viewer = args.contextValue.viewer;
       if (!viewer) return;
-      const bucket = bucketOf(viewer, limits);
-      if (!bucket) return;
+      const choices = bucketsOf(viewer, limits);
+      if (choices.length === 0) return;
       const operation = getOperationAST(args.document, args.operationName);
-      if (operation?.operation !== 'mutation') return;
+      if (operation?.operation !== 'mutation' && operation?.operation !== 'query') return;
       const fragments = new Map<string, FragmentDefinitionNode>();
       for (const definition of args.document.definitions) {
         if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
       }
       const cost = countRootFields(operation.selectionSet, fragments);
       if (cost === 0) return;
-      const limit = bucket.limit;
-      const result = buckets[bucket.kind]!.take(bucket.key, cost);
-      if (result.allowed) return;
-      const retryAfterSeconds = result.retryAfterSeconds;
-      const error =
-        retryAfterSeconds === null
-          ? new GraphQLError(`This request holds ${cost} mutations; a token may send at most ${limit.burst} at once.`, {
-              extensions: { code: 'RATE_LIMITED', http: { status: 429 } },
-            })
-          : new GraphQLError(`Too many mutations for this token; retry in ${retryAfterSeconds} s.`, {
-              extensions: {
-                code: 'RATE_LIMITED',
-                retryAfterSeconds,
-                http: { status: 429, headers: { 'Retry-After': String(retryAfterSeconds) } },
-              },
-            });
-      setResultAndStopExecution({ errors: [error] });
+      const taken: BucketChoice[] = [];
+      for (const choice of choices) {
+        const result = buckets[choice.kind]!.take(choice.key, cost);
+        if (result.allowed) {
+          taken.push(choice);
+          continue;
+        }
+        // A refused request costs nothing: what the earlier buckets gave is handed back.
+        for (const earlier of taken) buckets[earlier.kind]!.giveBack(earlier.key, cost);
+        setResultAndStopExecution({ errors: [refusal(cost, choice, result.retryAfterSeconds)] });
+        return;
+      }
     },
   };
+}
+
+function refusal(cost: number, choice: BucketChoice, retryAfterSeconds: number | null): GraphQLError {
+  if (retryAfterSeconds === null) {
+    return new GraphQLError(`This request holds ${cost} operations; ${choice.scope} may send at most ${choice.limit.burst} at once.`, {
+      extensions: { code: 'RATE_LIMITED', http: { status: 429 } },
+    });
+  }
+  return new GraphQLError(`Too many requests for ${choice.scope}; retry in ${retryAfterSeconds} s.`, {
+    extensions: {
+      code: 'RATE_LIMITED',
+      retryAfterSeconds,
+      http: { status: 429, headers: { 'Retry-After': String(retryAfterSeconds) } },
+    },
+  });
 }
