@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
-import { AuthenticationError, DEFAULT_TOKEN_POLICY, verifyAuthorization, type TokenPolicy } from './auth/tokens.ts';
+import { AuthenticationError, DEFAULT_TOKEN_POLICY, type TokenPolicy } from './auth/tokens.ts';
+import { VerifiedTokens } from './auth/verified-tokens.ts';
 import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
@@ -94,6 +95,7 @@ export function createApp(options: AppOptions): App {
   const subscriptionSlots = new SubscriptionSlots(options.subscriptionLimits ?? DEFAULT_SUBSCRIPTION_LIMITS);
   const fieldSuggestions = options.fieldSuggestions ?? options.introspection ?? true;
   const maskError = errorMasker(databaseHealth, { hideSuggestions: !fieldSuggestions });
+  const verifiedTokens = new VerifiedTokens(options.authKey, tokenPolicy);
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
@@ -120,7 +122,7 @@ export function createApp(options: AppOptions): App {
         initial.request?.headers.get('authorization') ??
         (typeof initial.connectionParams?.authorization === 'string' ? initial.connectionParams.authorization : null);
       try {
-        const viewer = await verifyAuthorization(header, options.authKey, tokenPolicy);
+        const viewer = await verifiedTokens.verify(header);
         return { ...shared, viewer, authFailure: null, connection: initial.socket ?? null };
       } catch (error) {
         if (!(error instanceof AuthenticationError)) throw error;
@@ -146,7 +148,7 @@ export function createApp(options: AppOptions): App {
     maskError: (error) => maskError(error, 'Unexpected error.', options.debugErrors ?? false),
     authenticate: async (params) => {
       const authorization = typeof params?.authorization === 'string' ? params.authorization : null;
-      return verifyAuthorization(authorization, options.authKey, tokenPolicy).then(
+      return verifiedTokens.verify(authorization).then(
         () => true,
         () => false,
       );
