@@ -8,7 +8,7 @@ import { GRANT_CREDITS_MAX } from './limits.ts';
 import { assertBalanceCap, grantLot, type AccountType, type CreditLot } from './lots.ts';
 import { bumpBalanceVersion, ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import { inTransaction } from './transaction.ts';
-import { requireIntInRange, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
+import { echoInput, requireIntInRange, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 
 export interface GrantCreditsInput {
   organizationId: string;
@@ -80,8 +80,8 @@ export interface PurchaseCreditPackInput {
 export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCreditPackInput): Promise<CreditLot> {
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const paymentReference = requireKey(input.paymentReference, 'paymentReference');
-  const pack = input.packId.length <= 100 ? await findCreditPack(ctx.db, input.packId) : undefined;
-  if (!pack) throw new InvalidInputError(`There is no credit pack ${JSON.stringify(input.packId.slice(0, 100))}.`, 'packId');
+  const pack = await findCreditPack(ctx.db, input.packId);
+  if (!pack) throw new InvalidInputError(`There is no credit pack ${echoInput(input.packId)}.`, 'packId');
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();

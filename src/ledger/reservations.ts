@@ -12,13 +12,13 @@ import {
 } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { expireDueLots, isExpired, type AccountType } from './lots.ts';
-import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
+import { RESERVATION_LIFETIME_SECONDS_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { bumpBalanceVersion, ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
 import { reserveInBatch } from './reservation-batches.ts';
 import { inTransaction } from './transaction.ts';
-import { requireIntInRange, requireKey, requireUuid } from './validation.ts';
+import { optionalText, requireIntInRange, requireKey, requireUuid } from './validation.ts';
 
 export type Reservation = typeof reservations.$inferSelect;
 
@@ -218,10 +218,7 @@ export interface RefundInput {
 }
 
 export function refundReservation(ctx: LedgerContext, input: RefundInput, scope: string | null): Promise<Reservation> {
-  if (input.reason && input.reason.length > TEXT_LENGTH_MAX) {
-    throw new InvalidInputError(`reason must be at most ${TEXT_LENGTH_MAX} characters long.`, 'reason');
-  }
-  const reason = input.reason?.trim() || 'refunded';
+  const reason = optionalText(input.reason, 'reason') ?? 'refunded';
   return withPendingReservation(ctx, input.reservationId, scope, (tx, reservation, now) =>
     settle(tx, reservation, 0, now, reason),
   );
