@@ -76,7 +76,12 @@ export interface PurchaseCreditPackInput {
   paymentReference: string;
 }
 
-/** Grants a bought pack's credits once per payment reference, whichever way the retries come. */
+/**
+ * Grants a bought pack's credits once per payment reference, whichever way the retries come. A
+ * payment reference is the organization's own: its idempotency scope is the organization the
+ * purchase pays for, so another organization's use of the same string is a different purchase
+ * (and no organization learns from the answer whether another used it).
+ */
 export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCreditPackInput): Promise<CreditLot> {
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const paymentReference = requireKey(input.paymentReference, 'paymentReference');
@@ -86,19 +91,16 @@ export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCred
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();
     await ensureCurrentCycle(tx, locked, now);
-    const [existing] = await tx
-      .select()
-      .from(creditLots)
-      .where(and(eq(creditLots.source, 'PURCHASE'), eq(creditLots.sourceKey, paymentReference)));
+    const existing = await findLotBySource(tx, organizationId, 'PURCHASE', paymentReference);
     if (existing) {
-      if (existing.organizationId !== organizationId || existing.packId !== pack.id) {
+      if (existing.packId !== pack.id) {
         throw new IdempotencyConflictError('This payment reference was already used for a different purchase.');
       }
       return existing;
     }
     await assertBalanceCap(tx, organizationId, pack.credits, now, 'packId');
-    // Another organization may present the same reference at the same moment; the unique index
-    // lets exactly one insert through, and the other sees no row and reports the conflict.
+    // The unique key (organization, source, payment reference) makes a second lot impossible;
+    // under the organization's lock no other transaction can have taken the reference meanwhile.
     const lot = await grantLot(tx, {
       organizationId,
       type: 'PURCHASED',
@@ -110,7 +112,7 @@ export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCred
       reason: `${pack.name} pack purchase`,
       now,
     });
-    if (!lot) throw new IdempotencyConflictError('This payment reference was already used for a different purchase.');
+    invariant(lot, 'a payment reference seen free under the lock was taken');
     await bumpBalanceVersion(tx, organizationId);
     return lot;
   });
