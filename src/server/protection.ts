@@ -3,6 +3,7 @@ import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationContext }
 import { maskError, type Plugin, type YogaServerOptions } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
+import { useBoundedErrorEchoes } from './bounded-echoes.ts';
 import { serviceUnavailable, useDatabaseHealthGate, type DatabaseHealth } from './database-health.ts';
 import { useMutationRateLimit, type MutationRateLimit } from './rate-limit.ts';
 
@@ -68,6 +69,8 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
       },
     });
   }
+  // Holds graphql-js's echoes of input to the ledger's bound (src/server/bounded-echoes.ts).
+  plugins.push(useBoundedErrorEchoes<GraphQLContext>());
   if (options.databaseHealth) plugins.push(useDatabaseHealthGate(options.databaseHealth));
   if (options.mutationRateLimit || options.serviceMutationRateLimit) {
     plugins.push(useMutationRateLimit({ member: options.mutationRateLimit, service: options.serviceMutationRateLimit ?? null }));

@@ -102,6 +102,9 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
   let t: TestApp;
   let setup: Setup;
   const logged: string[] = [];
+  let listening: Promise<number> | null = null;
+  /** The app's address on a real socket, listening from the first call on. */
+  const baseUrl = async () => `http://127.0.0.1:${await (listening ??= t.app.listen(0, '127.0.0.1'))}`;
 
   beforeAll(async () => {
     t = await createTestApp(driver, { app: { log: (message, detail) => logged.push(`${message} ${String(detail)}`) } });
@@ -141,8 +144,7 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
   });
 
   it('answers the same over a WebSocket', async () => {
-    const port = await t.app.listen(0, '127.0.0.1');
-    const connection = connectWs(`http://127.0.0.1:${port}`, setup.own.member);
+    const connection = connectWs(await baseUrl(), setup.own.member);
     try {
       const before = await snapshot(t);
       for (const variables of [reserveInput(setup, { idempotencyKey: NUL }), reserveInput(setup, {}, { modelId: HUGE })]) {
@@ -155,6 +157,49 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
         expect(result.data.reserveCredits.message.length).toBeLessThanOrEqual(ECHO_MESSAGE_MAX);
       }
       expect(await snapshot(t)).toEqual(before);
+    } finally {
+      await connection.dispose();
+    }
+  });
+
+  // graphql-js's own messages repeat input whole; they are held to the same bound.
+  const graphqlEchoes: Array<{ name: string; request: (s: Setup) => { query: string; variables?: Record<string, unknown> }; token: (s: Setup) => string }> = [
+    { name: 'a 60 KB string for an Int variable', request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { amount: HUGE }) }), token: admin },
+    { name: 'a 60 KB enum value', request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { type: HUGE }) }), token: admin },
+    { name: 'a 60 KB string in a list where an object is expected', request: (s) => ({ query: RESERVE, variables: reserveInput(s, { generation: [HUGE] }) }), token: member },
+    { name: 'an unprintable string for an Int variable', request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { amount: 'ten\u202e\u0007' }) }), token: admin },
+    { name: 'a 60 KB string literal for an Int argument', request: (s) => ({ query: `{ ledger(organizationId: "${s.own.id}", first: "${HUGE}") { edges { cursor } } }` }), token: member },
+    { name: 'a syntax error at a 60 KB string', request: () => ({ query: `{ plans "${HUGE}" }` }), token: member },
+  ];
+
+  it.each(graphqlEchoes)('$name: the error repeats at most a short prefix', async (testCase) => {
+    const before = await snapshot(t);
+    const response = await send(t, { json: testCase.request(setup), token: testCase.token(setup) });
+    expect(response.status).toBe(400);
+    const messages: string[] = response.body.errors.map((error: { message: string }) => error.message);
+    expect(messages.length).toBeGreaterThan(0);
+    for (const message of messages) {
+      expect(message.length, message).toBeLessThanOrEqual(301);
+      expect(message, message).not.toMatch(UNPRINTABLE);
+      expect(message, message).not.toContain('p'.repeat(41));
+    }
+    expect(response.text.length).toBeLessThan(2_000);
+    expectNoLeak(response);
+    expect(await snapshot(t)).toEqual(before);
+  });
+
+  it('bounds graphql-js echoes over a WebSocket too', async () => {
+    const connection = connectWs(await baseUrl(), setup.own.admin);
+    try {
+      const result: any = await new Promise((resolve, reject) => {
+        let value: unknown;
+        connection.client.subscribe(
+          { query: GRANT_CREDITS, variables: grantInput(setup, { amount: HUGE }) },
+          { next: (next) => void (value = next), error: reject, complete: () => resolve(value) },
+        );
+      });
+      expect(result.errors.length).toBeGreaterThan(0);
+      for (const error of result.errors) expect(error.message.length).toBeLessThanOrEqual(301);
     } finally {
       await connection.dispose();
     }
