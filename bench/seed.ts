@@ -50,8 +50,8 @@ export async function seedJournalTo(databaseUrl: string, target: number): Promis
             'GRANT', ${tag}, 'bench seed'
           from seeded`;
         await tx`
-          insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
-          select organization_id, id, null, 'GRANT', granted, 0, reason, created_at
+          insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
+          select organization_id, 1, id, null, 'GRANT', granted, 0, reason, created_at
           from credit_lots where source = 'GRANT' and source_key = ${tag}
           order by id`;
         await tx`
@@ -62,8 +62,9 @@ export async function seedJournalTo(databaseUrl: string, target: number): Promis
           from credit_lots l cross join generate_series(1, ${reservations}::int) r
           where l.source = 'GRANT' and l.source_key = ${tag}`;
         await tx`
-          insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
-          select r.organization_id, l.id, r.id, k.kind::ledger_entry_kind, k.available_sign * r.amount, k.reserved_sign * r.amount, null, ${now}::timestamptz
+          insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
+          select r.organization_id, 1 + row_number() over (partition by r.organization_id order by r.id, k.n),
+            l.id, r.id, k.kind::ledger_entry_kind, k.available_sign * r.amount, k.reserved_sign * r.amount, null, ${now}::timestamptz
           from credit_lots l
             join reservations r on r.organization_id = l.organization_id
             cross join (values (1, 'RESERVE', -1, 1), (2, 'CAPTURE', 0, -1)) as k(n, kind, available_sign, reserved_sign)

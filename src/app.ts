@@ -17,6 +17,7 @@ import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
 import { corsPolicy } from './server/browsers.ts';
+import { sanitisedLogger } from './server/error-log.ts';
 import { errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
 
@@ -103,6 +104,8 @@ export function createApp(options: AppOptions): App {
     // Expected failures are typed results; anything else is masked, even outside production
     // (an unreachable database becomes SERVICE_UNAVAILABLE).
     maskedErrors: { isDev: options.debugErrors ?? false, maskError },
+    // A masked error is logged without its query or parameters (src/server/error-log.ts).
+    logging: sanitisedLogger(options.log),
     ...requestLimits,
     plugins: protectionPlugins({
       introspection: options.introspection ?? true,

@@ -7,9 +7,11 @@ import { systemClock } from './clock.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { openDatabase } from './db/client.ts';
 import { seedDemo } from './demo.ts';
+import { describeError } from './server/error-log.ts';
 
 function log(message: string, error?: unknown): void {
-  const detail = error instanceof Error ? `: ${error.message}` : error ? `: ${String(error)}` : '';
+  // An error is logged as describeError gives it: never a query's text or parameters.
+  const detail = error instanceof Error ? `: ${describeError(error)}` : error ? `: ${String(error)}` : '';
   console.error(`${new Date().toISOString()} ${message}${detail}`);
 }
 

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   bigserial,
   check,
   index,
@@ -105,11 +106,9 @@ export const creditLots = pgTable(
     check('credit_lots_available_nonnegative', sql`${t.available} >= 0`),
     check('credit_lots_reserved_nonnegative', sql`${t.reserved} >= 0`),
     check('credit_lots_within_granted', sql`${t.available} + ${t.reserved} <= ${t.granted}`),
+    // Every grant's idempotency key, a purchase's payment reference among them, is unique within
+    // its organization only: organizations share no namespace of keys.
     uniqueIndex('credit_lots_source_key_idx').on(t.organizationId, t.source, t.sourceKey),
-    // A payment reference grants once, whichever organization it is presented for.
-    uniqueIndex('credit_lots_payment_reference_idx')
-      .on(t.sourceKey)
-      .where(sql`${t.source} = 'PURCHASE'`),
     index('credit_lots_organization_idx').on(t.organizationId, t.type),
     index('credit_lots_expiring_idx')
       .on(t.expiresAt)
@@ -177,10 +176,15 @@ export const reservations = pgTable(
 export const ledgerEntries = pgTable(
   'ledger_entries',
   {
+    // Internal only: a global sequence says how many entries all organizations wrote, so it is
+    // never shown to a caller (and on a sharded database it would not even be ordered).
     id: bigserial('id', { mode: 'number' }).primaryKey(),
     organizationId: uuid('organization_id')
       .notNull()
       .references(() => organizations.id),
+    // The entry's place in its organization's journal: 1, 2, 3, … without gaps, assigned under the
+    // organization's lock. It orders and pages the journal and is what callers see of an entry.
+    entryNumber: bigint('entry_number', { mode: 'number' }).notNull(),
     lotId: uuid('lot_id')
       .notNull()
       .references(() => creditLots.id),
@@ -193,7 +197,7 @@ export const ledgerEntries = pgTable(
   },
   (t) => [
     check('ledger_entries_nonzero', sql`${t.availableChange} <> 0 or ${t.reservedChange} <> 0`),
-    index('ledger_entries_organization_idx').on(t.organizationId, t.id),
+    uniqueIndex('ledger_entries_entry_number_idx').on(t.organizationId, t.entryNumber),
     index('ledger_entries_lot_idx').on(t.lotId),
     index('ledger_entries_reservation_idx').on(t.reservationId).where(sql`${t.reservationId} is not null`),
   ],

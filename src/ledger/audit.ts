@@ -28,6 +28,7 @@ export interface AuditOptions {
  *   and together stay within what was granted, and the lot was granted by exactly one entry;
  * - each entry has the shape of its kind, belongs to its lot's organization, and is tied to a
  *   reservation of that organization exactly when its kind moves reserved credits;
+ * - each organization's entries are numbered 1 to n without gaps;
  * - each reservation's held, captured and refunded credits match its entries, lot by lot
  *   (nothing is held once it is settled, no lot gives back more than it held), and its status
  *   agrees with what was captured;
@@ -108,6 +109,23 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
       message:
         `entry ${entry.id} (${entry.kind} ${entry.available_change}, ${entry.reserved_change}) is malformed ` +
         `or crosses organizations (lot of ${entry.lot_organization_id}, reservation of ${entry.reservation_organization_id ?? 'none'})`,
+    });
+  }
+
+  // Each organization numbers its entries 1, 2, 3, … (the unique index rules out repeats), so a
+  // journal of n entries ends at number n; anything else is a gap, a lost entry or a foreign writer.
+  const numbering = rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      select organization_id, count(*)::bigint as entries, min(entry_number) as first, max(entry_number) as last
+      from ledger_entries
+      where ${only(sql`organization_id`)}
+      group by organization_id
+      having min(entry_number) <> 1 or max(entry_number) <> count(*)`),
+  );
+  for (const journal of numbering) {
+    violations.push({
+      organizationId: String(journal.organization_id),
+      message: `${journal.entries} entries numbered ${journal.first} to ${journal.last}; a journal is numbered 1 to n without gaps`,
     });
   }
 

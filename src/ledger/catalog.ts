@@ -1,7 +1,9 @@
 import { asc, eq } from 'drizzle-orm';
 import type { Queryable } from '../db/client.ts';
 import { creditPacks, generationModels, plans } from '../db/schema.ts';
+import { CATALOG_ID_LENGTH_MAX } from './limits.ts';
 import type { OutputType } from './pricing.ts';
+import { isStorableText } from './validation.ts';
 
 export type Plan = typeof plans.$inferSelect;
 export type CreditPack = typeof creditPacks.$inferSelect;
@@ -21,12 +23,22 @@ export function listModels(db: Queryable, outputType?: OutputType | null): Promi
   return filtered.orderBy(asc(generationModels.position));
 }
 
+/**
+ * Whether `id` could name a catalog entry at all. An id that cannot (too long, or text the
+ * database cannot hold) is reported as unknown without a query, so such input never reaches SQL.
+ */
+function isCatalogId(id: string): boolean {
+  return id.length > 0 && id.length <= CATALOG_ID_LENGTH_MAX && isStorableText(id);
+}
+
 export async function findPlan(db: Queryable, id: string): Promise<Plan | undefined> {
+  if (!isCatalogId(id)) return undefined;
   const [plan] = await db.select().from(plans).where(eq(plans.id, id));
   return plan;
 }
 
 export async function findCreditPack(db: Queryable, id: string): Promise<CreditPack | undefined> {
+  if (!isCatalogId(id)) return undefined;
   const [pack] = await db.select().from(creditPacks).where(eq(creditPacks.id, id));
   return pack;
 }
@@ -39,6 +51,7 @@ const modelCatalogs = new WeakMap<Queryable, { loadedAtMs: number; models: Promi
 
 /** The model with this id, from the in-memory catalog of `db`. */
 export async function findModel(db: Queryable, id: string): Promise<GenerationModel | undefined> {
+  if (!isCatalogId(id)) return undefined;
   const nowMs = Date.now();
   let cached = modelCatalogs.get(db);
   if (!cached || nowMs - cached.loadedAtMs > MODEL_CATALOG_TTL_MS) {

@@ -9,7 +9,7 @@ import { assertBalanceCap, grantLot, type AccountType, type CreditLot } from './
 import { bumpBalanceVersion } from './announcements.ts';
 import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import { inTransaction } from './transaction.ts';
-import { requireIntInRange, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
+import { echoInput, requireIntInRange, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 
 export interface GrantCreditsInput {
   organizationId: string;
@@ -77,29 +77,31 @@ export interface PurchaseCreditPackInput {
   paymentReference: string;
 }
 
-/** Grants a bought pack's credits once per payment reference, whichever way the retries come. */
+/**
+ * Grants a bought pack's credits once per payment reference, whichever way the retries come. A
+ * payment reference is the organization's own: its idempotency scope is the organization the
+ * purchase pays for, so another organization's use of the same string is a different purchase
+ * (and no organization learns from the answer whether another used it).
+ */
 export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCreditPackInput): Promise<CreditLot> {
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const paymentReference = requireKey(input.paymentReference, 'paymentReference');
-  const pack = input.packId.length <= 100 ? await findCreditPack(ctx.db, input.packId) : undefined;
-  if (!pack) throw new InvalidInputError(`There is no credit pack ${JSON.stringify(input.packId.slice(0, 100))}.`, 'packId');
+  const pack = await findCreditPack(ctx.db, input.packId);
+  if (!pack) throw new InvalidInputError(`There is no credit pack ${echoInput(input.packId)}.`, 'packId');
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();
     await ensureCurrentCycle(tx, locked, now);
-    const [existing] = await tx
-      .select()
-      .from(creditLots)
-      .where(and(eq(creditLots.source, 'PURCHASE'), eq(creditLots.sourceKey, paymentReference)));
+    const existing = await findLotBySource(tx, organizationId, 'PURCHASE', paymentReference);
     if (existing) {
-      if (existing.organizationId !== organizationId || existing.packId !== pack.id) {
+      if (existing.packId !== pack.id) {
         throw new IdempotencyConflictError('This payment reference was already used for a different purchase.');
       }
       return existing;
     }
     await assertBalanceCap(tx, organizationId, pack.credits, now, 'packId');
-    // Another organization may present the same reference at the same moment; the unique index
-    // lets exactly one insert through, and the other sees no row and reports the conflict.
+    // The unique key (organization, source, payment reference) makes a second lot impossible;
+    // under the organization's lock no other transaction can have taken the reference meanwhile.
     const lot = await grantLot(tx, {
       organizationId,
       type: 'PURCHASED',
@@ -111,7 +113,7 @@ export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCred
       reason: `${pack.name} pack purchase`,
       now,
     });
-    if (!lot) throw new IdempotencyConflictError('This payment reference was already used for a different purchase.');
+    invariant(lot, 'a payment reference seen free under the lock was taken');
     await bumpBalanceVersion(tx, organizationId);
     return lot;
   });

@@ -73,6 +73,11 @@ export interface PostingOptions {
  * entries, and, as the options say, the reservations it creates or settles and the balance
  * version it announces. So a reserve or a settlement costs one round trip while the organization
  * is locked, however many lots it touches. Returns the new balance version when announcing.
+ *
+ * Entries are numbered per organization, continuing from the organization's last entry (one
+ * index probe in the same statement) in the drafts' order. The organization's lock makes the
+ * numbers gapless and ordered by commit; the unique index on (organization_id, entry_number)
+ * turns a writer without the lock into an error, never into two entries with one number.
  */
 export async function postEntries(tx: Tx, drafts: EntryDraft[], options: PostingOptions = {}): Promise<number | null> {
   if (drafts.length === 0 && !options.announce) return null;
@@ -105,9 +110,11 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
         and l.available + c.available >= 0 and l.reserved + c.reserved >= 0
       returning l.id
     ), appended as (
-      insert into ${ledgerEntries} (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
-      select ${organizationId}, e.lot_id, e.reservation_id, e.kind::ledger_entry_kind, e.available_change, e.reserved_change, e.reason, e.created_at
-      from unnest(
+      insert into ${ledgerEntries} (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
+      select ${organizationId}, last.entry_number + e.n, e.lot_id, e.reservation_id, e.kind::ledger_entry_kind, e.available_change, e.reserved_change, e.reason, e.created_at
+      from (
+        select coalesce(max(entry_number), 0) as entry_number from ${ledgerEntries} where organization_id = ${organizationId}
+      ) as last, unnest(
         ${pgArray(drafts.map((d) => d.lotId))}::uuid[],
         ${pgArray(drafts.map((d) => d.reservationId ?? null))}::uuid[],
         ${pgArray(drafts.map((d) => d.kind))}::text[],
@@ -189,12 +196,12 @@ export interface LedgerPage {
   hasNextPage: boolean;
 }
 
-/** Entries of one organization, newest first, strictly older than the entry `beforeId`. */
+/** Entries of one organization, newest first, strictly older than its entry number `before`. */
 export async function listLedgerEntries(
   db: Queryable,
   organizationId: string,
   first: number,
-  beforeId: number | null,
+  before: number | null,
 ): Promise<LedgerPage> {
   const rows = await db
     .select()
@@ -202,10 +209,10 @@ export async function listLedgerEntries(
     .where(
       and(
         eq(ledgerEntries.organizationId, organizationId),
-        beforeId === null ? undefined : lt(ledgerEntries.id, beforeId),
+        before === null ? undefined : lt(ledgerEntries.entryNumber, before),
       ),
     )
-    .orderBy(desc(ledgerEntries.id))
+    .orderBy(desc(ledgerEntries.entryNumber))
     .limit(first + 1);
   return { entries: rows.slice(0, first), hasNextPage: rows.length > first };
 }

@@ -10,7 +10,7 @@ import { IdempotencyConflictError, InvalidInputError, NotFoundError, invariant }
 import { expireDueLots, grantAllowance } from './lots.ts';
 import { inTransaction } from './transaction.ts';
 import { bumpBalanceVersion } from './announcements.ts';
-import { requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
+import { echoInput, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 
 export type Organization = typeof organizations.$inferSelect;
 
@@ -93,7 +93,7 @@ export async function createOrganization(ctx: LedgerContext, input: CreateOrgani
   const externalId = input.externalId == null ? null : requireKey(input.externalId, 'externalId');
   const requestedAnchor = input.billingCycleAnchor ? requireValidDate(input.billingCycleAnchor, 'billingCycleAnchor') : null;
   const plan = await findPlan(ctx.db, input.planId);
-  if (!plan) throw new InvalidInputError(`There is no plan ${input.planId}.`, 'planId');
+  if (!plan) throw new InvalidInputError(`There is no plan ${echoInput(input.planId)}.`, 'planId');
   return inTransaction(ctx.db, async (tx) => {
     const now = ctx.clock.now();
     const anchor = requestedAnchor ?? now;
@@ -164,7 +164,7 @@ export interface PlanChange {
 export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Promise<PlanChange> {
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const plan = await findPlan(ctx.db, input.planId);
-  if (!plan) throw new InvalidInputError(`There is no plan ${input.planId}.`, 'planId');
+  if (!plan) throw new InvalidInputError(`There is no plan ${echoInput(input.planId)}.`, 'planId');
   return inTransaction(ctx.db, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();

@@ -4,12 +4,12 @@ import type { LedgerContext } from './context.ts';
 import { InvalidInputError } from './errors.ts';
 import { availableCredits } from './balance.ts';
 import { priceGeneration, type GenerationRequest, type PricedGeneration } from './pricing.ts';
-import { requireUuid } from './validation.ts';
+import { echoInput, requireUuid } from './validation.ts';
 
 /** Prices a request against the model catalog; unknown models are invalid input. */
 export async function priceRequest(db: Queryable, request: GenerationRequest): Promise<PricedGeneration> {
-  const model = request.modelId.length <= 100 ? await findModel(db, request.modelId) : undefined;
-  if (!model) throw new InvalidInputError(`There is no model ${JSON.stringify(request.modelId.slice(0, 100))}.`, 'generation.modelId');
+  const model = await findModel(db, request.modelId);
+  if (!model) throw new InvalidInputError(`There is no model ${echoInput(request.modelId)}.`, 'generation.modelId');
   return priceGeneration(model, request);
 }
 

@@ -13,13 +13,13 @@ import {
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
 import { expireDueLots, isExpired, type AccountType, type CreditLot } from './lots.ts';
-import { RESERVATION_LIFETIME_SECONDS_MAX, TEXT_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
+import { RESERVATION_LIFETIME_SECONDS_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
 import { priceRequest } from './quotes.ts';
 import { reserveInBatch } from './reservation-batches.ts';
 import { inTransaction } from './transaction.ts';
-import { requireIntInRange, requireKey, requireUuid } from './validation.ts';
+import { optionalText, requireIntInRange, requireKey, requireUuid } from './validation.ts';
 
 export type Reservation = typeof reservations.$inferSelect;
 
@@ -246,10 +246,7 @@ export interface RefundInput {
 }
 
 export function refundReservation(ctx: LedgerContext, input: RefundInput, scope: string | null): Promise<Reservation> {
-  if (input.reason && input.reason.length > TEXT_LENGTH_MAX) {
-    throw new InvalidInputError(`reason must be at most ${TEXT_LENGTH_MAX} characters long.`, 'reason');
-  }
-  const reason = input.reason?.trim() || 'refunded';
+  const reason = optionalText(input.reason, 'reason') ?? 'refunded';
   return withPendingReservation(ctx, input.reservationId, scope, (tx, locked) => settle(tx, locked, 0, reason));
 }
 

@@ -41,7 +41,7 @@ const PurchaseCreditPackInput = builder.inputType('PurchaseCreditPackInput', {
   fields: (t) => ({
     organizationId: t.id({ required: true }),
     packId: t.id({ required: true }),
-    paymentReference: t.string({ required: true, description: 'The payment provider reference; it grants once.' }),
+    paymentReference: t.string({ required: true, description: 'The payment provider reference; it grants once per organization (another organization may use the same string for its own purchase).' }),
   }),
 });
 
@@ -59,7 +59,7 @@ builder.mutationFields((t) => ({
   }),
   purchaseCreditPack: t.field({
     type: PurchaseCreditPackSuccess,
-    description: 'Grants a bought credit pack, once per payment reference (service or admin).',
+    description: 'Grants a bought credit pack, once per payment reference of the organization (service or admin).',
     errors: { types: [InvalidInputError, NotFoundError, IdempotencyConflictError] },
     args: { input: t.arg({ type: PurchaseCreditPackInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {

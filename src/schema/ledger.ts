@@ -18,7 +18,10 @@ const LedgerEntryKindEnum = builder.enumType('LedgerEntryKind', {
 const LedgerEntryType = builder.objectRef<LedgerEntry>('LedgerEntry').implement({
   description: 'One append-only movement of credits within one lot.',
   fields: (t) => ({
-    id: t.exposeID('id'),
+    id: t.id({
+      description: "Opaque; names the entry by its organization and its place in that organization's journal.",
+      resolve: (entry) => encodeEntryId(entry),
+    }),
     kind: t.field({ type: LedgerEntryKindEnum, resolve: (entry) => entry.kind }),
     lotId: t.exposeID('lotId'),
     reservationId: t.exposeID('reservationId', { nullable: true }),
@@ -35,7 +38,7 @@ const LedgerEntryType = builder.objectRef<LedgerEntry>('LedgerEntry').implement(
 
 const LedgerEntryEdge = builder.objectRef<LedgerEntry>('LedgerEntryEdge').implement({
   fields: (t) => ({
-    cursor: t.string({ resolve: (entry) => encodeCursor(entry.id) }),
+    cursor: t.string({ resolve: (entry) => encodeCursor(entry) }),
     node: t.field({ type: LedgerEntryType, resolve: (entry) => entry }),
   }),
 });
@@ -68,17 +71,33 @@ const LedgerEntryConnection = builder.objectRef<LedgerConnection>('LedgerEntryCo
   }),
 });
 
+// An entry is shown by its organization and its entry number (its place in that organization's
+// journal), never by the global row id, which would count every organization's writes. A cursor
+// carries the same two things, so it tells its holder nothing beyond its own organization's
+// journal, and a forged one can only page that journal. It is bound to its organization: another
+// organization's cursor is refused rather than read as a position in a different journal.
+const ENTRY_ID_PREFIX = 'LedgerEntry:';
 const CURSOR_PREFIX = 'ledger:';
+const CURSOR = /^ledger:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}):([1-9][0-9]{0,15})$/;
 
-function encodeCursor(id: number): string {
-  return Buffer.from(`${CURSOR_PREFIX}${id}`).toString('base64url');
+type NumberedEntry = Pick<LedgerEntry, 'organizationId' | 'entryNumber'>;
+
+function encodeEntryId(entry: NumberedEntry): string {
+  return Buffer.from(`${ENTRY_ID_PREFIX}${entry.organizationId}:${entry.entryNumber}`).toString('base64url');
 }
 
-function decodeCursor(cursor: string): number {
-  const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  const id = text.startsWith(CURSOR_PREFIX) ? Number(text.slice(CURSOR_PREFIX.length)) : Number.NaN;
-  if (!Number.isSafeInteger(id) || id < 1) throw new InvalidInputError('after is not a cursor from this ledger.', 'after');
-  return id;
+function encodeCursor(entry: NumberedEntry): string {
+  return Buffer.from(`${CURSOR_PREFIX}${entry.organizationId}:${entry.entryNumber}`).toString('base64url');
+}
+
+/** The entry number a cursor points at, if it is a cursor of this organization's ledger. */
+function decodeCursor(cursor: string, organizationId: string): number {
+  const match = cursor.length <= 100 ? CURSOR.exec(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
+  const entryNumber = match ? Number(match[2]) : Number.NaN;
+  if (!match || match[1] !== organizationId || !Number.isSafeInteger(entryNumber)) {
+    throw new InvalidInputError("after is not a cursor from this organization's ledger.", 'after');
+  }
+  return entryNumber;
 }
 
 builder.queryField('ledger', (t) =>
@@ -88,23 +107,24 @@ builder.queryField('ledger', (t) =>
     args: {
       organizationId: t.arg.id({ required: true }),
       first: t.arg.int({ required: false, description: `Page size, 1 to ${LEDGER_PAGE_MAX} (default ${LEDGER_PAGE_DEFAULT}).` }),
-      after: t.arg.string({ required: false }),
+      after: t.arg.string({ required: false, description: "An endCursor from an earlier page of this organization's ledger." }),
     },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => {
         authorizeOrganization(ctx, String(args.organizationId), 'member');
         const first = requireIntInRange(args.first ?? LEDGER_PAGE_DEFAULT, 1, LEDGER_PAGE_MAX, 'first');
-        const beforeId = args.after ? decodeCursor(args.after) : null;
-        const page = await listLedgerEntries(ctx.db, String(args.organizationId).toLowerCase(), first, beforeId);
+        const organizationId = String(args.organizationId).toLowerCase();
+        const before = args.after ? decodeCursor(args.after, organizationId) : null;
+        const page = await listLedgerEntries(ctx.db, organizationId, first, before);
         const firstEntry = page.entries[0];
         const lastEntry = page.entries.at(-1);
         return {
           edges: page.entries,
           pageInfo: {
             hasNextPage: page.hasNextPage,
-            hasPreviousPage: beforeId !== null,
-            startCursor: firstEntry ? encodeCursor(firstEntry.id) : null,
-            endCursor: lastEntry ? encodeCursor(lastEntry.id) : null,
+            hasPreviousPage: before !== null,
+            startCursor: firstEntry ? encodeCursor(firstEntry) : null,
+            endCursor: lastEntry ? encodeCursor(lastEntry) : null,
           },
         };
       }),

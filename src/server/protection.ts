@@ -4,6 +4,7 @@ import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationContext }
 import { maskError, type Plugin, type YogaServerOptions } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
+import { useBoundedErrorEchoes } from './bounded-echoes.ts';
 import { CSRF_HEADER, useLargeResponseCompression } from './browsers.ts';
 import { serviceUnavailable, useDatabaseHealthGate, type DatabaseHealth } from './database-health.ts';
 import { useVariablePageCostLimit } from './page-cost.ts';
@@ -89,6 +90,8 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
       },
     });
   }
+  // Holds graphql-js's echoes of input to the ledger's bound (src/server/bounded-echoes.ts).
+  plugins.push(useBoundedErrorEchoes<GraphQLContext>());
   if (options.databaseHealth) plugins.push(useDatabaseHealthGate(options.databaseHealth));
   if (options.mutationRateLimit || options.serviceMutationRateLimit || options.organizationRateLimit) {
     plugins.push(

@@ -28,10 +28,14 @@ describe('audit invariants (PGlite)', () => {
     return { ctx, org, a, b };
   }
 
+  // A corrupting entry is numbered as postEntries would number it: next in its organization's journal.
+  const nextEntryNumber = (org: string) =>
+    sql`(select coalesce(max(entry_number), 0) + 1 from ledger_entries where organization_id = ${org})`;
+
   const entry = (org: string, lot: string, kind: string, available: number, reserved: number, reservation: string | null = null) =>
     database.db.execute(sql`
-      insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
-      values (${org}, ${lot}, ${reservation}, ${kind}, ${available}, ${reserved}, now())`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
+      values (${org}, ${nextEntryNumber(org)}, ${lot}, ${reservation}, ${kind}, ${available}, ${reserved}, now())`);
 
   it('names an entry whose shape does not fit its kind', async () => {
     const { org, a } = await organizationWithLots();
@@ -53,6 +57,19 @@ describe('audit invariants (PGlite)', () => {
     expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
       expect.objectContaining({ organizationId: org.id, lotId: a.id, message: '2 GRANT entries; a lot is granted exactly once' }),
     ]);
+  });
+
+  it('names a journal whose entry numbers have a gap', async () => {
+    const { org, a } = await organizationWithLots();
+    // A well-formed EXPIRE whose number skips one: the journal no longer runs 1 to n.
+    await database.db.execute(sql`update credit_lots set available = available - 1 where id = ${a.id}`);
+    await database.db.execute(sql`
+      insert into ledger_entries (organization_id, entry_number, lot_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, (select max(entry_number) + 2 from ledger_entries where organization_id = ${org.id}), ${a.id}, 'EXPIRE', -1, 0, now())`);
+    // (An EXPIRE of a lot that never expires breaks lifecycle rules too, reported as well; the gap is what matters here.)
+    expect(await auditLedger(database.db, { organizationId: org.id })).toContainEqual(
+      expect.objectContaining({ organizationId: org.id, message: expect.stringMatching(/^\d+ entries numbered 1 to \d+; a journal is numbered 1 to n without gaps$/) }),
+    );
   });
 
   it('names an entry filed under another organization', async () => {
@@ -101,14 +118,14 @@ describe('audit invariants (PGlite)', () => {
     // credits), yet a refund later put 40 back as spendable, with no EXPIRE after it.
     await database.db.execute(sql`update credit_lots set available = available - 40 where id = ${lot!.id}`);
     await database.db.execute(sql`
-      insert into ledger_entries (organization_id, lot_id, kind, available_change, reserved_change, created_at)
-      values (${org.id}, ${lot!.id}, 'EXPIRE', -40, 0, ${ctx.clock.now()})`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, ${nextEntryNumber(org.id)}, ${lot!.id}, 'EXPIRE', -40, 0, ${ctx.clock.now()})`);
     const reservation = await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'held', generation: { modelId: 'text-draft', count: 60 } });
     await database.db.execute(sql`update credit_lots set available = available + 60, reserved = reserved - 60 where id = ${lot!.id}`);
     await database.db.execute(sql`update reservations set status = 'REFUNDED', refunded_amount = 60, settled_at = now() where id = ${reservation.id}`);
     await database.db.execute(sql`
-      insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
-      values (${org.id}, ${lot!.id}, ${reservation.id}, 'REFUND', 60, -60, ${ctx.clock.now()})`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, ${nextEntryNumber(org.id)}, ${lot!.id}, ${reservation.id}, 'REFUND', 60, -60, ${ctx.clock.now()})`);
     const violations = await auditLedger(database.db, { organizationId: org.id });
     expect(violations).toContainEqual(
       expect.objectContaining({ organizationId: org.id, lotId: lot!.id, message: 'holds 60 spendable credits after it expired' }),
@@ -128,8 +145,8 @@ describe('audit invariants (PGlite)', () => {
         values (gen_random_uuid(), ${org.id}, 'SUBSCRIPTION', 1000, 1000, 0, ${org.cycleEndsAt}, ${ctx.clock.now()}, 'PLAN_CHANGE', 'full-grant', 'starter', ${org.cycleStartsAt}, 'Starter plan allowance (plan change)')
         returning id
       )
-      insert into ledger_entries (organization_id, lot_id, kind, available_change, reserved_change, created_at)
-      select ${org.id}, id, 'GRANT', 1000, 0, ${ctx.clock.now()} from lot`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, kind, available_change, reserved_change, created_at)
+      select ${org.id}, ${nextEntryNumber(org.id)}, id, 'GRANT', 1000, 0, ${ctx.clock.now()} from lot`);
     expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
       expect.objectContaining({
         organizationId: org.id,
@@ -170,8 +187,8 @@ describe('audit invariants (PGlite)', () => {
       returning id`));
     await database.db.execute(sql`update credit_lots set available = available - 10, reserved = reserved + 10 where id = ${a.id}`);
     await database.db.execute(sql`
-      insert into ledger_entries (organization_id, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
-      values (${org.id}, ${a.id}, ${row!.id}, 'RESERVE', -10, 10, ${ctx.clock.now()})`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
+      values (${org.id}, ${nextEntryNumber(org.id)}, ${a.id}, ${row!.id}, 'RESERVE', -10, 10, ${ctx.clock.now()})`);
     expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
       expect.objectContaining({ reservationId: row!.id, message: expect.stringMatching(/^skipped 100 credits of lot .* which comes first/) }),
     ]);
