@@ -7,6 +7,7 @@ import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
 import { getBalance, type Balance } from './ledger/balance.ts';
+import { observeMovements } from './ledger/movements.ts';
 import { BALANCE_CHANNEL } from './ledger/organizations.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
@@ -14,6 +15,11 @@ import { notificationSourceFor } from './realtime/notification-source.ts';
 import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
+import { ReadinessCheck, useReadiness } from './server/health.ts';
+import { logCallback, silentLogger, type Logger } from './server/logger.ts';
+import { Metrics } from './server/metrics.ts';
+import { useObservability } from './server/observability.ts';
+import { observedNotificationSource, yogaLogger } from './server/log-adapters.ts';
 import { errorMasker, protectionPlugins, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
 
@@ -31,7 +37,14 @@ export interface AppOptions {
   /** Per-token limit on mutations; absent or null means no limit. */
   mutationRateLimit?: MutationRateLimit | null;
   serviceMutationRateLimit?: MutationRateLimit | null;
+  /** Structured logs (request lines, start-up, sweeper, listener, database); none when absent. */
+  logger?: Logger;
+  /** Instead of `logger`, one callback for the health gate's, listener's and sweeper's messages. */
   log?: (message: string, error?: unknown) => void;
+  /** Serve Prometheus metrics on GET /metrics (default true). */
+  metricsEnabled?: boolean;
+  /** Bearer token a scrape of /metrics must present; absent or null means none. */
+  metricsToken?: string | null;
   /** Tuning of the live balance feed; the defaults suit both drivers. */
   realtime?: RealtimeOptions;
 }
@@ -49,6 +62,7 @@ export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   server: Server;
   notifier: BalanceNotifier<Balance>;
+  metrics: Metrics;
   listen(port: number, host?: string): Promise<number>;
   stop(): Promise<void>;
 }
@@ -59,9 +73,10 @@ interface RequestAuthSource {
 }
 
 export function createApp(options: AppOptions): App {
-  const log = options.log ?? (() => {});
+  const logger = options.logger ?? silentLogger();
+  const log = (event: string) => options.log ?? logCallback(logger, event);
   const notifier = createBalanceNotifier<Balance>({
-    source: notificationSourceFor(options.database, BALANCE_CHANNEL),
+    source: observedNotificationSource(notificationSourceFor(options.database, BALANCE_CHANNEL), log('listener')),
     load: (organizationId) => getBalance(options.database.db, organizationId, options.clock.now()),
     coalesceMs: options.realtime?.coalesceMs,
     listenTimeoutMs: options.realtime?.listenTimeoutMs,
@@ -71,11 +86,23 @@ export function createApp(options: AppOptions): App {
         : options.database.driver === 'postgres'
           ? 5000
           : null,
-    log,
+    log: log('listener'),
   });
   const notifierStarted = notifier.start();
   // Learns of an unreachable database from failed requests, and probes until it answers again.
-  const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log);
+  const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log('database'));
+  const metrics = new Metrics({
+    db: options.database.db,
+    poolStats: options.database.poolStats,
+    notifierStats: () => notifier.stats(),
+    databaseAvailable: () => databaseHealth.available,
+  });
+  // First, so that a request refused by a later plugin (a limit, the health gate) is still logged.
+  const operationsPlugins = [
+    useObservability({ logger, metrics, metricsEnabled: options.metricsEnabled ?? true, metricsToken: options.metricsToken ?? null }),
+    useReadiness(new ReadinessCheck(options.database.db, databaseHealth)),
+  ];
+  const stopObservingMovements = observeMovements((db, movements) => metrics.movements(db, movements));
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
@@ -84,13 +111,14 @@ export function createApp(options: AppOptions): App {
     // (an unreachable database becomes SERVICE_UNAVAILABLE).
     maskedErrors: { isDev: options.debugErrors ?? false, maskError: errorMasker(databaseHealth) },
     ...requestLimits,
-    plugins: protectionPlugins({
+    logging: yogaLogger(logger),
+    plugins: [...operationsPlugins, ...protectionPlugins({
       introspection: options.introspection ?? true,
       fieldSuggestions: options.fieldSuggestions ?? options.introspection ?? true,
       mutationRateLimit: options.mutationRateLimit ?? null,
       serviceMutationRateLimit: options.serviceMutationRateLimit ?? null,
       databaseHealth,
-    }),
+    })],
     graphiql: { title: 'Credits API' },
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
@@ -131,8 +159,20 @@ export function createApp(options: AppOptions): App {
     sweeper = startSweeper(
       { db: options.database.db, clock: options.clock },
       options.sweepIntervalMs,
-      (error) => log('sweep failed', error),
-      (item, error, failures) => log(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error),
+      (error) => {
+        metrics.sweeperFailures.inc({ scope: 'run' });
+        log('sweeper')('sweep failed', error);
+      },
+      (item, error, failures) => {
+        metrics.sweeperFailures.inc({ scope: 'item' });
+        log('sweeper')(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error);
+      },
+      (result, durationMs) => {
+        metrics.sweeperRun(result, durationMs);
+        const worked = result.refundedReservations + result.resetOrganizations + result.expiredLotOrganizations + result.failedItems;
+        // A line for every run that did something; idle runs (every second) only at debug level.
+        logger[worked > 0 ? 'info' : 'debug']({ event: 'sweeper', ...result, durationMs: Math.round(durationMs) }, 'sweep');
+      },
     );
   }
 
@@ -141,6 +181,7 @@ export function createApp(options: AppOptions): App {
     yoga,
     server,
     notifier,
+    metrics,
     listen: async (port, host = '0.0.0.0') => {
       // Subscribers are only served once changes can be heard.
       await notifierStarted;
@@ -160,6 +201,7 @@ export function createApp(options: AppOptions): App {
   };
 
   async function shutdown(): Promise<void> {
+    stopObservingMovements();
     await sweeper?.stop();
     await databaseHealth.stop();
     await notifierStarted;

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { LevelWithSilent } from 'pino';
 
 export interface Config {
   port: number;
@@ -19,6 +20,12 @@ export interface Config {
   mutationRateLimit: { perSecond: number; burst: number } | null;
   /** Services' (per organization) and admins' (per subject) limit; null when off. */
   serviceMutationRateLimit: { perSecond: number; burst: number } | null;
+  /** pino level of the JSON logs on stdout. */
+  logLevel: LevelWithSilent;
+  /** Serve GET /metrics; in production only with a METRICS_TOKEN. */
+  metricsEnabled: boolean;
+  /** Bearer token a scrape of /metrics must present; null when unset. */
+  metricsToken: string | null;
 }
 
 export class ConfigError extends Error {
@@ -26,6 +33,8 @@ export class ConfigError extends Error {
 }
 
 const AUTH_SECRET_LENGTH_MIN = 32;
+const METRICS_TOKEN_LENGTH_MIN = 16;
+const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
@@ -74,6 +83,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const mutationBurst = integer(env, 'MUTATION_RATE_BURST', MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   const serviceRate = integer(env, 'SERVICE_MUTATION_RATE_LIMIT', production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
   const serviceBurst = integer(env, 'SERVICE_MUTATION_RATE_BURST', SERVICE_MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
+  const logLevel = (env.LOG_LEVEL || 'info') as LevelWithSilent;
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}.`);
+  const metricsToken = env.METRICS_TOKEN || null;
+  if (metricsToken && metricsToken.length < METRICS_TOKEN_LENGTH_MIN) {
+    throw new ConfigError(`METRICS_TOKEN must be at least ${METRICS_TOKEN_LENGTH_MIN} characters long.`);
+  }
   return {
     port: integer(env, 'PORT', 4000, 0, 65_535),
     databaseUrl,
@@ -87,5 +102,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     fieldSuggestions: introspection && !production,
     mutationRateLimit: mutationsPerSecond > 0 ? { perSecond: mutationsPerSecond, burst: mutationBurst } : null,
     serviceMutationRateLimit: serviceRate > 0 ? { perSecond: serviceRate, burst: serviceBurst } : null,
+    logLevel,
+    // Metrics reveal traffic and money volumes, not customers' data; in production they are only
+    // served to a scraper that presents the token (or not at all), elsewhere to anyone.
+    metricsEnabled: !production || metricsToken !== null,
+    metricsToken,
   };
 }

@@ -1,28 +1,17 @@
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createApp } from './app.ts';
+import { developmentSecret } from './auth/development-secret.ts';
 import { secretKey, signToken } from './auth/tokens.ts';
 import { systemClock } from './clock.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { openDatabase } from './db/client.ts';
+import { claimEmbeddedDatabase } from './db/embedded-lock.ts';
 import { seedDemo } from './demo.ts';
+import { createLogger, type Logger } from './server/logger.ts';
 
-function log(message: string, error?: unknown): void {
-  const detail = error instanceof Error ? `: ${error.message}` : error ? `: ${String(error)}` : '';
-  console.error(`${new Date().toISOString()} ${message}${detail}`);
-}
-
-/** Outside production a missing AUTH_SECRET is created once and kept in the data folder. */
-function developmentSecret(config: Config): string {
-  mkdirSync(config.dataDir, { recursive: true });
-  const file = path.join(config.dataDir, 'auth-secret');
-  if (!existsSync(file)) {
-    writeFileSync(file, randomBytes(32).toString('base64url'), { mode: 0o600 });
-    chmodSync(file, 0o600);
-  }
-  return readFileSync(file, 'utf8').trim();
-}
+// Before the configuration is read, the level is not known; start-up failures use this one.
+let logger: Logger = createLogger();
 
 async function main(): Promise<void> {
   let config: Config;
@@ -35,9 +24,15 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const secret = config.authSecret ?? developmentSecret(config);
+  logger = createLogger({ level: config.logLevel });
+  const secret = config.authSecret ?? developmentSecret(config.dataDir);
   const authKey = secretKey(secret);
-  if (!config.databaseUrl) mkdirSync(config.dataDir, { recursive: true });
+  if (!config.databaseUrl) {
+    mkdirSync(config.dataDir, { recursive: true });
+    // The claim is released at exit; a killed server leaves a stale claim, which is taken over.
+    const release = claimEmbeddedDatabase(config.dataDir);
+    process.on('exit', release);
+  }
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pglite'),
@@ -53,39 +48,49 @@ async function main(): Promise<void> {
     fieldSuggestions: config.fieldSuggestions,
     mutationRateLimit: config.mutationRateLimit,
     serviceMutationRateLimit: config.serviceMutationRateLimit,
-    log,
+    logger,
+    metricsEnabled: config.metricsEnabled,
+    metricsToken: config.metricsToken,
   });
   const port = await app.listen(config.port);
   const where = config.databaseUrl ? 'PostgreSQL' : `embedded PGlite in ${config.dataDir}`;
-  console.log(`Credits API on http://localhost:${port}/graphql (${where})`);
+  logger.info(
+    { event: 'start', port, driver: database.driver, production: config.production, metrics: config.metricsEnabled, sweepIntervalMs: config.sweepIntervalMs },
+    `Credits API on http://localhost:${port}/graphql (${where})`,
+  );
+  if (!config.metricsEnabled) logger.warn({ event: 'start' }, 'GET /metrics is off: set METRICS_TOKEN to serve it in production');
 
   if (!config.production && !config.authSecret) {
     const { organization, created } = await seedDemo({ db: database.db, clock: systemClock });
-    if (created) console.log(`Seeded "${organization.name}" (${organization.id}) on the Pro plan with a purchased pack.`);
+    if (created) logger.info({ event: 'demo', organizationId: organization.id }, `Seeded "${organization.name}" on the Pro plan with a purchased pack`);
     const tokens = {
       member: await signToken({ subject: 'demo-member', role: 'member', organizationId: organization.id, expiresIn: '30d' }, authKey),
       service: await signToken({ subject: 'demo-service', role: 'service', organizationId: organization.id, expiresIn: '30d' }, authKey),
       admin: await signToken({ subject: 'demo-admin', role: 'admin', expiresIn: '30d' }, authKey),
     };
-    console.log(`\nOrganization: ${organization.id}\nPaste one of these into GraphiQL's headers (valid 30 days):`);
-    for (const [role, token] of Object.entries(tokens)) {
-      console.log(`\n  ${role}:\n  {"Authorization": "Bearer ${token}"}`);
-    }
+    // A banner for the developer on their own machine, not a log line: it never appears in
+    // production or with AUTH_SECRET set, the only cases whose output is collected.
+    const banner = [`\nOrganization: ${organization.id}\nPaste one of these into GraphiQL's headers (valid 30 days):`];
+    for (const [role, token] of Object.entries(tokens)) banner.push(`\n  ${role}:\n  {"Authorization": "Bearer ${token}"}`);
+    process.stdout.write(`${banner.join('\n')}\n\n`);
   }
 
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log(`${signal} received, shutting down`);
+    logger.info({ event: 'shutdown', signal }, `${signal} received, shutting down`);
     const deadline = setTimeout(() => process.exit(1), 5000);
     deadline.unref();
     app
       .stop()
       .then(() => database.close())
-      .then(() => process.exit(0))
+      .then(() => {
+        logger.info({ event: 'shutdown' }, 'stopped');
+        process.exit(0);
+      })
       .catch((error: unknown) => {
-        log('shutdown failed', error);
+        logger.error({ event: 'shutdown', err: error }, 'shutdown failed');
         process.exit(1);
       });
   };
@@ -94,6 +99,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  log('start-up failed', error);
+  logger.fatal({ event: 'start', err: error }, 'start-up failed');
   process.exit(1);
 });

@@ -109,6 +109,6 @@ describe('npm start', () => {
       }),
     ]);
     expect(result.code).toBe(0);
-    expect(result.stderr).toMatch(/SIGTERM received, shutting down/);
+    expect(result.stdout).toMatch(/SIGTERM received, shutting down/);
   });
 });

@@ -3,6 +3,7 @@ import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries } from '../db/schema.ts';
 import { invariant } from './errors.ts';
+import { notePosted } from './movements.ts';
 
 export type EntryKind = (typeof ledgerEntries.$inferSelect)['kind'];
 export type LedgerEntry = typeof ledgerEntries.$inferSelect;
@@ -83,6 +84,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[]): Promise<void> {
   const [row] = rowsOf<{ lots: number; entries: number }>(result);
   invariant(Number(row?.lots) === changes.length, `a lot of organization ${organizationId} would go negative`);
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
+  notePosted(tx, drafts);
 }
 
 /**
