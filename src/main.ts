@@ -8,10 +8,15 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 import { openDatabase } from './db/client.ts';
 import { claimEmbeddedDatabase } from './db/embedded-lock.ts';
 import { seedDemo } from './demo.ts';
-import { createLogger, type Logger } from './server/logger.ts';
+import { createLogger, flushLogs, type Logger } from './server/logger.ts';
 
 // Before the configuration is read, the level is not known; start-up failures use this one.
 let logger: Logger = createLogger();
+
+/** Exits once the last log lines are written (the logger writes stdout asynchronously). */
+function exit(code: number): void {
+  void flushLogs(logger).finally(() => process.exit(code));
+}
 
 async function main(): Promise<void> {
   let config: Config;
@@ -24,6 +29,7 @@ async function main(): Promise<void> {
     }
     throw error;
   }
+  logger.flush();
   logger = createLogger({ level: config.logLevel });
   const secret = config.authSecret ?? developmentSecret(config.dataDir);
   const authKey = secretKey(secret);
@@ -87,11 +93,11 @@ async function main(): Promise<void> {
       .then(() => database.close())
       .then(() => {
         logger.info({ event: 'shutdown' }, 'stopped');
-        process.exit(0);
+        exit(0);
       })
       .catch((error: unknown) => {
         logger.error({ event: 'shutdown', err: error }, 'shutdown failed');
-        process.exit(1);
+        exit(1);
       });
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
@@ -100,5 +106,5 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   logger.fatal({ event: 'start', err: error }, 'start-up failed');
-  process.exit(1);
+  exit(1);
 });

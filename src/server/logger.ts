@@ -34,7 +34,11 @@ export const REDACTED_PATHS = [
 
 export interface LoggerOptions {
   level?: LevelWithSilent;
-  /** Where lines go; stdout by default (tests pass a stream to read them back). */
+  /**
+   * Where lines go (tests pass a stream to read them back). By default stdout, written
+   * asynchronously: a request never waits for the pipe to a slow log collector. Call
+   * `flushLogs` before `process.exit` so that the last lines are not lost.
+   */
   destination?: DestinationStream;
 }
 
@@ -50,8 +54,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       // drivers' messages can be long and stacks add nothing an operator acts on.
       serializers: { err: errorSerializer },
     },
-    options.destination,
+    options.destination ?? pino.destination({ dest: 1, sync: false }),
   );
+}
+
+/** Writes out what the logger still buffers; then the process may exit. */
+export function flushLogs(logger: Logger): Promise<void> {
+  return new Promise((resolve) => logger.flush(() => resolve()));
 }
 
 /** A logger that writes nothing, for tests and embedded use that pass none. */
