@@ -43,6 +43,7 @@ export interface MetricsSources {
 const OPERATION_NAMES_MAX = 100;
 const OUTCOMES_MAX = 50;
 const LOT_TYPES_CACHED_MAX = 10_000;
+const PENDING_LOTS_MAX = 10_000;
 
 /**
  * The service's Prometheus metrics, in a registry of its own (several apps may share a process in
@@ -66,11 +67,10 @@ export class Metrics {
   readonly sweeperItems: Counter<'kind'>;
   readonly sweeperFailures: Counter<'scope'>;
   readonly subscriptions: Gauge<'transport'>;
-  readonly #lotTypes: LotTypeCache;
+  readonly #movements: CreditMovements;
 
   constructor(sources: MetricsSources) {
     this.#sources = sources;
-    this.#lotTypes = new LotTypeCache(sources.db, LOT_TYPES_CACHED_MAX);
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.operations = new Counter({
@@ -92,12 +92,15 @@ export class Metrics {
       labelNames: ['outcome', 'reason'],
       registers,
     });
+    const resolveMovements = () => this.#movements.resolve();
     this.credits = new Counter({
       name: 'credits_moved_total',
       help: 'Credits moved by committed journal entries, by movement (granted, reserved, captured, refunded, expired) and account type.',
       labelNames: ['movement', 'account_type'],
       registers,
+      collect: resolveMovements,
     });
+    this.#movements = new CreditMovements(sources.db, this.credits);
     this.sweeperRuns = new Counter({ name: 'credits_sweeper_runs_total', help: 'Completed sweeper runs.', registers });
     this.sweeperSeconds = new Histogram({
       name: 'credits_sweeper_run_duration_seconds',
@@ -224,7 +227,7 @@ export class Metrics {
   movements(db: Db, drafts: readonly EntryDraft[]): void {
     if (db !== this.#sources.db) return;
     this.#countReservations(drafts);
-    void this.#countCredits(drafts);
+    this.#movements.record(drafts);
   }
 
   #countReservations(drafts: readonly EntryDraft[]): void {
@@ -248,15 +251,6 @@ export class Metrics {
       }
     }
   }
-
-  async #countCredits(drafts: readonly EntryDraft[]): Promise<void> {
-    const types = await this.#lotTypes.typesOf(drafts);
-    for (const draft of drafts) {
-      const account_type = types.get(draft.lotId) ?? 'unknown';
-      const [movement, amount] = movementOf(draft);
-      this.credits.inc({ movement, account_type }, amount);
-    }
-  }
 }
 
 function movementOf(draft: EntryDraft): [string, number] {
@@ -275,37 +269,67 @@ function movementOf(draft: EntryDraft): [string, number] {
 }
 
 /**
- * The account type of each lot, for the credits-by-account-type counters. A lot's type never
- * changes, so it is read once per lot (one statement per organization and commit, after the
- * commit and outside its lock) and kept in a bounded map; an organization spends from few lots,
- * so almost every movement is answered from memory.
+ * Credits moved, by account type. The journal's entries name their lot, not its type, and a
+ * lot's type never changes; so a movement of a lot whose type is known is counted at once, and
+ * the others wait for the next scrape, which reads the types of all their lots in one statement
+ * (filtered by organization) and remembers them. Nothing is read on a request's path: an
+ * organization spends from few lots, so after the first scrape almost every movement is counted
+ * at once.
  */
-class LotTypeCache {
+class CreditMovements {
   readonly #types = new Map<string, string>();
+  readonly #pending = new Map<string, { organizationId: string; amounts: Map<string, number> }>();
+
   constructor(
     private readonly db: Db,
-    private readonly max: number,
+    private readonly counter: Counter<'movement' | 'account_type'>,
   ) {}
 
-  async typesOf(drafts: readonly EntryDraft[]): Promise<Map<string, string>> {
-    const missing = [...new Set(drafts.map((draft) => draft.lotId))].filter((id) => !this.#types.has(id));
-    if (missing.length > 0) {
-      const organizationId = drafts[0]!.organizationId;
-      try {
-        const rows = await this.db
-          .select({ id: creditLots.id, type: creditLots.type })
-          .from(creditLots)
-          .where(and(eq(creditLots.organizationId, organizationId), inArray(creditLots.id, missing)));
-        for (const row of rows) this.remember(row.id, row.type);
-      } catch {
-        // The counters then say "unknown" for these credits; a metric must not fail a write.
+  record(drafts: readonly EntryDraft[]): void {
+    for (const draft of drafts) {
+      const [movement, amount] = movementOf(draft);
+      const type = this.#types.get(draft.lotId);
+      if (type) {
+        this.counter.inc({ movement, account_type: type }, amount);
+        continue;
       }
+      let pending = this.#pending.get(draft.lotId);
+      if (!pending) {
+        // Past the bound (a scrape long overdue), credits are counted as of unknown type.
+        if (this.#pending.size >= PENDING_LOTS_MAX) {
+          this.counter.inc({ movement, account_type: 'unknown' }, amount);
+          continue;
+        }
+        pending = { organizationId: draft.organizationId, amounts: new Map() };
+        this.#pending.set(draft.lotId, pending);
+      }
+      pending.amounts.set(movement, (pending.amounts.get(movement) ?? 0) + amount);
     }
-    return new Map(drafts.map((draft) => [draft.lotId, this.#types.get(draft.lotId) ?? 'unknown']));
   }
 
-  private remember(id: string, type: string): void {
-    if (this.#types.size >= this.max) this.#types.delete(this.#types.keys().next().value!);
+  /** Called by each scrape: reads the types of the lots still waiting, and counts their credits. */
+  async resolve(): Promise<void> {
+    if (this.#pending.size === 0) return;
+    const lots = [...this.#pending];
+    this.#pending.clear();
+    try {
+      const rows = await this.db
+        .select({ id: creditLots.id, type: creditLots.type })
+        .from(creditLots)
+        .where(and(inArray(creditLots.organizationId, [...new Set(lots.map(([, lot]) => lot.organizationId))]), inArray(creditLots.id, lots.map(([id]) => id))));
+      for (const row of rows) this.#remember(row.id, row.type);
+    } catch {
+      // The database is unreachable: these credits are counted as of unknown type rather than
+      // kept waiting for a database that may not come back soon.
+    }
+    for (const [id, lot] of lots) {
+      const type = this.#types.get(id) ?? 'unknown';
+      for (const [movement, amount] of lot.amounts) this.counter.inc({ movement, account_type: type }, amount);
+    }
+  }
+
+  #remember(id: string, type: string): void {
+    if (this.#types.size >= LOT_TYPES_CACHED_MAX) this.#types.delete(this.#types.keys().next().value!);
     this.#types.set(id, type);
   }
 }
