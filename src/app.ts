@@ -9,6 +9,7 @@ import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
 import { getBalance, type Balance } from './ledger/balance.ts';
 import { BALANCE_CHANNEL } from './ledger/announcements.ts';
+import { observeMovements } from './ledger/movements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
 import { notificationSourceFor } from './realtime/notification-source.ts';
@@ -18,6 +19,11 @@ import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
 import { corsPolicy } from './server/browsers.ts';
 import { sanitisedLogger } from './server/error-log.ts';
+import { ReadinessCheck, useReadiness } from './server/health.ts';
+import { logCallback, silentLogger, type Logger } from './server/logger.ts';
+import { Metrics } from './server/metrics.ts';
+import { useObservability } from './server/observability.ts';
+import { observedNotificationSource, yogaLogger } from './server/log-adapters.ts';
 import { errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
 
@@ -45,7 +51,14 @@ export interface AppOptions {
   tokenPolicy?: TokenPolicy;
   /** Open subscriptions per token and per WebSocket connection; default 20 each. */
   subscriptionLimits?: SubscriptionLimits;
+  /** Structured logs (request lines, start-up, sweeper, listener, database); none when absent. */
+  logger?: Logger;
+  /** Instead of `logger`, one callback for the health gate's, listener's and sweeper's messages. */
   log?: (message: string, error?: unknown) => void;
+  /** Serve Prometheus metrics on GET /metrics (default true). */
+  metricsEnabled?: boolean;
+  /** Bearer token a scrape of /metrics must present; absent or null means none. */
+  metricsToken?: string | null;
   /** Tuning of the live balance feed; the defaults suit both drivers. */
   realtime?: RealtimeOptions;
 }
@@ -63,6 +76,7 @@ export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   server: Server;
   notifier: BalanceNotifier<Balance>;
+  metrics: Metrics;
   listen(port: number, host?: string): Promise<number>;
   stop(): Promise<void>;
 }
@@ -75,9 +89,10 @@ interface RequestAuthSource {
 }
 
 export function createApp(options: AppOptions): App {
-  const log = options.log ?? (() => {});
+  const logger = options.logger ?? silentLogger();
+  const log = (event: string) => options.log ?? logCallback(logger, event);
   const notifier = createBalanceNotifier<Balance>({
-    source: notificationSourceFor(options.database, BALANCE_CHANNEL),
+    source: observedNotificationSource(notificationSourceFor(options.database, BALANCE_CHANNEL), log('listener')),
     load: (organizationId) => getBalance(options.database.db, organizationId, options.clock.now()),
     coalesceMs: options.realtime?.coalesceMs,
     listenTimeoutMs: options.realtime?.listenTimeoutMs,
@@ -87,16 +102,28 @@ export function createApp(options: AppOptions): App {
         : options.database.driver === 'postgres'
           ? 5000
           : null,
-    log,
+    log: log('listener'),
   });
   const notifierStarted = notifier.start();
   // Learns of an unreachable database from failed requests, and probes until it answers again.
-  const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log);
+  const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log('database'));
   const tokenPolicy = options.tokenPolicy ?? DEFAULT_TOKEN_POLICY;
   const subscriptionSlots = new SubscriptionSlots(options.subscriptionLimits ?? DEFAULT_SUBSCRIPTION_LIMITS);
   const fieldSuggestions = options.fieldSuggestions ?? options.introspection ?? true;
   const maskError = errorMasker(databaseHealth, { hideSuggestions: !fieldSuggestions });
   const verifiedTokens = new VerifiedTokens(options.authKey, tokenPolicy);
+  const metrics = new Metrics({
+    db: options.database.db,
+    poolStats: options.database.poolStats,
+    notifierStats: () => notifier.stats(),
+    databaseAvailable: () => databaseHealth.available,
+  });
+  // First, so that a request refused by a later plugin (a limit, the health gate) is still logged.
+  const operationsPlugins = [
+    useObservability({ logger, metrics, metricsEnabled: options.metricsEnabled ?? true, metricsToken: options.metricsToken ?? null }),
+    useReadiness(new ReadinessCheck(options.database.db, databaseHealth)),
+  ];
+  const stopObservingMovements = observeMovements((db, movements) => metrics.movements(db, movements));
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
@@ -104,17 +131,18 @@ export function createApp(options: AppOptions): App {
     // Expected failures are typed results; anything else is masked, even outside production
     // (an unreachable database becomes SERVICE_UNAVAILABLE).
     maskedErrors: { isDev: options.debugErrors ?? false, maskError },
-    // A masked error is logged without its query or parameters (src/server/error-log.ts).
-    logging: sanitisedLogger(options.log),
+    // A masked error is logged without its query or parameters (src/server/error-log.ts), as a
+    // line of the service's logger or through the `log` callback a caller handed in.
+    logging: options.log ? sanitisedLogger(options.log) : yogaLogger(logger),
     ...requestLimits,
-    plugins: protectionPlugins({
+    plugins: [...operationsPlugins, ...protectionPlugins({
       introspection: options.introspection ?? true,
       fieldSuggestions,
       mutationRateLimit: options.mutationRateLimit ?? null,
       serviceMutationRateLimit: options.serviceMutationRateLimit ?? null,
       organizationRateLimit: options.organizationRateLimit ?? null,
       databaseHealth,
-    }),
+    })],
     cors: corsPolicy(options.corsOrigins ?? '*'),
     // GraphiQL sends the CSRF header with every request, so GET queries from it keep working.
     graphiql: (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
@@ -163,8 +191,20 @@ export function createApp(options: AppOptions): App {
     sweeper = startSweeper(
       { db: options.database.db, clock: options.clock },
       options.sweepIntervalMs,
-      (error) => log('sweep failed', error),
-      (item, error, failures) => log(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error),
+      (error) => {
+        metrics.sweeperFailures.inc({ scope: 'run' });
+        log('sweeper')('sweep failed', error);
+      },
+      (item, error, failures) => {
+        metrics.sweeperFailures.inc({ scope: 'item' });
+        log('sweeper')(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error);
+      },
+      (result, durationMs) => {
+        metrics.sweeperRun(result, durationMs);
+        const worked = result.refundedReservations + result.resetOrganizations + result.expiredLotOrganizations + result.failedItems;
+        // A line for every run that did something; idle runs (every second) only at debug level.
+        logger[worked > 0 ? 'info' : 'debug']({ event: 'sweeper', ...result, durationMs: Math.round(durationMs) }, 'sweep');
+      },
     );
   }
 
@@ -173,6 +213,7 @@ export function createApp(options: AppOptions): App {
     yoga,
     server,
     notifier,
+    metrics,
     listen: async (port, host = '127.0.0.1') => {
       // Subscribers are only served once changes can be heard.
       await notifierStarted;
@@ -192,6 +233,7 @@ export function createApp(options: AppOptions): App {
   };
 
   async function shutdown(): Promise<void> {
+    stopObservingMovements();
     await sweeper?.stop();
     await databaseHealth.stop();
     await notifierStarted;

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { TokenPolicy } from './auth/tokens.ts';
 import type { SubscriptionLimits } from './realtime/subscription-slots.ts';
+import type { LevelWithSilent } from 'pino';
 
 export interface Config {
   port: number;
@@ -31,6 +32,12 @@ export interface Config {
   corsOrigins: string[] | '*';
   tokenPolicy: TokenPolicy;
   subscriptionLimits: SubscriptionLimits;
+  /** pino level of the JSON logs on stdout. */
+  logLevel: LevelWithSilent;
+  /** Serve GET /metrics; in production only with a METRICS_TOKEN. */
+  metricsEnabled: boolean;
+  /** Bearer token a scrape of /metrics must present; null when unset. */
+  metricsToken: string | null;
 }
 
 export class ConfigError extends Error {
@@ -38,6 +45,8 @@ export class ConfigError extends Error {
 }
 
 const AUTH_SECRET_LENGTH_MIN = 32;
+const METRICS_TOKEN_LENGTH_MIN = 16;
+const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
@@ -127,6 +136,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const serviceBurst = integer(env, 'SERVICE_MUTATION_RATE_BURST', SERVICE_MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   const organizationRate = integer(env, 'ORGANIZATION_RATE_LIMIT', production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
   const organizationBurst = integer(env, 'ORGANIZATION_RATE_BURST', ORGANIZATION_RATE_BURST_DEFAULT, 1, 1_000_000);
+  const logLevel = (env.LOG_LEVEL || 'info') as LevelWithSilent;
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}.`);
+  const metricsToken = env.METRICS_TOKEN || null;
+  if (metricsToken && metricsToken.length < METRICS_TOKEN_LENGTH_MIN) {
+    throw new ConfigError(`METRICS_TOKEN must be at least ${METRICS_TOKEN_LENGTH_MIN} characters long.`);
+  }
   return {
     port: integer(env, 'PORT', 4000, 0, 65_535),
     host: optionalText(env, 'HOST') ?? (production ? '0.0.0.0' : '127.0.0.1'),
@@ -158,5 +173,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       perConnection: integer(env, 'SUBSCRIPTIONS_PER_CONNECTION', SUBSCRIPTIONS_MAX_DEFAULT, 1, 10_000),
       perToken: integer(env, 'SUBSCRIPTIONS_PER_TOKEN', SUBSCRIPTIONS_MAX_DEFAULT, 1, 10_000),
     },
+    logLevel,
+    // Metrics reveal traffic and money volumes, not customers' data; in production they are only
+    // served to a scraper that presents the token (or not at all), elsewhere to anyone.
+    metricsEnabled: !production || metricsToken !== null,
+    metricsToken,
   };
 }

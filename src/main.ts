@@ -1,31 +1,21 @@
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createApp } from './app.ts';
+import { developmentSecret } from './auth/development-secret.ts';
 import { ROLES, secretKey, signToken, type Role } from './auth/tokens.ts';
 import { systemClock } from './clock.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { openDatabase } from './db/client.ts';
+import { claimEmbeddedDatabase } from './db/embedded-lock.ts';
 import { seedDemo } from './demo.ts';
-import { describeError } from './server/error-log.ts';
+import { createLogger, flushLogs, type Logger } from './server/logger.ts';
 
-function log(message: string, error?: unknown): void {
-  // An error is logged as describeError gives it: never a query's text or parameters.
-  const detail = error instanceof Error ? `: ${describeError(error)}` : error ? `: ${String(error)}` : '';
-  console.error(`${new Date().toISOString()} ${message}${detail}`);
-}
+// Before the configuration is read, the level is not known; start-up failures use this one.
+let logger: Logger = createLogger();
 
-/**
- * Outside production a missing AUTH_SECRET is created once and kept in the data folder. It is
- * made readable by its owner only on every start, so a copy or a loose umask does not leave it
- * open to other users of the machine.
- */
-function developmentSecret(config: Config): string {
-  mkdirSync(config.dataDir, { recursive: true });
-  const file = path.join(config.dataDir, 'auth-secret');
-  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('base64url'), { mode: 0o600 });
-  chmodSync(file, 0o600);
-  return readFileSync(file, 'utf8').trim();
+/** Exits once the last log lines are written (the logger writes stdout asynchronously). */
+function exit(code: number): void {
+  void flushLogs(logger).finally(() => process.exit(code));
 }
 
 /** The longest lifetime the token policy allows a role, as a jose duration. */
@@ -35,6 +25,35 @@ function longestLifetime(config: Config, role: Role): string {
 
 function describeSeconds(seconds: number): string {
   return seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;
+}
+
+/**
+ * A banner for the developer on their own machine, not a log line: it never appears in
+ * production or with AUTH_SECRET set, the only cases whose output is collected. The tokens are
+ * signed afresh on every start, each as long-lived as the token rules allow its role (and with
+ * the configured issuer and audience), so what is printed is exactly what is accepted.
+ */
+async function printDemoTokens(config: Config, organizationId: string, authKey: Uint8Array): Promise<void> {
+  const lifetimes = config.tokenPolicy.maxLifetimeSeconds;
+  const banner = [
+    `\nOrganization: ${organizationId}\nPaste one of these into GraphiQL's headers ` +
+      `(member and service valid ${describeSeconds(lifetimes.member)}, admin ${describeSeconds(lifetimes.admin)}; restart for new ones):`,
+  ];
+  for (const role of ROLES) {
+    const token = await signToken(
+      {
+        subject: `demo-${role}`,
+        role,
+        organizationId: role === 'admin' ? null : organizationId,
+        expiresIn: longestLifetime(config, role),
+        issuer: config.tokenPolicy.issuer,
+        audience: config.tokenPolicy.audience,
+      },
+      authKey,
+    );
+    banner.push(`\n  ${role}:\n  {"Authorization": "Bearer ${token}"}`);
+  }
+  process.stdout.write(`${banner.join('\n')}\n\n`);
 }
 
 async function main(): Promise<void> {
@@ -48,9 +67,16 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const secret = config.authSecret ?? developmentSecret(config);
+  logger.flush();
+  logger = createLogger({ level: config.logLevel });
+  const secret = config.authSecret ?? developmentSecret(config.dataDir);
   const authKey = secretKey(secret);
-  if (!config.databaseUrl) mkdirSync(config.dataDir, { recursive: true });
+  if (!config.databaseUrl) {
+    mkdirSync(config.dataDir, { recursive: true });
+    // The claim is released at exit; a killed server leaves a stale claim, which is taken over.
+    const release = claimEmbeddedDatabase(config.dataDir);
+    process.on('exit', release);
+  }
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pglite'),
@@ -71,52 +97,49 @@ async function main(): Promise<void> {
     corsOrigins: config.corsOrigins,
     tokenPolicy: config.tokenPolicy,
     subscriptionLimits: config.subscriptionLimits,
-    log,
+    logger,
+    metricsEnabled: config.metricsEnabled,
+    metricsToken: config.metricsToken,
   });
   const port = await app.listen(config.port, config.host);
   const where = config.databaseUrl ? 'PostgreSQL' : `embedded PGlite in ${config.dataDir}`;
-  console.log(`Credits API on http://localhost:${port}/graphql (${where}; listening on ${config.host})`);
+  logger.info(
+    {
+      event: 'start',
+      port,
+      host: config.host,
+      driver: database.driver,
+      production: config.production,
+      metrics: config.metricsEnabled,
+      sweepIntervalMs: config.sweepIntervalMs,
+    },
+    `Credits API on http://localhost:${port}/graphql (${where}; listening on ${config.host})`,
+  );
+  if (!config.metricsEnabled) logger.warn({ event: 'start' }, 'GET /metrics is off: set METRICS_TOKEN to serve it in production');
 
   if (!config.production && !config.authSecret) {
     const { organization, created } = await seedDemo({ db: database.db, clock: systemClock });
-    if (created) console.log(`Seeded "${organization.name}" (${organization.id}) on the Pro plan with a purchased pack.`);
-    // Fresh tokens on every start, each as long-lived as the token rules allow its role (and
-    // with the configured issuer and audience), so what is printed is exactly what is accepted.
-    const lifetimes = config.tokenPolicy.maxLifetimeSeconds;
-    console.log(
-      `\nOrganization: ${organization.id}\nPaste one of these into GraphiQL's headers ` +
-        `(member and service valid ${describeSeconds(lifetimes.member)}, admin ${describeSeconds(lifetimes.admin)}; restart for new ones):`,
-    );
-    for (const role of ROLES) {
-      const token = await signToken(
-        {
-          subject: `demo-${role}`,
-          role,
-          organizationId: role === 'admin' ? null : organization.id,
-          expiresIn: longestLifetime(config, role),
-          issuer: config.tokenPolicy.issuer,
-          audience: config.tokenPolicy.audience,
-        },
-        authKey,
-      );
-      console.log(`\n  ${role}:\n  {"Authorization": "Bearer ${token}"}`);
-    }
+    if (created) logger.info({ event: 'demo', organizationId: organization.id }, `Seeded "${organization.name}" on the Pro plan with a purchased pack`);
+    await printDemoTokens(config, organization.id, authKey);
   }
 
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log(`${signal} received, shutting down`);
+    logger.info({ event: 'shutdown', signal }, `${signal} received, shutting down`);
     const deadline = setTimeout(() => process.exit(1), 5000);
     deadline.unref();
     app
       .stop()
       .then(() => database.close())
-      .then(() => process.exit(0))
+      .then(() => {
+        logger.info({ event: 'shutdown' }, 'stopped');
+        exit(0);
+      })
       .catch((error: unknown) => {
-        log('shutdown failed', error);
-        process.exit(1);
+        logger.error({ event: 'shutdown', err: error }, 'shutdown failed');
+        exit(1);
       });
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
@@ -124,6 +147,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  log('start-up failed', error);
-  process.exit(1);
+  logger.fatal({ event: 'start', err: error }, 'start-up failed');
+  exit(1);
 });

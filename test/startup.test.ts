@@ -10,7 +10,14 @@ const root = path.resolve(import.meta.dirname, '..');
 
 describe('configuration', () => {
   it('uses the documented defaults', () => {
-    expect(loadConfig({})).toMatchObject({ port: 4000, databaseUrl: undefined, sweepIntervalMs: 1000, production: false });
+    expect(loadConfig({})).toMatchObject({ port: 4000, databaseUrl: undefined, sweepIntervalMs: 1000, production: false, logLevel: 'info' });
+  });
+
+  it('serves /metrics in production only with a METRICS_TOKEN', () => {
+    const secret = { NODE_ENV: 'production', AUTH_SECRET: 'x'.repeat(32) };
+    expect(loadConfig(secret)).toMatchObject({ metricsEnabled: false, metricsToken: null });
+    expect(loadConfig({ ...secret, METRICS_TOKEN: 't'.repeat(16) })).toMatchObject({ metricsEnabled: true, metricsToken: 't'.repeat(16) });
+    expect(loadConfig({})).toMatchObject({ metricsEnabled: true, metricsToken: null });
   });
 
   it.each([
@@ -20,6 +27,8 @@ describe('configuration', () => {
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
     [{ NODE_ENV: 'production' }, /AUTH_SECRET/],
     [{ AUTH_SECRET: 'short' }, /AUTH_SECRET/],
+    [{ LOG_LEVEL: 'verbose' }, /LOG_LEVEL/],
+    [{ METRICS_TOKEN: 'short' }, /METRICS_TOKEN/],
   ])('refuses %o', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -124,6 +133,6 @@ describe('npm start', () => {
       }),
     ]);
     expect(result.code).toBe(0);
-    expect(result.stderr).toMatch(/SIGTERM received, shutting down/);
+    expect(result.stdout).toMatch(/SIGTERM received, shutting down/);
   });
 });

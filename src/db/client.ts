@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { retryOnDeadConnection } from './dead-connections.ts';
+import { countingPool, type PoolStats } from './pool-stats.ts';
 import { schema } from './schema.ts';
 
 /** One drizzle type for both drivers; the ledger never knows which one it talks to. */
@@ -37,6 +38,8 @@ export interface Database {
    * `credits-listener` in pg_stat_activity. The caller owns it and ends it.
    */
   readonly connectListener?: () => postgres.Sql;
+  /** What the pool is doing now (PostgreSQL only; PGlite has one connection and no pool). */
+  readonly poolStats?: () => PoolStats;
   /** The PGlite instance, present only on the embedded driver. */
   readonly pglite?: PGlite;
   close(): Promise<void>;
@@ -136,11 +139,13 @@ function openPostgres(url: string, max: number, timeouts: SessionTimeouts): Data
   });
   // Queries go through a pool that does not fail a request for a connection that died before it
   // was used (src/db/dead-connections.ts); `postgresClient` stays the plain pool.
-  const db = drizzlePostgres(retryOnDeadConnection(client, max), { schema }) as unknown as Db;
+  const pool = countingPool(retryOnDeadConnection(client, max), max);
+  const db = drizzlePostgres(pool.sql, { schema }) as unknown as Db;
   return {
     db,
     driver: 'postgres',
     postgresClient: client,
+    poolStats: pool.stats,
     connectListener: () =>
       postgres(url, {
         max: 1,

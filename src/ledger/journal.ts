@@ -4,6 +4,7 @@ import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
 import { announcedCte } from './announcements.ts';
 import { invariant } from './errors.ts';
+import { notePosted } from './movements.ts';
 
 export type EntryKind = (typeof ledgerEntries.$inferSelect)['kind'];
 export type LedgerEntry = typeof ledgerEntries.$inferSelect;
@@ -134,6 +135,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
   invariant(Number(row?.created) === created.length, 'not every reservation was inserted');
   invariant(Number(row?.settled) === (options.settlement ? 1 : 0), `reservation ${options.settlement?.reservationId} was settled twice`);
+  notePosted(tx, drafts);
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
   return Number(row.balance_version);

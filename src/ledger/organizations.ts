@@ -221,3 +221,11 @@ async function upgradeNow(tx: Tx, org: Organization, current: Plan, plan: Plan, 
   const balanceVersion = await bumpBalanceVersion(tx, org.id);
   return { ...updated, balanceVersion };
 }
+
+/**
+ * Organizations oldest first, for operators (the `credits org list` command). A cross-organization
+ * read, never on a request's path; `limit` bounds it.
+ */
+export function listOrganizations(db: Queryable, limit: number): Promise<Organization[]> {
+  return db.select().from(organizations).orderBy(organizations.createdAt, organizations.id).limit(limit);
+}

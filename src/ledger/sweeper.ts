@@ -152,7 +152,8 @@ async function dueLotOrganizations(ctx: LedgerContext, nowMs: number, skip: stri
   return rows.map((row) => row.id);
 }
 
-function resetCycle(ctx: LedgerContext, organizationId: string): Promise<boolean> {
+/** Starts the organization's billing cycle that contains now, if its current one has ended; false when none was due. */
+export function resetCycle(ctx: LedgerContext, organizationId: string): Promise<boolean> {
   return inTransaction(ctx.db, async (tx) => {
     const org = await lockOrganization(tx, organizationId);
     return org ? (await ensureCurrentCycle(tx, org, ctx.clock.now())).changed : false;
@@ -201,14 +202,23 @@ export function startSweeper(
   intervalMs: number,
   onError: (error: unknown) => void,
   onItemError?: SweepOptions['onItemError'],
+  /** Told of every completed run: what it did and how long it took (metrics, logs). */
+  onRun?: (result: SweepResult, durationMs: number) => void,
 ): Sweeper {
   const backoff = new SweepBackoff();
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
   const tick = () => {
+    const started = performance.now();
     running = sweepUntilIdle(ctx, { backoff, onItemError })
-      .then(() => undefined, onError)
+      .then((result) => {
+        try {
+          onRun?.(result, performance.now() - started);
+        } catch {
+          // Reporting a run must not stop the next one.
+        }
+      }, onError)
       .finally(() => {
         if (!stopped) timer = setTimeout(tick, intervalMs);
       });

@@ -1,5 +1,6 @@
 import type { Db, Tx } from '../db/client.ts';
 import { DEADLOCK_DETECTED, SERIALIZATION_FAILURE, sqlState } from '../db/errors.ts';
+import { announceCommitted } from './movements.ts';
 
 const RETRIES_MAX = 5;
 
@@ -11,7 +12,14 @@ const RETRIES_MAX = 5;
 export async function inTransaction<T>(db: Db, work: (tx: Tx) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return await db.transaction(work);
+      let committed: Tx | undefined;
+      const result = await db.transaction((tx) => {
+        committed = tx;
+        return work(tx);
+      });
+      // Observers (metrics) hear of the transaction's credit movements only once it committed.
+      if (committed) announceCommitted(db, committed);
+      return result;
     } catch (error) {
       const state = sqlState(error);
       const retriable = state === SERIALIZATION_FAILURE || state === DEADLOCK_DETECTED;

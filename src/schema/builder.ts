@@ -2,6 +2,7 @@ import SchemaBuilder from '@pothos/core';
 import ErrorsPlugin from '@pothos/plugin-errors';
 import { GraphQLError, Kind } from 'graphql';
 import type { GraphQLContext } from '../context.ts';
+import { noteResolvedError } from './resolved-errors.ts';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
@@ -14,6 +15,8 @@ export const builder = new SchemaBuilder<{
   defaultFieldNullability: false,
   errors: {
     directResult: true,
+    // Typed errors are answers, not failures; logs and metrics still want to know which.
+    onResolvedError: noteResolvedError,
     // `reserveCredits` returns `ReserveCreditsResult`, a union of `ReserveCreditsSuccess` and its errors.
     defaultUnionOptions: {
       name: ({ fieldName }) => `${fieldName.charAt(0).toUpperCase()}${fieldName.slice(1)}Result`,

@@ -66,6 +66,12 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
     await waitUntil(() => t.app.notifier.stats().pingsAnswered >= answered + 2, 30_000);
   }
 
+  /** The value of one of the app's own counters, as GET /metrics would show it. */
+  async function counter(name: string): Promise<number> {
+    const text = await t.app.metrics.registry.getSingleMetricAsString(name);
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+  }
+
   async function listenerBackends(): Promise<number> {
     const [row] = await admin`select count(*)::int as n from pg_stat_activity where datname = ${databaseName} and application_name = 'credits-listener'`;
     return row!.n as number;
@@ -85,6 +91,7 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
     const recordings = [await subscribe(first), await subscribe(first), await subscribe(second)];
     await listenerHearing();
     const listensBefore = t.app.notifier.stats().listens;
+    const reconnectsBefore = await counter('credits_listener_reconnects_total');
 
     expect(await terminateListener()).toEqual([true]);
     for (const recording of recordings) {
@@ -94,6 +101,7 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
       expect(recording.versions).toEqual(recording.versions.map(() => version));
     }
     expect(t.app.notifier.stats().listens).toBeGreaterThan(listensBefore);
+    expect(await counter('credits_listener_reconnects_total')).toBeGreaterThan(reconnectsBefore);
 
     // Listening goes on afterwards.
     await reserve(t, first, textCredits(10));
@@ -135,6 +143,7 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
     // Start from a listener the watchdog has seen working.
     await listenerHearing();
     const restartsBefore = t.app.notifier.stats().restarts;
+    const restartMetricBefore = await counter('credits_listener_restarts_total');
 
     // The listener's connection stays open but nothing reaches it any more: its notification for
     // this change is lost, and only the watchdog's missing ping reveals the problem.
@@ -143,6 +152,7 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
     await recording.waitForVersion(version! + 1);
     expect(recording.lastBalance).toMatchObject({ available: 70, reserved: 30 });
     expect(t.app.notifier.stats().restarts).toBeGreaterThan(restartsBefore);
+    expect(await counter('credits_listener_restarts_total')).toBeGreaterThan(restartMetricBefore);
 
     // The new listener hears the next change as usual.
     await reserve(t, org, textCredits(1));

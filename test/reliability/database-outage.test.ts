@@ -136,6 +136,34 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     await drop?.();
   });
 
+  it('takes the instance out of a load balancer during the outage: GET /ready answers 503, then 200 once the database is back', async () => {
+    const ready = async () => {
+      const started = performance.now();
+      const response = await app.yoga.fetch('http://localhost/ready');
+      return { status: response.status, body: (await response.json()) as Record<string, string>, ms: performance.now() - started };
+    };
+    expect(await ready()).toMatchObject({ status: 200, body: { status: 'ready' } });
+
+    await proxy.cut();
+    // The probe itself notices the outage (no request has to fail first), answers within its own
+    // bound while the database cannot be reached, and /health still says the process serves.
+    const down = await ready();
+    expect(down).toMatchObject({ status: 503, body: { status: 'unavailable', reason: 'database unavailable' } });
+    expect(down.ms).toBeLessThan(ANSWERED_WHILE_DOWN_MS);
+    expect((await ready()).status).toBe(503);
+    expect((await app.yoga.fetch('http://localhost/health')).status).toBe(200);
+    const metrics = await (await app.yoga.fetch('http://localhost/metrics')).text();
+    expect(metrics).toMatch(/^credits_database_up 0$/m);
+    expect(logged).toContain('database unreachable; refusing requests until it answers again');
+
+    await proxy.restore();
+    const started = performance.now();
+    await expect.poll(async () => (await ready()).status, { timeout: RESUME_WITHIN_MS, interval: 100 }).toBe(200);
+    expect(performance.now() - started).toBeLessThan(RESUME_WITHIN_MS);
+    expect(logged).toContain('database reachable again');
+    expect(await (await app.yoga.fetch('http://localhost/metrics')).text()).toMatch(/^credits_database_up 1$/m);
+  });
+
   it('fails fast with SERVICE_UNAVAILABLE while the database is unreachable, and serves again once it is back', async () => {
     const pending = await post(RESERVE, { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(10) } }, tokens.member);
     const reservationId = pending.body.data.reserveCredits.reservation.id as string;

@@ -1,0 +1,78 @@
+import { signToken, type Role } from '../auth/tokens.ts';
+import { systemClock } from '../clock.ts';
+import type { Config } from '../config.ts';
+import { auditLedger, type Violation } from '../ledger/audit.ts';
+import { InvalidInputError, NotFoundError } from '../ledger/errors.ts';
+import { findOrganization } from '../ledger/organizations.ts';
+import { resetCycle, sweepUntilIdle } from '../ledger/sweeper.ts';
+import { EXIT_REFUSED, databaseLabel, signingKey, withDatabase } from './environment.ts';
+import { fields, type Output } from './output.ts';
+
+export async function tokenCommand(config: Config, out: Output, options: { role: Role; org?: string; ttl: string; subject?: string }): Promise<void> {
+  if (options.role === 'admin' && options.org) {
+    throw new InvalidInputError('An admin token acts for every organization; leave --org out.', 'org');
+  }
+  if (options.role !== 'admin' && !options.org) throw new InvalidInputError(`A ${options.role} token needs --org.`, 'org');
+  const subject = options.subject ?? `cli-${options.role}`;
+  const token = await signToken({ subject, role: options.role, organizationId: options.org ?? null, expiresIn: options.ttl }, signingKey(config));
+  out.print({ token, role: options.role, organizationId: options.org ?? null, subject, expiresIn: options.ttl }, () => out.line(token));
+}
+
+export async function resetCommand(config: Config, out: Output, organizationId: string): Promise<void> {
+  await withDatabase(config, {}, async ({ db }) => {
+    const ctx = { db, clock: systemClock };
+    if (!(await findOrganization(db, organizationId))) throw new NotFoundError('No such organization.');
+    const reset = await resetCycle(ctx, organizationId);
+    const organization = (await findOrganization(db, organizationId))!;
+    out.print({ organizationId, reset, cycleStartsAt: organization.cycleStartsAt, cycleEndsAt: organization.cycleEndsAt }, () =>
+      out.line(
+        reset
+          ? `Started the billing cycle ${organization.cycleStartsAt.toISOString()} to ${organization.cycleEndsAt.toISOString()}.`
+          : `No cycle was due: the current one ends ${organization.cycleEndsAt.toISOString()}.`,
+      ),
+    );
+  });
+}
+
+export async function sweepCommand(config: Config, out: Output): Promise<void> {
+  await withDatabase(config, {}, async ({ db }) => {
+    const result = await sweepUntilIdle({ db, clock: systemClock });
+    out.print(result, () =>
+      out.line(
+        fields([
+          ['refunded reservations', result.refundedReservations],
+          ['reset organizations', result.resetOrganizations],
+          ['organizations with expired lots', result.expiredLotOrganizations],
+          ['failed items', result.failedItems],
+        ]),
+      ),
+    );
+  });
+}
+
+function describe(violation: Violation): string {
+  const where = [`organization ${violation.organizationId}`];
+  if (violation.lotId) where.push(`lot ${violation.lotId}`);
+  if (violation.reservationId) where.push(`reservation ${violation.reservationId}`);
+  return `${where.join(' ')}: ${violation.message}`;
+}
+
+/**
+ * Recomputes every lot, reservation and organization from the journal. Returns the exit code:
+ * 0 consistent, 1 violations found (each printed); failing to run at all is exit code 2.
+ */
+export async function auditCommand(config: Config, out: Output): Promise<number> {
+  // No statement timeout: the audit reads the whole journal, which may take long on a big one.
+  return withDatabase(config, { timeouts: { statementTimeoutMs: 0, idleInTransactionTimeoutMs: 0 } }, async ({ db }) => {
+    // One snapshot for every check, so writes committed by a running server between two of the
+    // audit's statements cannot look like a violation.
+    const violations = await db.transaction((tx) => auditLedger(tx), { isolationLevel: 'repeatable read', accessMode: 'read only' });
+    const where = databaseLabel(config);
+    out.print({ consistent: violations.length === 0, database: where, violations }, () => {
+      for (const violation of violations) out.line(describe(violation));
+      if (violations.length > 0) out.line(`audit: ${violations.length} violation${violations.length === 1 ? '' : 's'} (${where})`);
+      else out.line(`audit: ledger consistent (${where})`);
+    });
+    return violations.length > 0 ? EXIT_REFUSED : 0;
+  });
+}
