@@ -37,9 +37,15 @@ export function instant(value: string): Date {
 }
 
 /** A token lifetime such as 30m, 12h or 30d (at most a year). */
+/** Seconds in a duration such as 30m, 12h or 30d; 0 when it is not one. */
+export function durationSeconds(value: string): number {
+  const match = /^(\d{1,4})([smhdw])$/.exec(value);
+  return match ? Number(match[1]) * { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 }[match[2] as 's'] : 0;
+}
+
 export function duration(value: string): string {
   const match = /^(\d{1,4})([smhdw])$/.exec(value);
-  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 }[match[2] as 's'] : 0;
+  const seconds = durationSeconds(value);
   if (!match || seconds < 1 || seconds > 366 * 86_400) {
     throw new InvalidArgumentError('expected a duration such as 30m, 12h or 30d (at most 366 days).');
   }

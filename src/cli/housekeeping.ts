@@ -5,6 +5,7 @@ import { auditLedger, type Violation } from '../ledger/audit.ts';
 import { InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { findOrganization } from '../ledger/organizations.ts';
 import { resetCycle, sweepUntilIdle } from '../ledger/sweeper.ts';
+import { durationSeconds } from './arguments.ts';
 import { EXIT_REFUSED, databaseLabel, signingKey, withDatabase } from './environment.ts';
 import { fields, type Output } from './output.ts';
 
@@ -13,8 +14,23 @@ export async function tokenCommand(config: Config, out: Output, options: { role:
     throw new InvalidInputError('An admin token acts for every organization; leave --org out.', 'org');
   }
   if (options.role !== 'admin' && !options.org) throw new InvalidInputError(`A ${options.role} token needs --org.`, 'org');
+  // A token the service would refuse is no use: it must live no longer than the role may.
+  const lifetimeMax = config.tokenPolicy.maxLifetimeSeconds[options.role];
+  if (durationSeconds(options.ttl) > lifetimeMax) {
+    throw new InvalidInputError(`A ${options.role} token may live at most ${lifetimeMax} s (TOKEN_MAX_LIFETIME_SECONDS, ADMIN_TOKEN_MAX_LIFETIME_SECONDS).`, 'ttl');
+  }
   const subject = options.subject ?? `cli-${options.role}`;
-  const token = await signToken({ subject, role: options.role, organizationId: options.org ?? null, expiresIn: options.ttl }, signingKey(config));
+  const token = await signToken(
+    {
+      subject,
+      role: options.role,
+      organizationId: options.org ?? null,
+      expiresIn: options.ttl,
+      issuer: config.tokenPolicy.issuer,
+      audience: config.tokenPolicy.audience,
+    },
+    signingKey(config),
+  );
   out.print({ token, role: options.role, organizationId: options.org ?? null, subject, expiresIn: options.ttl }, () => out.line(token));
 }
 

@@ -154,7 +154,7 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     expectRefused(await credits('grant', '--org', 'not-an-id', '--type', 'purchased', '--amount', '5', '--reason', 'x'), /--org.*organization id/);
     expectRefused(await credits('grant', '--org', '00000000-0000-4000-8000-000000000000', '--type', 'purchased', '--amount', '5', '--reason', 'x'), /^error: No such organization/);
     expectRefused(await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '5'), /required option '--reason <text>'/);
-    expectRefused(await credits('org', 'create', '--name', 'X', '--plan', 'platinum'), /^error: There is no plan platinum/);
+    expectRefused(await credits('org', 'create', '--name', 'X', '--plan', 'platinum'), /^error: There is no plan "platinum"/);
     expectRefused(await credits('balance', '--org', '00000000-0000-4000-8000-000000000000'), /^error: No such organization/);
     expectRefused(await credits('frobnicate'), /unknown command 'frobnicate'/);
     expect(await journalSize()).toBe(version);
@@ -182,6 +182,9 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     expectRefused(await credits('token', '--role', 'service'), /service token needs --org/);
     expectRefused(await credits('token', '--role', 'owner', '--org', organizationId), /--role.*member, service, admin/);
     expectRefused(await credits('token', '--role', 'member', '--org', organizationId, '--ttl', 'forever'), /--ttl.*duration/);
+    // Longer than the token rules allow the role: the service would refuse it, so it is not signed.
+    expectRefused(await credits('token', '--role', 'admin', '--ttl', '2h'), /admin token may live at most 3600 s/);
+    expectRefused(await credits('token', '--role', 'member', '--org', organizationId, '--ttl', '2d'), /member token may live at most 86400 s/);
   }, 60_000);
 
   it('sweeps an expired reservation back, and says when no cycle is due for reset', async () => {
