@@ -4,7 +4,7 @@ import type { Config } from '../config.ts';
 import { getBalance } from '../ledger/balance.ts';
 import { NotFoundError } from '../ledger/errors.ts';
 import { grantCredits } from '../ledger/grants.ts';
-import type { AccountType } from '../ledger/lots.ts';
+import type { AccountType } from '../ledger/enums.ts';
 import { withDatabase } from './environment.ts';
 import { accountsTable, balanceJson } from './organizations.ts';
 import { fields, table, type Output } from './output.ts';

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ROLES, type Role } from '../auth/tokens.ts';
 import { CreditError } from '../ledger/errors.ts';
-import { ACCOUNT_TYPES, type AccountType } from '../ledger/lots.ts';
+import { ACCOUNT_TYPES, type AccountType } from '../ledger/enums.ts';
 import { duration, instant, listLimit, organizationId, wholeNumber } from './arguments.ts';
 import { balanceCommand, grantCommand } from './credits.ts';
 import { CliFailure, EXIT_CANNOT_RUN, EXIT_REFUSED, cliConfig } from './environment.ts';

@@ -3,7 +3,8 @@ import type { Queryable } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
 import { invariant } from './errors.ts';
 import type { EntryDraft } from './journal.ts';
-import { ACCOUNT_TYPES, CONSUMPTION_ORDER, accountPriority, isExpired, notExpired, type AccountType, type CreditLot } from './lots.ts';
+import { ACCOUNT_TYPES, type AccountType } from './enums.ts';
+import { CONSUMPTION_ORDER, accountPriority, isExpired, notExpired, type CreditLot } from './lots.ts';
 
 export interface CreditAccount {
   type: AccountType;

@@ -3,10 +3,10 @@ import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
 import { announcedCte } from './announcements.ts';
+import type { EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
 import { notePosted } from './movements.ts';
 
-export type EntryKind = (typeof ledgerEntries.$inferSelect)['kind'];
 export type LedgerEntry = typeof ledgerEntries.$inferSelect;
 
 /** One movement of credits within one lot, before it is written. */
@@ -33,7 +33,7 @@ const ENTRY_SHAPE: Record<EntryKind, (available: number, reserved: number) => bo
 /** A pending reservation that a posting settles, with what it settles to. */
 export interface Settlement {
   reservationId: string;
-  status: 'CAPTURED' | 'REFUNDED';
+  status: Exclude<ReservationStatus, 'PENDING'>;
   capturedAmount: number;
   refundedAmount: number;
   settledAt: Date;

@@ -2,15 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, gt, inArray, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { creditLots, withheldCredits } from '../db/schema.ts';
+import { ACCOUNT_TYPES, type AccountType, type LotSource } from './enums.ts';
 import { InvalidInputError } from './errors.ts';
 import { postEntries } from './journal.ts';
 import { BALANCE_CREDITS_MAX } from './limits.ts';
 
 export type CreditLot = typeof creditLots.$inferSelect;
-export type AccountType = CreditLot['type'];
-export type LotSource = CreditLot['source'];
-
-export const ACCOUNT_TYPES: readonly AccountType[] = ['SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL'];
 
 export function accountPriority(type: AccountType): number {
   return ACCOUNT_TYPES.indexOf(type) + 1;
@@ -90,7 +87,8 @@ export function spendableLots(tx: Tx, organizationId: string, now: Date): Promis
     .orderBy(...CONSUMPTION_ORDER);
 }
 
-/** Consumption order: account type priority, then the soonest expiry (never-expiring last), then the oldest. */
+/**
+ * Consumption order: account type priority (the enum's declaration order, which is ACCOUNT_TYPES), then the soonest expiry (never-expiring last), then the oldest. */
 export const CONSUMPTION_ORDER = [
   asc(creditLots.type),
   sql`${creditLots.expiresAt} asc nulls last`,

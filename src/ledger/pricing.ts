@@ -1,9 +1,11 @@
+import type { OutputType } from './enums.ts';
 import { InvalidInputError } from './errors.ts';
 import { GENERATION_COUNT_MAX } from './limits.ts';
 
+// Resolutions are stored as text, not as a database enum, so this list is their one source: the
+// GraphQL enum is built from it and the price table below must name every one of them.
 export const RESOLUTIONS = ['SD_480P', 'HD_720P', 'FHD_1080P', 'UHD_4K'] as const;
 export type Resolution = (typeof RESOLUTIONS)[number];
-export type OutputType = 'IMAGE' | 'VIDEO' | 'TEXT';
 
 /** Cost of one unit at each resolution, in percent of the model's HD_720P unit price. */
 const RESOLUTION_PERCENT: Record<Resolution, number> = {

@@ -12,7 +12,8 @@ import {
 } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
-import { expireDueLots, isExpired, type AccountType, type CreditLot } from './lots.ts';
+import type { AccountType } from './enums.ts';
+import { expireDueLots, isExpired, type CreditLot } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
