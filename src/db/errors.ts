@@ -11,7 +11,6 @@ export function sqlState(error: unknown): string | undefined {
 
 export const SERIALIZATION_FAILURE = '40001';
 export const DEADLOCK_DETECTED = '40P01';
-export const UNIQUE_VIOLATION = '23505';
 
 // Error codes that mean "the database cannot be reached right now", not "this request is wrong":
 // socket errors from Node, postgres.js's own connection codes, and the SQLSTATEs PostgreSQL

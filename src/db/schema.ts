@@ -26,7 +26,9 @@ export const outputType = pgEnum('output_type', ['IMAGE', 'VIDEO', 'TEXT']);
 export const modelTier = pgEnum('model_tier', ['DRAFT', 'STANDARD', 'PREMIUM']);
 export const reservationStatus = pgEnum('reservation_status', ['PENDING', 'CAPTURED', 'REFUNDED']);
 export const entryKind = pgEnum('ledger_entry_kind', ['GRANT', 'RESERVE', 'CAPTURE', 'REFUND', 'EXPIRE']);
-// Where a lot came from; together with source_key it makes every grant idempotent.
+// Where a lot came from; together with source_key it makes every grant idempotent. No code writes
+// DEMO (the demo seed buys a credit pack like a customer); it stays because dropping a value from a
+// PostgreSQL enum means recreating the type and rewriting credit_lots and withheld_credits.
 export const lotSource = pgEnum('lot_source', ['CYCLE', 'GRANT', 'PURCHASE', 'PLAN_CHANGE', 'DEMO']);
 
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });

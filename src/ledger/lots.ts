@@ -78,15 +78,6 @@ export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | nul
   return { ...lot, available: grant.amount };
 }
 
-/** Lots whose credits can be spent now, in consumption order. */
-export function spendableLots(tx: Tx, organizationId: string, now: Date): Promise<CreditLot[]> {
-  return tx
-    .select()
-    .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0), notExpired(now)))
-    .orderBy(...CONSUMPTION_ORDER);
-}
-
 /**
  * Consumption order: account type priority (the enum's declaration order, which is ACCOUNT_TYPES), then the soonest expiry (never-expiring last), then the oldest. */
 export const CONSUMPTION_ORDER = [

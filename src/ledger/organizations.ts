@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
-import { rowsOf } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
 import { cycleContaining, type BillingCycle } from './billing-cycle.ts';
 import { findPlan, type Plan } from './catalog.ts';

@@ -5,7 +5,7 @@ import type { Db, Tx } from '../db/client.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
 import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
-import { CreditError, IdempotencyConflictError, InsufficientCreditsError, invariant } from './errors.ts';
+import { CreditError, IdempotencyConflictError, InsufficientCreditsError } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
 import { isExpired } from './lots.ts';

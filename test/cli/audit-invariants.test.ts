@@ -73,7 +73,7 @@ describe('audit invariants (PGlite)', () => {
   });
 
   it('names an entry filed under another organization', async () => {
-    const { org, a } = await organizationWithLots();
+    const { a } = await organizationWithLots();
     const other = await organizationWithLots();
     // The lot's own numbers still add up; only the organization on the entry is wrong.
     await database.db.execute(sql`update credit_lots set available = available - 3 where id = ${a.id}`);
