@@ -148,10 +148,17 @@ function maskerOf(health?: DatabaseHealth) {
  * `extensions.originalError` of "POST body sent invalid JSON."; it is kept only when debugging.
  * The error is changed in place: returning a new one would make yoga log every malformed body
  * as a server error.
+ *
+ * That parser error is also how yoga tells a body it could not parse from an ordinary GraphQL
+ * error when the client accepts `application/json` (where GraphQL errors are answered 200). With
+ * it gone, the error's `http.spec` mark is dropped too, so its status 400 holds for every client,
+ * as the GraphQL-over-HTTP specification asks of a body that is not JSON.
  */
 function withoutInternals(error: GraphQLError, isDev?: boolean): GraphQLError {
   if (!isDev && error.extensions && 'originalError' in error.extensions) {
     Reflect.deleteProperty(error.extensions, 'originalError');
+    const http = error.extensions.http as { spec?: boolean } | undefined;
+    if (http) Reflect.deleteProperty(http, 'spec');
   }
   return error;
 }
