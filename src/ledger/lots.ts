@@ -79,7 +79,9 @@ export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | nul
 }
 
 /**
- * Consumption order: account type priority (the enum's declaration order, which is ACCOUNT_TYPES), then the soonest expiry (never-expiring last), then the oldest. */
+ * Consumption order: account type priority (the enum's declaration order, which is ACCOUNT_TYPES),
+ * then the soonest expiry (never-expiring last), then the oldest.
+ */
 export const CONSUMPTION_ORDER = [
   asc(creditLots.type),
   sql`${creditLots.expiresAt} asc nulls last`,
