@@ -36,7 +36,14 @@ export async function grantCommand(config: Config, out: Output, options: GrantOp
       },
     );
     out.print(
-      { id: lot.id, organizationId: lot.organizationId, type: lot.type, granted: lot.granted, expiresAt: lot.expiresAt, idempotencyKey: lot.sourceKey },
+      {
+        id: lot.id,
+        organizationId: lot.organizationId,
+        type: lot.type,
+        granted: lot.granted,
+        expiresAt: lot.expiresAt,
+        idempotencyKey: lot.sourceKey,
+      },
       () =>
         out.line(
           fields([

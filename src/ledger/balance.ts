@@ -42,7 +42,12 @@ export async function getBalance(db: Queryable, organizationId: string, now: Dat
     .orderBy(...CONSUMPTION_ORDER);
   const [first] = rows;
   if (!first) return null;
-  return balanceOf(organizationId, rows.flatMap(({ lot }) => (lot ? [lot] : [])), first.version, now);
+  return balanceOf(
+    organizationId,
+    rows.flatMap(({ lot }) => (lot ? [lot] : [])),
+    first.version,
+    now,
+  );
 }
 
 /**
@@ -79,7 +84,9 @@ export function balanceLots(tx: Queryable, organizationId: string): Promise<Cred
   return tx
     .select()
     .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), or(gt(creditLots.available, 0), gt(creditLots.reserved, 0))))
+    .where(
+      and(eq(creditLots.organizationId, organizationId), or(gt(creditLots.available, 0), gt(creditLots.reserved, 0))),
+    )
     .orderBy(...CONSUMPTION_ORDER);
 }
 

@@ -1,4 +1,4 @@
-import { accountType, entryKind, lotSource, modelTier, outputType, reservationStatus } from '../db/schema.ts';
+import { accountType, entryKind, type lotSource, modelTier, outputType, reservationStatus } from '../db/schema.ts';
 
 // Every closed list of the domain is read from the database enum that stores it, so a value added
 // to, removed from or moved in a `pgEnum` changes every copy at once: the GraphQL enums, the

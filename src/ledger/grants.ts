@@ -124,6 +124,8 @@ async function findLotBySource(tx: Tx, organizationId: string, source: CreditLot
   const [lot] = await tx
     .select()
     .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), eq(creditLots.source, source), eq(creditLots.sourceKey, key)));
+    .where(
+      and(eq(creditLots.organizationId, organizationId), eq(creditLots.source, source), eq(creditLots.sourceKey, key)),
+    );
   return lot;
 }

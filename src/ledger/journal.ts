@@ -130,11 +130,20 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
       (select max(balance_version) from announced) as balance_version`);
-  const [row] = rowsOf<{ lots: number; entries: number; created: number; settled: number; balance_version: number | null }>(result);
+  const [row] = rowsOf<{
+    lots: number;
+    entries: number;
+    created: number;
+    settled: number;
+    balance_version: number | null;
+  }>(result);
   invariant(Number(row?.lots) === changes.length, `a lot of organization ${organizationId} would go negative`);
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
   invariant(Number(row?.created) === created.length, 'not every reservation was inserted');
-  invariant(Number(row?.settled) === (options.settlement ? 1 : 0), `reservation ${options.settlement?.reservationId} was settled twice`);
+  invariant(
+    Number(row?.settled) === (options.settlement ? 1 : 0),
+    `reservation ${options.settlement?.reservationId} was settled twice`,
+  );
   notePosted(tx, drafts);
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
@@ -177,7 +186,9 @@ function settledPart(organizationId: string, settlement: Settlement | undefined)
 }
 
 function announcedPart(organizationId: string, announce: boolean) {
-  return announce ? announcedCte(organizationId) : sql`announced as (select null::bigint as balance_version where false)`;
+  return announce
+    ? announcedCte(organizationId)
+    : sql`announced as (select null::bigint as balance_version where false)`;
 }
 
 /**

@@ -90,7 +90,12 @@ export const CONSUMPTION_ORDER = [
 ];
 
 /** Expires the remaining credits of every lot of the organization whose expiry has passed. */
-export async function expireDueLots(tx: Tx, organizationId: string, now: Date, reason = 'lot expired'): Promise<number> {
+export async function expireDueLots(
+  tx: Tx,
+  organizationId: string,
+  now: Date,
+  reason = 'lot expired',
+): Promise<number> {
   const due = await tx
     .select({ id: creditLots.id, available: creditLots.available, expiresAt: creditLots.expiresAt })
     .from(creditLots)

@@ -50,10 +50,7 @@ export interface PricedGeneration {
 export function priceGeneration(model: PricedModel, request: GenerationRequest): PricedGeneration {
   const count = request.count ?? 1;
   if (!Number.isSafeInteger(count) || count < 1 || count > GENERATION_COUNT_MAX) {
-    throw new InvalidInputError(
-      `count must be a whole number from 1 to ${GENERATION_COUNT_MAX}.`,
-      'generation.count',
-    );
+    throw new InvalidInputError(`count must be a whole number from 1 to ${GENERATION_COUNT_MAX}.`, 'generation.count');
   }
   const resolution = checkResolution(model, request.resolution ?? null);
   const durationSeconds = checkDuration(model, request.durationSeconds ?? null);
@@ -85,12 +82,20 @@ function checkResolution(model: PricedModel, resolution: Resolution | null): Res
 function checkDuration(model: PricedModel, durationSeconds: number | null): number | null {
   if (model.outputType !== 'VIDEO') {
     if (durationSeconds !== null) {
-      throw new InvalidInputError(`Model ${model.id} is not a video model and takes no duration.`, 'generation.durationSeconds');
+      throw new InvalidInputError(
+        `Model ${model.id} is not a video model and takes no duration.`,
+        'generation.durationSeconds',
+      );
     }
     return null;
   }
   const max = model.maxDurationSeconds ?? 0;
-  if (durationSeconds === null || !Number.isSafeInteger(durationSeconds) || durationSeconds < 1 || durationSeconds > max) {
+  if (
+    durationSeconds === null ||
+    !Number.isSafeInteger(durationSeconds) ||
+    durationSeconds < 1 ||
+    durationSeconds > max
+  ) {
     throw new InvalidInputError(
       `durationSeconds must be a whole number from 1 to ${max} for model ${model.id}.`,
       'generation.durationSeconds',

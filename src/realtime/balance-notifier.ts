@@ -198,7 +198,14 @@ export function createBalanceNotifier<T extends Versioned>(options: BalanceNotif
     subscribe(key) {
       let topic = topics.get(key);
       if (!topic) {
-        topic = { subscribers: new Set(), loadedVersion: 0, announcedVersion: 0, resync: false, timer: null, loading: false };
+        topic = {
+          subscribers: new Set(),
+          loadedVersion: 0,
+          announcedVersion: 0,
+          resync: false,
+          timer: null,
+          loading: false,
+        };
         topics.set(key, topic);
       }
       const owner = topic;

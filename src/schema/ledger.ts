@@ -32,7 +32,8 @@ const LedgerEntryType = builder.objectRef<LedgerEntry>('LedgerEntry').implement(
     lotId: t.exposeID('lotId'),
     reservationId: t.exposeID('reservationId', { nullable: true }),
     amount: t.exposeInt('availableChange', {
-      description: 'Signed change to the available balance: + for GRANT and REFUND, - for RESERVE and EXPIRE, 0 for CAPTURE.',
+      description:
+        'Signed change to the available balance: + for GRANT and REFUND, - for RESERVE and EXPIRE, 0 for CAPTURE.',
     }),
     reservedChange: t.exposeInt('reservedChange', {
       description: 'Signed change to the reserved balance: + for RESERVE, - for CAPTURE and REFUND.',
@@ -112,8 +113,14 @@ builder.queryField('ledger', (t) =>
     description: "The organization's journal, newest first.",
     args: {
       organizationId: t.arg.id({ required: true }),
-      first: t.arg.int({ required: false, description: `Page size, 1 to ${LEDGER_PAGE_MAX} (default ${LEDGER_PAGE_DEFAULT}).` }),
-      after: t.arg.string({ required: false, description: "An endCursor from an earlier page of this organization's ledger." }),
+      first: t.arg.int({
+        required: false,
+        description: `Page size, 1 to ${LEDGER_PAGE_MAX} (default ${LEDGER_PAGE_DEFAULT}).`,
+      }),
+      after: t.arg.string({
+        required: false,
+        description: "An endCursor from an earlier page of this organization's ledger.",
+      }),
     },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => {

@@ -77,7 +77,8 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
     // Armor's own filter misses some wordings ("Did you mean the enum value …"); this one
     // removes every suggestion from validation errors. Later stages go through errorMasker.
     plugins.push({
-      onValidate: () =>
+      onValidate:
+        () =>
         ({ valid, result, setResult }) => {
           if (!valid) setResult(result.map((error) => withoutSuggestions(error)));
         },
@@ -135,7 +136,10 @@ function maskerOf(health?: DatabaseHealth) {
     // A session timeout is no outage: the database answered, but this request waited too long
     // for a lock or ran too long. Its transaction rolled back whole, so a retry is safe.
     if (isSessionTimeout(error)) {
-      return serviceUnavailable(error instanceof GraphQLError ? error : undefined, 'The request timed out in the database and wrote nothing; retry it.');
+      return serviceUnavailable(
+        error instanceof GraphQLError ? error : undefined,
+        'The request timed out in the database and wrote nothing; retry it.',
+      );
     }
     if (!isConnectionError(error)) return maskError(error, message, isDev);
     health?.reportConnectionError(error);

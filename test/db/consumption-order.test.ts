@@ -33,9 +33,14 @@ describe.each(drivers)('one consumption order for database, ledger and API (%s)'
   it('has the migrated database declare every enum as the drizzle schema does, in the same order', async () => {
     for (const pgEnum of [accountType, entryKind, reservationStatus, outputType, modelTier, lotSource]) {
       const declared = rowsOf<{ value: string }>(
-        await t.database.db.execute(sql`select unnest(enum_range(null::${sql.identifier(pgEnum.enumName)}))::text as value`),
+        await t.database.db.execute(
+          sql`select unnest(enum_range(null::${sql.identifier(pgEnum.enumName)}))::text as value`,
+        ),
       );
-      expect(declared.map((row) => row.value), pgEnum.enumName).toEqual([...pgEnum.enumValues]);
+      expect(
+        declared.map((row) => row.value),
+        pgEnum.enumName,
+      ).toEqual([...pgEnum.enumValues]);
     }
   });
 
@@ -62,7 +67,9 @@ describe.each(drivers)('one consumption order for database, ledger and API (%s)'
     expect(typesInOrder(ledgerBalance!.accounts.flatMap((account) => account.lots))).toEqual([...ACCOUNT_TYPES]);
 
     const shown = await balanceOf(t, org);
-    expect(shown.accounts.map((account: { type: string }) => account.type)).toEqual(graphqlEnumValues('CreditAccountType'));
+    expect(shown.accounts.map((account: { type: string }) => account.type)).toEqual(
+      graphqlEnumValues('CreditAccountType'),
+    );
     expect(shown.accounts.map((account: { priority: number }) => account.priority)).toEqual(
       ACCOUNT_TYPES.map(accountPriority),
     );

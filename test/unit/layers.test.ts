@@ -18,7 +18,10 @@ function importsOf(source: string): string[] {
 /** Relative imports become paths under src/ (`ledger/lots.ts`); packages stay as they are. */
 function resolve(fromFile: string, specifier: string): string {
   if (!specifier.startsWith('.')) return specifier;
-  return path.relative(SRC, path.resolve(path.dirname(fromFile), specifier)).split(path.sep).join('/');
+  return path
+    .relative(SRC, path.resolve(path.dirname(fromFile), specifier))
+    .split(path.sep)
+    .join('/');
 }
 
 function sourceFiles(folder: string): string[] {
@@ -37,7 +40,8 @@ function violations(folder: string, allowed: (target: string) => boolean): strin
   );
 }
 
-const within = (target: string, ...prefixes: string[]) => prefixes.some((prefix) => target === prefix || target.startsWith(prefix));
+const within = (target: string, ...prefixes: string[]) =>
+  prefixes.some((prefix) => target === prefix || target.startsWith(prefix));
 
 describe('layers', () => {
   it('sees every kind of import a file can make', () => {
@@ -64,8 +68,7 @@ describe('layers', () => {
     // No exception for type-only imports of row types either: the ledger exports every row type
     // the schema shows (CreditLot, LedgerEntry, GenerationModel, …) under its own name, so the
     // schema never needs the database module, and a column renamed there surfaces in the ledger.
-    const database = (target: string) =>
-      within(target, 'db/', 'drizzle-orm', 'postgres', '@electric-sql/pglite');
+    const database = (target: string) => within(target, 'db/', 'drizzle-orm', 'postgres', '@electric-sql/pglite');
     expect(violations('schema', (target) => !database(target))).toEqual([]);
   });
 });
