@@ -31,7 +31,9 @@ export interface CpuProbe {
 async function backendCpu(sql: postgres.Sql | null): Promise<Map<number, number> | null> {
   if (!sql) return null;
   try {
-    const rows = await sql<Array<{ pid: number }>>`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
+    const rows = await sql<
+      Array<{ pid: number }>
+    >`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
     const cpu = new Map<number, number>();
     for (const { pid } of rows) {
       const ms = processCpuMs(pid);

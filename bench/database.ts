@@ -56,14 +56,23 @@ export function runAudit(target: { databaseUrl?: string; dataDir?: string }): Pr
   };
   const started = Date.now();
   return new Promise((resolve) => {
-    execFile('npm', ['run', '--silent', 'audit'], { cwd: root, env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-      const lines = `${stdout}\n${stderr}`.split('\n').map((line) => line.trim()).filter((line) => line !== '');
-      // On success the summary line; on failure the first violation (exit 1) or the start of the
-      // error (exit 2, which may span lines: a failed query and its SQL).
-      const firstLine = (code === 0 ? lines.at(-1) : code === 1 ? lines[0] : lines.slice(0, 4).join(' ')) ?? '(no output)';
-      resolve({ code, ms: Date.now() - started, firstLine: firstLine.replace(/\s+/g, ' ').slice(0, 300) });
-    });
+    execFile(
+      'npm',
+      ['run', '--silent', 'audit'],
+      { cwd: root, env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+        const lines = `${stdout}\n${stderr}`
+          .split('\n')
+          .map((line) => line.trim())
+          .filter((line) => line !== '');
+        // On success the summary line; on failure the first violation (exit 1) or the start of the
+        // error (exit 2, which may span lines: a failed query and its SQL).
+        const firstLine =
+          (code === 0 ? lines.at(-1) : code === 1 ? lines[0] : lines.slice(0, 4).join(' ')) ?? '(no output)';
+        resolve({ code, ms: Date.now() - started, firstLine: firstLine.replace(/\s+/g, ' ').slice(0, 300) });
+      },
+    );
   });
 }
 

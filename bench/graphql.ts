@@ -52,7 +52,11 @@ export class GraphQLHttp {
   private readonly agent: http.Agent;
   private readonly target: URL;
 
-  constructor(readonly url: string, maxSockets: number, private readonly timeoutMs = 30_000) {
+  constructor(
+    readonly url: string,
+    maxSockets: number,
+    private readonly timeoutMs = 30_000,
+  ) {
     // Idle connections are dropped after 1 s, well before the server's 5 s keep-alive timeout.
     this.agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, timeout: 1_000 });
     this.target = new URL(url);
@@ -63,7 +67,8 @@ export class GraphQLHttp {
     try {
       return await this.send(token, body);
     } catch (error) {
-      if (!(error as { reusedSocket?: boolean }).reusedSocket || (error as NodeJS.ErrnoException).code !== 'ECONNRESET') throw error;
+      if (!(error as { reusedSocket?: boolean }).reusedSocket || (error as NodeJS.ErrnoException).code !== 'ECONNRESET')
+        throw error;
       transport.retriedResets += 1;
       return this.send(token, body);
     }
@@ -91,12 +96,18 @@ export class GraphQLHttp {
           response.on('data', (chunk: string) => (text += chunk));
           response.on('end', () => {
             const retryAfter = response.headers['retry-after'];
-            resolve({ status: response.statusCode ?? 0, text, retryAfter: typeof retryAfter === 'string' ? retryAfter : null });
+            resolve({
+              status: response.statusCode ?? 0,
+              text,
+              retryAfter: typeof retryAfter === 'string' ? retryAfter : null,
+            });
           });
           response.on('error', reject);
         },
       );
-      request.setTimeout(this.timeoutMs, () => request.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)));
+      request.setTimeout(this.timeoutMs, () =>
+        request.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)),
+      );
       request.on('error', (error) => reject(Object.assign(error, { reusedSocket: request.reusedSocket })));
       request.end(body);
     });
@@ -124,8 +135,16 @@ export interface Judged {
  * results (`businessTypes`); `rateLimited`: HTTP 429 with RATE_LIMITED; anything else (another
  * status, a GraphQL error, another result type, a body that is not JSON) has `failed`.
  */
-export function judge(answer: HttpAnswer, field: string | null, okType: string | null, businessTypes: readonly string[] = []): Judged {
-  let body: { data?: Record<string, any> | null; errors?: Array<{ message?: string; extensions?: { code?: string; retryAfterSeconds?: number } }> };
+export function judge(
+  answer: HttpAnswer,
+  field: string | null,
+  okType: string | null,
+  businessTypes: readonly string[] = [],
+): Judged {
+  let body: {
+    data?: Record<string, any> | null;
+    errors?: Array<{ message?: string; extensions?: { code?: string; retryAfterSeconds?: number } }>;
+  };
   try {
     body = JSON.parse(answer.text);
   } catch {
@@ -138,14 +157,20 @@ export function judge(answer: HttpAnswer, field: string | null, okType: string |
   }
   if (answer.status !== 200 || firstError) {
     const code = firstError?.extensions?.code ?? 'no code';
-    return { outcome: 'failed', detail: `HTTP ${answer.status} ${code}: ${firstError?.message ?? answer.text.slice(0, 120)}` };
+    return {
+      outcome: 'failed',
+      detail: `HTTP ${answer.status} ${code}: ${firstError?.message ?? answer.text.slice(0, 120)}`,
+    };
   }
   if (field === null) return body.data ? { outcome: 'ok', value: body.data } : { outcome: 'failed', detail: 'no data' };
   const value = body.data?.[field];
   const type = value?.__typename;
   if (type === okType) return { outcome: 'ok', value };
   if (typeof type === 'string' && businessTypes.includes(type)) return { outcome: 'business', value };
-  return { outcome: 'failed', detail: `unexpected ${field} result ${type ?? 'none'}: ${value?.message ?? JSON.stringify(value)?.slice(0, 120)}` };
+  return {
+    outcome: 'failed',
+    detail: `unexpected ${field} result ${type ?? 'none'}: ${value?.message ?? JSON.stringify(value)?.slice(0, 120)}`,
+  };
 }
 
 export function describeError(error: unknown): string {
@@ -157,7 +182,14 @@ export function describeError(error: unknown): string {
 }
 
 /** A request made once, for set-up: anything but the success type throws. */
-export async function mustSucceed(client: GraphQLHttp, token: string, query: string, variables: Record<string, unknown>, field: string, okType: string) {
+export async function mustSucceed(
+  client: GraphQLHttp,
+  token: string,
+  query: string,
+  variables: Record<string, unknown>,
+  field: string,
+  okType: string,
+) {
   const verdict = judge(await client.post(token, query, variables), field, okType);
   if (verdict.outcome !== 'ok') throw new Error(`set-up ${field} failed: ${verdict.detail ?? verdict.outcome}`);
   return verdict.value;

@@ -79,7 +79,10 @@ interface Kind {
   failed: number;
 }
 
-export async function runLoad(options: LoadOptions, script: (ctx: ScriptContext) => Promise<void>): Promise<PhaseResult> {
+export async function runLoad(
+  options: LoadOptions,
+  script: (ctx: ScriptContext) => Promise<void>,
+): Promise<PhaseResult> {
   const kinds = new Map<string, Kind>();
   const failures = { count: 0, samples: [] as string[] };
   const window = options.window;
@@ -150,7 +153,10 @@ export async function runLoad(options: LoadOptions, script: (ctx: ScriptContext)
             fail(`${name}: ${verdict.detail ?? 'failed'}`);
             await sleep(5);
           } else if (verdict.outcome === 'rateLimited') {
-            const wait = window.kind === 'time' ? Math.min(verdict.retryAfterMs ?? 1000, Math.max(0, t1 - nowMs())) : (verdict.retryAfterMs ?? 1000);
+            const wait =
+              window.kind === 'time'
+                ? Math.min(verdict.retryAfterMs ?? 1000, Math.max(0, t1 - nowMs()))
+                : (verdict.retryAfterMs ?? 1000);
             await sleep(wait);
           } else if (measured) {
             kind.latencies.push(end - start);
@@ -170,7 +176,10 @@ export async function runLoad(options: LoadOptions, script: (ctx: ScriptContext)
   }
   const split = cpu ? await cpu.stop() : null;
   if (crash) fail(crash);
-  if (late) fail(`gave up after ${Math.round((options.deadlineMs ?? 300_000) / 1000)} s with ${Math.min(nextIteration, total)} of ${total} iterations started`);
+  if (late)
+    fail(
+      `gave up after ${Math.round((options.deadlineMs ?? 300_000) / 1000)} s with ${Math.min(nextIteration, total)} of ${total} iterations started`,
+    );
   const windowMs = window.kind === 'time' ? window.durationMs : Math.max(0, measuredTo - measuredFrom);
   const ops: Record<string, OpSummary> = {};
   let answers = 0;
@@ -194,7 +203,11 @@ export async function runLoad(options: LoadOptions, script: (ctx: ScriptContext)
     windowMs: Math.round(windowMs),
     ops,
     failures,
-    rssKb: options.sampleRss ? (rss.length ? { max: Math.max(...rss), mean: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length) } : null) : undefined,
+    rssKb: options.sampleRss
+      ? rss.length
+        ? { max: Math.max(...rss), mean: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length) }
+        : null
+      : undefined,
     cpuPerRequestMs: split ? perRequest(split, answers) : undefined,
   };
 }

@@ -1,5 +1,5 @@
 // The requests the load is made of, and the bookkeeping of what clients were told.
-import { CAPTURE, GENERATION, GraphQLHttp, RESERVE, TYPENAME, judge, type Judged } from './graphql.ts';
+import { CAPTURE, GENERATION, type GraphQLHttp, RESERVE, TYPENAME, judge, type Judged } from './graphql.ts';
 import type { ScriptContext } from './load.ts';
 import type { BenchOrganization } from './setup.ts';
 
@@ -26,17 +26,23 @@ export class LedgerClient {
       generation: GENERATION,
       ttlSeconds: this.ttlSeconds,
     };
-    const verdict = judge(await this.http.post(organization.serviceToken, RESERVE, { input }), 'reserveCredits', 'ReserveCreditsSuccess', [
-      'InsufficientCreditsError',
-    ]);
+    const verdict = judge(
+      await this.http.post(organization.serviceToken, RESERVE, { input }),
+      'reserveCredits',
+      'ReserveCreditsSuccess',
+      ['InsufficientCreditsError'],
+    );
     if (verdict.outcome === 'ok') this.acknowledged.reservations += 1;
     return verdict;
   }
 
   async capture(organization: BenchOrganization, reservationId: string): Promise<Judged> {
-    const verdict = judge(await this.http.post(organization.serviceToken, CAPTURE, { id: reservationId }), 'captureReservation', 'CaptureReservationSuccess', [
-      'ReservationStateError',
-    ]);
+    const verdict = judge(
+      await this.http.post(organization.serviceToken, CAPTURE, { id: reservationId }),
+      'captureReservation',
+      'CaptureReservationSuccess',
+      ['ReservationStateError'],
+    );
     if (verdict.outcome === 'ok') this.acknowledged.capturedCredits += Number(verdict.value.reservation.capturedAmount);
     return verdict;
   }
@@ -47,7 +53,11 @@ export class LedgerClient {
 }
 
 /** A reservation and its capture; a rate-limited capture is retried while the phase runs. */
-export async function reserveThenCapture(ctx: ScriptContext, ledger: LedgerClient, organization: BenchOrganization): Promise<void> {
+export async function reserveThenCapture(
+  ctx: ScriptContext,
+  ledger: LedgerClient,
+  organization: BenchOrganization,
+): Promise<void> {
   const reserved = await ctx.call('reserve', () => ledger.reserve(organization));
   if (reserved.outcome !== 'ok') return;
   const id = String(reserved.value.reservation.id);

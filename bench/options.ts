@@ -114,7 +114,10 @@ export function parseOptions(argv: string[], defaultResultsFile: string): BenchO
     else if (arg === '--no-embedded') skipEmbedded = true;
     else if (arg === '--out' && argv[i + 1]) resultsFile = argv[++i]!;
     else if (arg.startsWith('--out=')) resultsFile = arg.slice('--out='.length);
-    else throw new UsageError(`unknown argument ${JSON.stringify(arg)} (known: --quick, --keep, --no-embedded, --out <file>)`);
+    else
+      throw new UsageError(
+        `unknown argument ${JSON.stringify(arg)} (known: --quick, --keep, --no-embedded, --out <file>)`,
+      );
   }
   return { ...(quick ? QUICK : FULL), quick, keep, skipEmbedded, resultsFile };
 }

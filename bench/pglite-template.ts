@@ -14,10 +14,17 @@ function pgliteVersion(): string {
 }
 
 function initialize(dir: string): Promise<void> {
-  const code = "import { PGlite } from '@electric-sql/pglite'; const db = await PGlite.create(process.env.PGLITE_DIR); await db.close();";
+  const code =
+    "import { PGlite } from '@electric-sql/pglite'; const db = await PGlite.create(process.env.PGLITE_DIR); await db.close();";
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--input-type=module', '-e', code], { cwd: root, env: { ...process.env, PGLITE_DIR: dir }, timeout: 300_000 }, (error, _stdout, stderr) =>
-      error ? reject(new Error(`could not initialize a PGlite folder: ${stderr.trim() || error.message}`)) : resolve(),
+    execFile(
+      process.execPath,
+      ['--input-type=module', '-e', code],
+      { cwd: root, env: { ...process.env, PGLITE_DIR: dir }, timeout: 300_000 },
+      (error, _stdout, stderr) =>
+        error
+          ? reject(new Error(`could not initialize a PGlite folder: ${stderr.trim() || error.message}`))
+          : resolve(),
     );
   });
 }

@@ -57,7 +57,11 @@ function sumRates(...ops: Array<OpSummary | undefined>): number | null {
 
 export function computeFigures(sections: Sections): FigureRow[] {
   const rows: FigureRow[] = [];
-  const row = (figure: string, what: string, cell: (limiter: Limiter) => { value: number | null; detail: string } | null) => {
+  const row = (
+    figure: string,
+    what: string,
+    cell: (limiter: Limiter) => { value: number | null; detail: string } | null,
+  ) => {
     const values: FigureRow['values'] = {};
     for (const limiter of LIMITERS) {
       const value = cell(limiter);
@@ -78,13 +82,19 @@ export function computeFigures(sections: Sections): FigureRow[] {
     const ledger = sections.postgres[limiter]?.ledger;
     if (!ledger) return null;
     const { reserve, capture } = ledger.ledger.ops;
-    return { value: reserve?.p50Ms ?? null, detail: `${ms(reserve?.p50Ms)} / ${ms(capture?.p50Ms)} / ${ms(ledger.transport.ops.typename?.p50Ms)}` };
+    return {
+      value: reserve?.p50Ms ?? null,
+      detail: `${ms(reserve?.p50Ms)} / ${ms(capture?.p50Ms)} / ${ms(ledger.transport.ops.typename?.p50Ms)}`,
+    };
   });
   row('1', 'reserve / capture / __typename p99 (ms)', (limiter) => {
     const ledger = sections.postgres[limiter]?.ledger;
     if (!ledger) return null;
     const { reserve, capture } = ledger.ledger.ops;
-    return { value: reserve?.p99Ms ?? null, detail: `${ms(reserve?.p99Ms)} / ${ms(capture?.p99Ms)} / ${ms(ledger.transport.ops.typename?.p99Ms)}` };
+    return {
+      value: reserve?.p99Ms ?? null,
+      detail: `${ms(reserve?.p99Ms)} / ${ms(capture?.p99Ms)} / ${ms(ledger.transport.ops.typename?.p99Ms)}`,
+    };
   });
   row('2', 'hot org ÷ SQL row-lock transaction (per s)', (limiter) => {
     const section = sections.postgres[limiter];
@@ -98,7 +108,10 @@ export function computeFigures(sections: Sections): FigureRow[] {
     if (!section?.hot || !section.ledger) return null;
     const hot = rate(section.hot.ops.reserve);
     const spread = rate(section.ledger.ledger.ops.reserve);
-    return { value: ratio(hot, spread), detail: `${n(hot)} ÷ ${n(spread)} /s, hot p50 ${ms(section.hot.ops.reserve?.p50Ms)} ms, p99 ${ms(section.hot.ops.reserve?.p99Ms)} ms` };
+    return {
+      value: ratio(hot, spread),
+      detail: `${n(hot)} ÷ ${n(spread)} /s, hot p50 ${ms(section.hot.ops.reserve?.p50Ms)} ms, p99 ${ms(section.hot.ops.reserve?.p99Ms)} ms`,
+    };
   });
   row('3', 'commit → event p50 / p99 (ms)', (limiter) => {
     const fanout = sections.postgres[limiter]?.fanout;
@@ -111,13 +124,19 @@ export function computeFigures(sections: Sections): FigureRow[] {
   row('3', 'events lost (coalesced, lagging subscribers)', (limiter) => {
     const fanout = sections.postgres[limiter]?.fanout;
     if (!fanout) return null;
-    return { value: fanout.lost, detail: `${n(fanout.lost)} of ${n(fanout.expected)} (${n(fanout.coalesced)} coalesced, ${n(fanout.lagging)} lagging)` };
+    return {
+      value: fanout.lost,
+      detail: `${n(fanout.lost)} of ${n(fanout.expected)} (${n(fanout.coalesced)} coalesced, ${n(fanout.lagging)} lagging)`,
+    };
   });
   row('3', 'server CPU per committed change, fanned out (ms)', (limiter) => {
     const fanout = sections.postgres[limiter]?.fanout;
     const cpu = fanout?.changes.cpuPerRequestMs;
     if (!fanout || !cpu) return null;
-    return { value: cpu.server, detail: `${cpu.server?.toFixed(2) ?? '–'} ms server, ${cpu.postgres?.toFixed(2) ?? '–'} ms PostgreSQL` };
+    return {
+      value: cpu.server,
+      detail: `${cpu.server?.toFixed(2) ?? '–'} ms server, ${cpu.postgres?.toFixed(2) ?? '–'} ms PostgreSQL`,
+    };
   });
   row('3', 'server RSS per subscriber (KB)', (limiter) => {
     const fanout = sections.postgres[limiter]?.fanout;
@@ -170,8 +189,14 @@ export function computeFigures(sections: Sections): FigureRow[] {
 }
 
 function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
+  const widths = headers.map((header, column) =>
+    Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd();
   return [line(headers), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -210,7 +235,25 @@ export function phasesTable(phases: PhaseResult[]): string {
         cpu(phase.cpuPerRequestMs?.bench),
       ]);
     }
-    if (Object.keys(phase.ops).length === 0) rows.push([phase.name, '–', n(phase.clients), '–', '–', '–', '0', '0', '0', n(phase.failures.count), '', '', '']);
+    if (Object.keys(phase.ops).length === 0)
+      rows.push([phase.name, '–', n(phase.clients), '–', '–', '–', '0', '0', '0', n(phase.failures.count), '', '', '']);
   }
-  return table(['phase', 'request', 'clients', 'per s', 'p50 ms', 'p99 ms', 'ok', 'business', '429', 'failed', 'CPU ms/req: server', 'postgres', 'bench'], rows);
+  return table(
+    [
+      'phase',
+      'request',
+      'clients',
+      'per s',
+      'p50 ms',
+      'p99 ms',
+      'ok',
+      'business',
+      '429',
+      'failed',
+      'CPU ms/req: server',
+      'postgres',
+      'bench',
+    ],
+    rows,
+  );
 }

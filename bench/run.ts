@@ -51,7 +51,9 @@ async function main(): Promise<number> {
   }
   const baseUrl = process.env.DATABASE_URL;
   if (!baseUrl || !/^postgres(ql)?:\/\//.test(baseUrl)) {
-    console.error('bench: DATABASE_URL must name a PostgreSQL database (the bench creates and drops its own databases next to it)');
+    console.error(
+      'bench: DATABASE_URL must name a PostgreSQL database (the bench creates and drops its own databases next to it)',
+    );
     return 2;
   }
   try {
@@ -70,14 +72,20 @@ async function main(): Promise<number> {
   // One PGlite data folder per server: PGlite is one process per folder.
   const embeddedDirs: Partial<Record<Limiter, string>> = {};
   if (!options.skipEmbedded) {
-    for (const limiter of options.embeddedLimiters) embeddedDirs[limiter] = mkdtempSync(path.join(os.tmpdir(), `credits-bench-pglite-${limiter}-`));
+    for (const limiter of options.embeddedLimiters)
+      embeddedDirs[limiter] = mkdtempSync(path.join(os.tmpdir(), `credits-bench-pglite-${limiter}-`));
   }
   const launchers: Launcher[] = [];
   const sections: Sections = { postgres: {}, growth: {}, embedded: {} };
   const phases: PhaseResult[] = [];
   const checks: Check[] = [];
   const warnings: string[] = [];
-  const servers: Array<{ name: string; startSeconds: number; cpuSeconds: number | null; exit: number | string | null }> = [];
+  const servers: Array<{
+    name: string;
+    startSeconds: number;
+    cpuSeconds: number | null;
+    exit: number | string | null;
+  }> = [];
   const acknowledged = { main: new Acknowledged(), growth: new Acknowledged() };
   const pools = new Set<SubscriberPool>();
   const ctx: RunContext = { options, secret, sections, phases, pools, log };
@@ -94,10 +102,18 @@ async function main(): Promise<number> {
 
   const launcher = (spec: Omit<ServerSpec, 'authSecret'>) => {
     const made = new Launcher({ ...spec, authSecret: secret }, (server, how, cpuMs) => {
-      servers.push({ name: spec.name, startSeconds: server.startMs / 1000, cpuSeconds: cpuMs === null ? null : cpuMs / 1000, exit: how });
+      servers.push({
+        name: spec.name,
+        startSeconds: server.startMs / 1000,
+        cpuSeconds: cpuMs === null ? null : cpuMs / 1000,
+        exit: how,
+      });
       if (how !== 0) warnings.push(`server ${spec.name} exited with ${how} after SIGTERM (expected 0)`);
       const logged = server.stderrLines().filter((line) => !/SIGTERM received, shutting down/.test(line));
-      if (logged.length > 0) warnings.push(`server ${spec.name} logged ${logged.length} line(s) on stderr, first: ${logged[0]!.slice(0, 200)}`);
+      if (logged.length > 0)
+        warnings.push(
+          `server ${spec.name} logged ${logged.length} line(s) on stderr, first: ${logged[0]!.slice(0, 200)}`,
+        );
     });
     launchers.push(made);
     return made;
@@ -111,7 +127,13 @@ async function main(): Promise<number> {
     await Promise.all(launchers.map((item) => item.stop().catch(() => {})));
     killAllServers();
     if (!options.keep) {
-      await Promise.all(databases.map((database) => dropDatabase(baseUrl, database.name).catch((error) => warnings.push(`could not drop ${database.name}: ${error}`))));
+      await Promise.all(
+        databases.map((database) =>
+          dropDatabase(baseUrl, database.name).catch((error) =>
+            warnings.push(`could not drop ${database.name}: ${error}`),
+          ),
+        ),
+      );
       for (const dir of Object.values(embeddedDirs)) rmSync(dir, { recursive: true, force: true });
     }
   };
@@ -147,7 +169,9 @@ async function main(): Promise<number> {
   };
 
   try {
-    log(`bench${options.quick ? ' --quick' : ''} on ${os.cpus().length} CPUs, load average ${loadAverageStart.map((value) => value.toFixed(1)).join(' ')}`);
+    log(
+      `bench${options.quick ? ' --quick' : ''} on ${os.cpus().length} CPUs, load average ${loadAverageStart.map((value) => value.toFixed(1)).join(' ')}`,
+    );
     const built = prepareServer();
     built.catch(() => {}); // awaited below; a failure is reported there
     const main = await createDatabase(baseUrl, names.main);
@@ -170,7 +194,14 @@ async function main(): Promise<number> {
 
     await inTurn([
       async () => {
-        await inTurn(LIMITERS.map((limiter) => () => section(`PostgreSQL, limiter ${limiter}`, () => postgresSection(ctx, limiter, mainServers[limiter], main, acknowledged.main))));
+        await inTurn(
+          LIMITERS.map(
+            (limiter) => () =>
+              section(`PostgreSQL, limiter ${limiter}`, () =>
+                postgresSection(ctx, limiter, mainServers[limiter], main, acknowledged.main),
+              ),
+          ),
+        );
         audit(main.name, { databaseUrl: main.url });
       },
       async () => {
@@ -205,7 +236,8 @@ async function main(): Promise<number> {
       const probe = sections.postgres[limiter]?.limiterProbe;
       if (!probe) continue;
       const expected = limiter === 'production' ? probe.refused > 0 : probe.refused === 0;
-      const failures = probe.failures.count > 0 ? `; ${probe.failures.count} failed, first: ${probe.failures.samples[0]}` : '';
+      const failures =
+        probe.failures.count > 0 ? `; ${probe.failures.count} failed, first: ${probe.failures.samples[0]}` : '';
       checks.push({
         name: `limiter ${limiter} in force`,
         ok: expected && probe.failures.count === 0,
@@ -217,15 +249,24 @@ async function main(): Promise<number> {
       if (!result?.fanout) continue;
       const fan = result.fanout;
       const problems = [
-        fan.connected < fan.subscribers ? `${fan.subscribers - fan.connected} subscribers never got a first balance` : '',
+        fan.connected < fan.subscribers
+          ? `${fan.subscribers - fan.connected} subscribers never got a first balance`
+          : '',
         fan.lost > 0 ? `${fan.lost} events lost` : '',
-        fan.lagging > 0 ? `${fan.lagging} subscribers behind the newest balance ${options.drainMs / 1000} s after the changes` : '',
-        (result.laggingAfterLoad ?? 0) > 0 ? `${result.laggingAfterLoad} subscribers behind the newest balance after the reserve load` : '',
+        fan.lagging > 0
+          ? `${fan.lagging} subscribers behind the newest balance ${options.drainMs / 1000} s after the changes`
+          : '',
+        (result.laggingAfterLoad ?? 0) > 0
+          ? `${result.laggingAfterLoad} subscribers behind the newest balance after the reserve load`
+          : '',
       ].filter(Boolean);
       checks.push({
         name: `subscribers, limiter ${limiter}`,
         ok: problems.length === 0,
-        detail: problems.length === 0 ? `${fan.connected} subscribers, every one ended on its organization's newest balance` : `fan-out (limiter ${limiter}): ${problems.join('; ')}`,
+        detail:
+          problems.length === 0
+            ? `${fan.connected} subscribers, every one ended on its organization's newest balance`
+            : `fan-out (limiter ${limiter}): ${problems.join('; ')}`,
       });
     }
     for (const [database, told] of [
@@ -235,9 +276,15 @@ async function main(): Promise<number> {
       const ledger = await checkLedger(database.url);
       const problems = [
         ledger.negativeLots > 0 ? `${ledger.negativeLots} lots negative` : '',
-        ledger.overdrawnOrganizations > 0 ? `${ledger.overdrawnOrganizations} organizations consumed more than granted` : '',
-        ledger.reservations !== told.reservations ? `${ledger.reservations} reservations stored, ${told.reservations} acknowledged` : '',
-        ledger.capturedCredits !== told.capturedCredits ? `${ledger.capturedCredits} credits captured, ${told.capturedCredits} acknowledged` : '',
+        ledger.overdrawnOrganizations > 0
+          ? `${ledger.overdrawnOrganizations} organizations consumed more than granted`
+          : '',
+        ledger.reservations !== told.reservations
+          ? `${ledger.reservations} reservations stored, ${told.reservations} acknowledged`
+          : '',
+        ledger.capturedCredits !== told.capturedCredits
+          ? `${ledger.capturedCredits} credits captured, ${told.capturedCredits} acknowledged`
+          : '',
       ].filter(Boolean);
       checks.push({
         name: `no overdraw in ${database.name}`,
@@ -252,17 +299,27 @@ async function main(): Promise<number> {
       checks.push({
         name: `npm run audit on ${target}`,
         ok: result.code === 0,
-        detail: result.code === 0 ? `${result.firstLine} (${(result.ms / 1000).toFixed(1)} s)` : `npm run audit on ${target} exited ${result.code}: ${result.firstLine}`,
+        detail:
+          result.code === 0
+            ? `${result.firstLine} (${(result.ms / 1000).toFixed(1)} s)`
+            : `npm run audit on ${target} exited ${result.code}: ${result.firstLine}`,
       });
     }
   } catch (error) {
-    checks.push({ name: 'bench ran', ok: false, detail: `bench could not run: ${error instanceof Error ? error.message : String(error)}` });
+    checks.push({
+      name: 'bench ran',
+      ok: false,
+      detail: `bench could not run: ${error instanceof Error ? error.message : String(error)}`,
+    });
     log(`bench could not run: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   } finally {
     await cleanup();
   }
 
-  if (transport.retriedResets > 0) warnings.push(`${transport.retriedResets} request(s) sent again after the server closed an idle keep-alive connection under them`);
+  if (transport.retriedResets > 0)
+    warnings.push(
+      `${transport.retriedResets} request(s) sent again after the server closed an idle keep-alive connection under them`,
+    );
   const figures = computeFigures(sections);
   const seconds = (Date.now() - started) / 1000;
   const results = {
@@ -280,7 +337,8 @@ async function main(): Promise<number> {
     settings: options,
     servers,
     limiters: {
-      production: 'NODE_ENV=production defaults: MUTATION_RATE_LIMIT 50/s burst 200 per member token; SERVICE_MUTATION_RATE_LIMIT 5,000/s burst 10,000 per organization for services, per subject for admins',
+      production:
+        'NODE_ENV=production defaults: MUTATION_RATE_LIMIT 50/s burst 200 per member token; SERVICE_MUTATION_RATE_LIMIT 5,000/s burst 10,000 per organization for services, per subject for admins',
       off: 'MUTATION_RATE_LIMIT=0, SERVICE_MUTATION_RATE_LIMIT=0 and ORGANIZATION_RATE_LIMIT=0',
     },
     figures,
@@ -291,7 +349,9 @@ async function main(): Promise<number> {
   };
   writeFileSync(options.resultsFile, `${JSON.stringify(results, null, 2)}\n`);
 
-  console.log(`\nFigures (${options.quick ? 'QUICK RUN: durations too short for the figures to mean anything' : 'full run'}; ${os.cpus().length} CPUs, load average ${results.machine.loadAverageEnd.map((value) => value.toFixed(1)).join(' ')})\n`);
+  console.log(
+    `\nFigures (${options.quick ? 'QUICK RUN: durations too short for the figures to mean anything' : 'full run'}; ${os.cpus().length} CPUs, load average ${results.machine.loadAverageEnd.map((value) => value.toFixed(1)).join(' ')})\n`,
+  );
   console.log(figuresTable(figures));
   console.log('\nMeasurements\n');
   console.log(phasesTable(phases));
@@ -302,7 +362,9 @@ async function main(): Promise<number> {
 
   const failed = checks.filter((check) => !check.ok);
   if (failed.length > 0) {
-    console.error(`bench: FAILED: ${failed[0]!.detail}${failed.length > 1 ? ` (and ${failed.length - 1} more failed check${failed.length > 2 ? 's' : ''})` : ''}`);
+    console.error(
+      `bench: FAILED: ${failed[0]!.detail}${failed.length > 1 ? ` (and ${failed.length - 1} more failed check${failed.length > 2 ? 's' : ''})` : ''}`,
+    );
     return 1;
   }
   console.log(`bench: ok, ${checks.length} checks passed in ${seconds.toFixed(0)} s`);

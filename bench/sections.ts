@@ -37,7 +37,13 @@ function assertAlive(server: { crashed(): string | null }): void {
 }
 
 /** Figures 1 to 4, and 6's PostgreSQL memory, with one limiter setting. */
-export async function postgresSection(ctx: RunContext, limiter: Limiter, launcher: Launcher, database: BenchDatabase, acknowledged: Acknowledged): Promise<void> {
+export async function postgresSection(
+  ctx: RunContext,
+  limiter: Limiter,
+  launcher: Launcher,
+  database: BenchDatabase,
+  acknowledged: Acknowledged,
+): Promise<void> {
   const { options } = ctx;
   const label = `pg/${limiter}`;
   try {
@@ -46,11 +52,12 @@ export async function postgresSection(ctx: RunContext, limiter: Limiter, launche
     const organizations = await createOrganizations(server.url, ctx.secret, options.organizations, `${limiter}-spread`);
     const [hot] = await createOrganizations(server.url, ctx.secret, 1, `${limiter}-hot`);
     // The subscribers' worker takes a while to load; side by side (quick run) it loads meanwhile.
-    const openPool = () => SubscriberPool.open(server, ctx.secret, organizations, options.subscribers).then(async (opened) => {
-      ctx.pools.add(opened);
-      await opened.ready();
-      return opened;
-    });
+    const openPool = () =>
+      SubscriberPool.open(server, ctx.secret, organizations, options.subscribers).then(async (opened) => {
+        ctx.pools.add(opened);
+        await opened.ready();
+        return opened;
+      });
     const early = options.concurrentSections ? openPool() : null;
     early?.catch(() => {});
     const result: PostgresSection = { idleRssKb: await quietRssKb(server, options.settleMs) };
@@ -58,7 +65,9 @@ export async function postgresSection(ctx: RunContext, limiter: Limiter, launche
     const window = timeWindow(options);
 
     result.limiterProbe = await probeLimiter(server.url, ctx.secret, hot!);
-    ctx.log(`${label}: limiter probe, ${result.limiterProbe.refused} of ${result.limiterProbe.requests} requests of a member token refused`);
+    ctx.log(
+      `${label}: limiter probe, ${result.limiterProbe.refused} of ${result.limiterProbe.requests} requests of a member token refused`,
+    );
 
     // Subscribers first, on a server that has only been set up, so that their memory is not
     // hidden by garbage the load leaves behind.
@@ -84,11 +93,24 @@ export async function postgresSection(ctx: RunContext, limiter: Limiter, launche
       );
       ctx.phases.push(result.fanout.changes);
       ctx.log(`${label}: figure 4, reserves with ${result.fanout.connected} subscribers`);
-      result.reservesWith = await spreadReserves(server, organizations, options.spreadClients, window, acknowledged, `${label} with subscribers`);
+      result.reservesWith = await spreadReserves(
+        server,
+        organizations,
+        options.spreadClients,
+        window,
+        acknowledged,
+        `${label} with subscribers`,
+      );
       ctx.phases.push(result.reservesWith);
       result.laggingAfterLoad = (await subscribersCaughtUp(pool, database.url, organizations, options.drainMs)).lagging;
       const events = await pool.collect();
-      ctx.phases.push({ name: `${label}: subscriptions`, clients: options.subscribers, windowMs: 0, ops: {}, failures: events.failures });
+      ctx.phases.push({
+        name: `${label}: subscriptions`,
+        clients: options.subscribers,
+        windowMs: 0,
+        ops: {},
+        failures: events.failures,
+      });
     } finally {
       ctx.pools.delete(pool);
       await pool.close();
@@ -97,17 +119,35 @@ export async function postgresSection(ctx: RunContext, limiter: Limiter, launche
     assertAlive(server);
 
     ctx.log(`${label}: figure 4, reserves without subscribers`);
-    result.reservesWithout = await spreadReserves(server, organizations, options.spreadClients, window, acknowledged, `${label} no subscribers`);
+    result.reservesWithout = await spreadReserves(
+      server,
+      organizations,
+      options.spreadClients,
+      window,
+      acknowledged,
+      `${label} no subscribers`,
+    );
     ctx.phases.push(result.reservesWithout);
 
-    ctx.log(`${label}: figure 1, { __typename } then reserve+capture over ${organizations.length} organizations, ${options.spreadClients} clients`);
+    ctx.log(
+      `${label}: figure 1, { __typename } then reserve+capture over ${organizations.length} organizations, ${options.spreadClients} clients`,
+    );
     result.ledger = await ledgerVsTransport(server, organizations, options.spreadClients, window, acknowledged, label);
     ctx.phases.push(result.ledger.transport, result.ledger.ledger);
 
-    ctx.log(`${label}: figure 2, reserves on one organization (${options.hotClients} clients), then the SQL row lock (${options.sqlConnections} connections)`);
+    ctx.log(
+      `${label}: figure 2, reserves on one organization (${options.hotClients} clients), then the SQL row lock (${options.sqlConnections} connections)`,
+    );
     result.hot = await hotReserves(server, hot!, options.hotClients, window, acknowledged, label);
     ctx.phases.push(result.hot);
-    result.sql = await sqlRowLock(database.url, limiter === 'production' ? 1 : 2, options.sqlConnections, options.hotClients, window, label);
+    result.sql = await sqlRowLock(
+      database.url,
+      limiter === 'production' ? 1 : 2,
+      options.sqlConnections,
+      options.hotClients,
+      window,
+      label,
+    );
     ctx.phases.push(result.sql);
     assertAlive(server);
   } finally {
@@ -116,7 +156,12 @@ export async function postgresSection(ctx: RunContext, limiter: Limiter, launche
 }
 
 /** Figure 5: the same reserves at a small and at a large journal, with each limiter setting. */
-export async function growthSection(ctx: RunContext, launchers: Record<Limiter, Launcher>, database: BenchDatabase, acknowledged: Acknowledged): Promise<void> {
+export async function growthSection(
+  ctx: RunContext,
+  launchers: Record<Limiter, Launcher>,
+  database: BenchDatabase,
+  acknowledged: Acknowledged,
+): Promise<void> {
   const { options } = ctx;
   const limiters = options.growthLimiters;
   // The full run has one server at a time: production, off, (seed), off, production.
@@ -136,8 +181,18 @@ export async function growthSection(ctx: RunContext, launchers: Record<Limiter, 
     const measure = async (limiter: Limiter, size: 'small' | 'large') => {
       const server = await use(limiter);
       const entries = await countEntries(database.url);
-      ctx.log(`growth: figure 5, ${options.growthReserves} reserves at ${entries.toLocaleString('en-US')} entries, limiter ${limiter}`);
-      const point = await reserveLatency(server, organizations, options.growthWarmupReserves, options.growthReserves, entries, acknowledged, `growth/${limiter}`);
+      ctx.log(
+        `growth: figure 5, ${options.growthReserves} reserves at ${entries.toLocaleString('en-US')} entries, limiter ${limiter}`,
+      );
+      const point = await reserveLatency(
+        server,
+        organizations,
+        options.growthWarmupReserves,
+        options.growthReserves,
+        entries,
+        acknowledged,
+        `growth/${limiter}`,
+      );
       ctx.phases.push(point.phase);
       (ctx.sections.growth[limiter] ??= {})[size] = point;
       assertAlive(server);
@@ -145,7 +200,9 @@ export async function growthSection(ctx: RunContext, launchers: Record<Limiter, 
     for (const limiter of limiters) await measure(limiter, 'small');
     ctx.log(`growth: seeding the journal to ${options.growthLargeEntries.toLocaleString('en-US')} entries`);
     const large = await seedJournalTo(database.url, options.growthLargeEntries);
-    ctx.log(`growth: seeded ${(large.after - large.before).toLocaleString('en-US')} entries over ${large.organizations} organizations in ${(large.ms / 1000).toFixed(1)} s`);
+    ctx.log(
+      `growth: seeded ${(large.after - large.before).toLocaleString('en-US')} entries over ${large.organizations} organizations in ${(large.ms / 1000).toFixed(1)} s`,
+    );
     for (const limiter of [...limiters].reverse()) await measure(limiter, 'large');
   } finally {
     await Promise.all(limiters.map((limiter) => launchers[limiter].stop()));
@@ -160,11 +217,23 @@ export async function embeddedSection(ctx: RunContext, limiter: Limiter, launche
     await preparePgliteDataDir(launcher.spec.dataDir!);
     const server = await launcher.start();
     ctx.log(`${label}: server up (pid ${server.pid}); creating ${options.organizations} organizations`);
-    const organizations = await createOrganizations(server.url, ctx.secret, options.organizations, `embedded-${limiter}`);
+    const organizations = await createOrganizations(
+      server.url,
+      ctx.secret,
+      options.organizations,
+      `embedded-${limiter}`,
+    );
     const result: EmbeddedSection = { idleRssKb: await quietRssKb(server, options.settleMs) };
     ctx.sections.embedded[limiter] = result;
     ctx.log(`${label}: figure 6, { __typename } then reserve+capture, ${options.spreadClients} clients`);
-    result.ledger = await ledgerVsTransport(server, organizations, options.spreadClients, timeWindow(options), new Acknowledged(), label);
+    result.ledger = await ledgerVsTransport(
+      server,
+      organizations,
+      options.spreadClients,
+      timeWindow(options),
+      new Acknowledged(),
+      label,
+    );
     ctx.phases.push(result.ledger.transport, result.ledger.ledger);
     assertAlive(server);
   } finally {

@@ -24,7 +24,8 @@ export async function seedJournalTo(databaseUrl: string, target: number): Promis
   const started = Date.now();
   const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
-    const count = async () => Number((await sql<Array<{ n: string }>>`select count(*)::bigint as n from ledger_entries`)[0]!.n);
+    const count = async () =>
+      Number((await sql<Array<{ n: string }>>`select count(*)::bigint as n from ledger_entries`)[0]!.n);
     const before = await count();
     const needed = target - before;
     if (needed < 3) return { before, after: before, organizations: 0, ms: Date.now() - started };

@@ -28,7 +28,9 @@ export function serverCommand(): { command: string; args: string[] } {
   const start = packageScripts().start ?? '';
   const words = start.trim().split(/\s+/);
   if (words[0] !== 'node' || words.length < 2 || /[|&;<>$`'"]/.test(start)) {
-    throw new Error(`bench/server.ts cannot run npm start (${JSON.stringify(start)}); teach serverCommand() how to start the server`);
+    throw new Error(
+      `bench/server.ts cannot run npm start (${JSON.stringify(start)}); teach serverCommand() how to start the server`,
+    );
   }
   const args = words.slice(1);
   const extra = process.env.BENCH_SERVER_IMPORT;
@@ -65,8 +67,14 @@ export async function prepareServer(): Promise<string> {
   }
   const started = Date.now();
   await new Promise<void>((resolve, reject) => {
-    execFile('npm', ['run', '--silent', 'prestart'], { cwd: root, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) =>
-      error ? reject(new Error(`npm run prestart failed: ${tail(`${stdout}\n${stderr}`) || error.message}`)) : resolve(),
+    execFile(
+      'npm',
+      ['run', '--silent', 'prestart'],
+      { cwd: root, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) =>
+        error
+          ? reject(new Error(`npm run prestart failed: ${tail(`${stdout}\n${stderr}`) || error.message}`))
+          : resolve(),
     );
   });
   return `ran npm start's prestart (${prestart}) in ${((Date.now() - started) / 1000).toFixed(1)} s`;

@@ -11,7 +11,12 @@ export interface BenchOrganization {
 /** Far more than any run spends (4 credits a reservation), and under the 2,000,000,000 cap. */
 export const CREDITS_PER_ORGANIZATION = 1_000_000_000;
 
-export async function createOrganizations(url: string, secret: string, count: number, label: string): Promise<BenchOrganization[]> {
+export async function createOrganizations(
+  url: string,
+  secret: string,
+  count: number,
+  label: string,
+): Promise<BenchOrganization[]> {
   const admin = await signToken(secret, 'bench-admin', 'admin');
   const client = new GraphQLHttp(url, 8);
   try {
@@ -44,7 +49,10 @@ export async function createOrganizations(url: string, secret: string, count: nu
           'grantCredits',
           'GrantCreditsSuccess',
         );
-        organizations[index] = { id, serviceToken: await signToken(secret, `bench-backend-${label}-${index}`, 'service', id) };
+        organizations[index] = {
+          id,
+          serviceToken: await signToken(secret, `bench-backend-${label}-${index}`, 'service', id),
+        };
       }
     };
     await Promise.all(Array.from({ length: 8 }, worker));

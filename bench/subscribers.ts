@@ -77,7 +77,8 @@ function describe(value: unknown): string {
     const event = value as { code: number; reason?: string };
     return `socket closed ${event.code}${event.reason ? ` ${event.reason}` : ''}`;
   }
-  if (Array.isArray(value)) return value.map((error) => (error as { message?: string }).message ?? String(error)).join('; ');
+  if (Array.isArray(value))
+    return value.map((error) => (error as { message?: string }).message ?? String(error)).join('; ');
   return value instanceof Error ? value.message : JSON.stringify(value);
 }
 
@@ -103,7 +104,8 @@ function open(subscriber: Subscriber): Promise<void> {
             fail(`subscription event with ${errors ? `errors: ${describe(errors)}` : 'no version'}`);
           } else {
             received += 1;
-            if (version < subscriber.lastVersion) fail(`version went back from ${subscriber.lastVersion} to ${version}`);
+            if (version < subscriber.lastVersion)
+              fail(`version went back from ${subscriber.lastVersion} to ${version}`);
             subscriber.lastVersion = Math.max(subscriber.lastVersion, version);
             if (recording) {
               subscriber.versions.push(version);
@@ -137,13 +139,15 @@ async function connect(timeoutMs: number): Promise<void> {
   const all = Promise.all(Array.from({ length: data.connectConcurrency }, worker));
   const timedOut = await Promise.race([all.then(() => false), sleep(timeoutMs).then(() => true)]);
   const connected = subscribers.filter((subscriber) => subscriber.lastVersion >= 0).length;
-  if (timedOut) fail(`only ${connected} of ${subscribers.length} subscribers got their first balance within ${timeoutMs / 1000} s`);
+  if (timedOut)
+    fail(`only ${connected} of ${subscribers.length} subscribers got their first balance within ${timeoutMs / 1000} s`);
   port.postMessage({ type: 'connected', ms: Math.round(nowMs() - started), connected } satisfies FromWorker);
 }
 
 async function waitFor(versions: Record<string, number>, timeoutMs: number): Promise<void> {
   const started = nowMs();
-  const lagging = () => subscribers.filter((subscriber) => subscriber.lastVersion < (versions[subscriber.spec.organizationId] ?? 0)).length;
+  const lagging = () =>
+    subscribers.filter((subscriber) => subscriber.lastVersion < (versions[subscriber.spec.organizationId] ?? 0)).length;
   while (lagging() > 0 && nowMs() - started < timeoutMs) await sleep(20);
   port.postMessage({ type: 'caughtUp', ms: Math.round(nowMs() - started), lagging: lagging() } satisfies FromWorker);
 }

@@ -11,11 +11,13 @@ export function newSecret(): string {
 
 export function signToken(secret: string, subject: string, role: Role, organizationId?: string): Promise<string> {
   const claims = organizationId ? { role, org: organizationId } : { role };
-  return new SignJWT(claims)
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(subject)
-    .setIssuedAt()
-    // The server refuses admin tokens that live longer than an hour (member and service: a day).
-    .setExpirationTime(role === 'admin' ? '1h' : '6h')
-    .sign(new TextEncoder().encode(secret));
+  return (
+    new SignJWT(claims)
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setSubject(subject)
+      .setIssuedAt()
+      // The server refuses admin tokens that live longer than an hour (member and service: a day).
+      .setExpirationTime(role === 'admin' ? '1h' : '6h')
+      .sign(new TextEncoder().encode(secret))
+  );
 }

@@ -3,11 +3,11 @@
 // schema's owner when the serving processes use a runtime role with DATABASE_MIGRATE=0.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig } from '../src/config.ts';
+import { ConfigError, loadConfig, type Config } from '../src/config.ts';
 import { openDatabase } from '../src/db/client.ts';
 
 async function main(): Promise<number> {
-  let config;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (error) {
@@ -20,7 +20,11 @@ async function main(): Promise<number> {
   const dataDir = path.join(config.dataDir, 'pglite');
   if (!config.databaseUrl) mkdirSync(dataDir, { recursive: true });
   // Two connections: one holds the migration lock while the other migrates.
-  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : dataDir, maxConnections: 2 });
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.databaseUrl ? undefined : dataDir,
+    maxConnections: 2,
+  });
   await database.close();
   console.log(`migrations applied (${config.databaseUrl ? 'PostgreSQL' : dataDir})`);
   return 0;

@@ -44,7 +44,9 @@ for (const build of ['src', 'cjs/src', 'cf/src']) {
   let source = readFileSync(file, 'utf8');
   if (source.includes(MARKER)) continue;
   if (!source.includes(GUARDED_FLUSH.from) || source.split(FORGOTTEN_FLUSH.from).length !== 3) {
-    console.warn(`patch-postgres: ${path.relative(process.cwd(), file)} differs from postgres 3.4.9; not patched (is the fix released?)`);
+    console.warn(
+      `patch-postgres: ${path.relative(process.cwd(), file)} differs from postgres 3.4.9; not patched (is the fix released?)`,
+    );
     continue;
   }
   source = source.replace(GUARDED_FLUSH.from, GUARDED_FLUSH.to).replaceAll(FORGOTTEN_FLUSH.from, FORGOTTEN_FLUSH.to);

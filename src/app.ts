@@ -13,7 +13,11 @@ import { observeMovements } from './ledger/movements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
 import { notificationSourceFor } from './realtime/notification-source.ts';
-import { DEFAULT_SUBSCRIPTION_LIMITS, SubscriptionSlots, type SubscriptionLimits } from './realtime/subscription-slots.ts';
+import {
+  DEFAULT_SUBSCRIPTION_LIMITS,
+  SubscriptionSlots,
+  type SubscriptionLimits,
+} from './realtime/subscription-slots.ts';
 import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
@@ -120,7 +124,12 @@ export function createApp(options: AppOptions): App {
   });
   // First, so that a request refused by a later plugin (a limit, the health gate) is still logged.
   const operationsPlugins = [
-    useObservability({ logger, metrics, metricsEnabled: options.metricsEnabled ?? true, metricsToken: options.metricsToken ?? null }),
+    useObservability({
+      logger,
+      metrics,
+      metricsEnabled: options.metricsEnabled ?? true,
+      metricsToken: options.metricsToken ?? null,
+    }),
     useReadiness(new ReadinessCheck(options.database.db, databaseHealth)),
   ];
   const stopObservingMovements = observeMovements((db, movements) => metrics.movements(db, movements));
@@ -135,17 +144,21 @@ export function createApp(options: AppOptions): App {
     // line of the service's logger or through the `log` callback a caller handed in.
     logging: options.log ? sanitisedLogger(options.log) : yogaLogger(logger),
     ...requestLimits,
-    plugins: [...operationsPlugins, ...protectionPlugins({
-      introspection: options.introspection ?? true,
-      fieldSuggestions,
-      mutationRateLimit: options.mutationRateLimit ?? null,
-      serviceMutationRateLimit: options.serviceMutationRateLimit ?? null,
-      organizationRateLimit: options.organizationRateLimit ?? null,
-      databaseHealth,
-    })],
+    plugins: [
+      ...operationsPlugins,
+      ...protectionPlugins({
+        introspection: options.introspection ?? true,
+        fieldSuggestions,
+        mutationRateLimit: options.mutationRateLimit ?? null,
+        serviceMutationRateLimit: options.serviceMutationRateLimit ?? null,
+        organizationRateLimit: options.organizationRateLimit ?? null,
+        databaseHealth,
+      }),
+    ],
     cors: corsPolicy(options.corsOrigins ?? '*'),
     // GraphiQL sends the CSRF header with every request, so GET queries from it keep working.
-    graphiql: (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
+    graphiql:
+      (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
       const shared = { db: options.database.db, clock: options.clock, notifier, subscriptionSlots };
@@ -197,13 +210,20 @@ export function createApp(options: AppOptions): App {
       },
       (item, error, failures) => {
         metrics.sweeperFailures.inc({ scope: 'item' });
-        log('sweeper')(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error);
+        log('sweeper')(
+          `sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`,
+          error,
+        );
       },
       (result, durationMs) => {
         metrics.sweeperRun(result, durationMs);
-        const worked = result.refundedReservations + result.resetOrganizations + result.expiredLotOrganizations + result.failedItems;
+        const worked =
+          result.refundedReservations + result.resetOrganizations + result.expiredLotOrganizations + result.failedItems;
         // A line for every run that did something; idle runs (every second) only at debug level.
-        logger[worked > 0 ? 'info' : 'debug']({ event: 'sweeper', ...result, durationMs: Math.round(durationMs) }, 'sweep');
+        logger[worked > 0 ? 'info' : 'debug'](
+          { event: 'sweeper', ...result, durationMs: Math.round(durationMs) },
+          'sweep',
+        );
       },
     );
   }

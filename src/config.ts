@@ -99,7 +99,10 @@ function optionalText(env: NodeJS.ProcessEnv, name: string): string | null {
 function corsOrigins(env: NodeJS.ProcessEnv, production: boolean): string[] | '*' {
   const raw = env.CORS_ORIGINS;
   if (raw === undefined) return production ? [] : '*';
-  const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  const entries = raw
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
   if (entries.length === 1 && entries[0] === '*') return '*';
   for (const entry of entries) {
     let origin: string | null = null;
@@ -109,7 +112,9 @@ function corsOrigins(env: NodeJS.ProcessEnv, production: boolean): string[] | '*
       // Reported below.
     }
     if (origin === null || origin === 'null' || origin !== entry || !/^https?:$/.test(new URL(entry).protocol)) {
-      throw new ConfigError(`CORS_ORIGINS must list origins such as https://app.example.com (or be *), not ${JSON.stringify(entry.slice(0, 100))}.`);
+      throw new ConfigError(
+        `CORS_ORIGINS must list origins such as https://app.example.com (or be *), not ${JSON.stringify(entry.slice(0, 100))}.`,
+      );
     }
   }
   return entries;
@@ -130,14 +135,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const debugErrors = env.DEBUG_ERRORS === '1';
   if (production && debugErrors) throw new ConfigError('DEBUG_ERRORS cannot be on when NODE_ENV=production.');
   const introspection = flag(env, 'GRAPHQL_INTROSPECTION', !production);
-  const mutationsPerSecond = integer(env, 'MUTATION_RATE_LIMIT', production ? MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
+  const mutationsPerSecond = integer(
+    env,
+    'MUTATION_RATE_LIMIT',
+    production ? MUTATION_RATE_PER_SECOND_PRODUCTION : 0,
+    0,
+    1_000_000,
+  );
   const mutationBurst = integer(env, 'MUTATION_RATE_BURST', MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
-  const serviceRate = integer(env, 'SERVICE_MUTATION_RATE_LIMIT', production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
+  const serviceRate = integer(
+    env,
+    'SERVICE_MUTATION_RATE_LIMIT',
+    production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0,
+    0,
+    1_000_000,
+  );
   const serviceBurst = integer(env, 'SERVICE_MUTATION_RATE_BURST', SERVICE_MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
-  const organizationRate = integer(env, 'ORGANIZATION_RATE_LIMIT', production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0, 0, 1_000_000);
+  const organizationRate = integer(
+    env,
+    'ORGANIZATION_RATE_LIMIT',
+    production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0,
+    0,
+    1_000_000,
+  );
   const organizationBurst = integer(env, 'ORGANIZATION_RATE_BURST', ORGANIZATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   const logLevel = (env.LOG_LEVEL || 'info') as LevelWithSilent;
-  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}.`);
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}.`);
   const metricsToken = env.METRICS_TOKEN || null;
   if (metricsToken && metricsToken.length < METRICS_TOKEN_LENGTH_MIN) {
     throw new ConfigError(`METRICS_TOKEN must be at least ${METRICS_TOKEN_LENGTH_MIN} characters long.`);
@@ -163,7 +187,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxLifetimeSeconds: {
         member: integer(env, 'TOKEN_MAX_LIFETIME_SECONDS', TOKEN_LIFETIME_MAX_SECONDS_DEFAULT, 60, 31 * 24 * 3600),
         service: integer(env, 'TOKEN_MAX_LIFETIME_SECONDS', TOKEN_LIFETIME_MAX_SECONDS_DEFAULT, 60, 31 * 24 * 3600),
-        admin: integer(env, 'ADMIN_TOKEN_MAX_LIFETIME_SECONDS', ADMIN_TOKEN_LIFETIME_MAX_SECONDS_DEFAULT, 60, 31 * 24 * 3600),
+        admin: integer(
+          env,
+          'ADMIN_TOKEN_MAX_LIFETIME_SECONDS',
+          ADMIN_TOKEN_LIFETIME_MAX_SECONDS_DEFAULT,
+          60,
+          31 * 24 * 3600,
+        ),
       },
       issuer: optionalText(env, 'TOKEN_ISSUER'),
       audience: optionalText(env, 'TOKEN_AUDIENCE'),

@@ -14,6 +14,10 @@ export async function seedDemo(ctx: LedgerContext): Promise<{ organization: Orga
   const [existing] = await ctx.db.select().from(organizations).orderBy(asc(organizations.createdAt)).limit(1);
   if (existing) return { organization: existing, created: false };
   const organization = await createOrganization(ctx, { name: DEMO_ORGANIZATION_NAME, planId: 'pro' });
-  await purchaseCreditPack(ctx, { organizationId: organization.id, packId: 'pack-2000', paymentReference: `demo-${organization.id}` });
+  await purchaseCreditPack(ctx, {
+    organizationId: organization.id,
+    packId: 'pack-2000',
+    paymentReference: `demo-${organization.id}`,
+  });
   return { organization, created: true };
 }

@@ -115,11 +115,16 @@ async function main(): Promise<void> {
     },
     `Credits API on http://localhost:${port}/graphql (${where}; listening on ${config.host})`,
   );
-  if (!config.metricsEnabled) logger.warn({ event: 'start' }, 'GET /metrics is off: set METRICS_TOKEN to serve it in production');
+  if (!config.metricsEnabled)
+    logger.warn({ event: 'start' }, 'GET /metrics is off: set METRICS_TOKEN to serve it in production');
 
   if (!config.production && !config.authSecret) {
     const { organization, created } = await seedDemo({ db: database.db, clock: systemClock });
-    if (created) logger.info({ event: 'demo', organizationId: organization.id }, `Seeded "${organization.name}" on the Pro plan with a purchased pack`);
+    if (created)
+      logger.info(
+        { event: 'demo', organizationId: organization.id },
+        `Seeded "${organization.name}" on the Pro plan with a purchased pack`,
+      );
     await printDemoTokens(config, organization.id, authKey);
   }
 

@@ -16,15 +16,25 @@ const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-compiled-'));
 describe('compiled production start', () => {
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('builds dist/ and serves from it without a TypeScript loader, initialising the embedded database in a child process', { timeout: 180_000 }, async () => {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  it('builds dist/ and serves from it without a TypeScript loader, initialising the embedded database in a child process', {
+    timeout: 180_000,
+  }, async () => {
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
     expect(pkg.scripts.start).toMatch(/^node (--[a-z-]+ )*dist\/main\.js$/);
     expect(pkg.scripts.prestart).toMatch(/build/);
     await promisify(execFile)('npm', ['run', '--silent', 'build'], { cwd: root, timeout: 170_000 });
 
     const child = spawn(process.execPath, ['dist/main.js'], {
       cwd: root,
-      env: { PATH: process.env.PATH ?? '', PORT: '0', DATA_DIR: dataDir, AUTH_SECRET: SECRET, SWEEP_INTERVAL_MS: '60000' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        PORT: '0',
+        DATA_DIR: dataDir,
+        AUTH_SECRET: SECRET,
+        SWEEP_INTERVAL_MS: '60000',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -48,7 +58,9 @@ describe('compiled production start', () => {
         body: JSON.stringify({ query: '{ plans { id } }' }),
       });
       const body = await response.json();
-      expect(body, JSON.stringify(body)).toMatchObject({ data: { plans: [{ id: 'free' }, { id: 'starter' }, { id: 'pro' }, { id: 'studio' }] } });
+      expect(body, JSON.stringify(body)).toMatchObject({
+        data: { plans: [{ id: 'free' }, { id: 'starter' }, { id: 'pro' }, { id: 'studio' }] },
+      });
       // The serving process loads no TypeScript loader.
       const commandLine = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8');
       expect(commandLine).not.toMatch(/tsx/);

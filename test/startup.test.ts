@@ -10,13 +10,22 @@ const root = path.resolve(import.meta.dirname, '..');
 
 describe('configuration', () => {
   it('uses the documented defaults', () => {
-    expect(loadConfig({})).toMatchObject({ port: 4000, databaseUrl: undefined, sweepIntervalMs: 1000, production: false, logLevel: 'info' });
+    expect(loadConfig({})).toMatchObject({
+      port: 4000,
+      databaseUrl: undefined,
+      sweepIntervalMs: 1000,
+      production: false,
+      logLevel: 'info',
+    });
   });
 
   it('serves /metrics in production only with a METRICS_TOKEN', () => {
     const secret = { NODE_ENV: 'production', AUTH_SECRET: 'x'.repeat(32) };
     expect(loadConfig(secret)).toMatchObject({ metricsEnabled: false, metricsToken: null });
-    expect(loadConfig({ ...secret, METRICS_TOKEN: 't'.repeat(16) })).toMatchObject({ metricsEnabled: true, metricsToken: 't'.repeat(16) });
+    expect(loadConfig({ ...secret, METRICS_TOKEN: 't'.repeat(16) })).toMatchObject({
+      metricsEnabled: true,
+      metricsToken: 't'.repeat(16),
+    });
     expect(loadConfig({})).toMatchObject({ metricsEnabled: true, metricsToken: null });
   });
 
@@ -85,13 +94,20 @@ describe('npm start', () => {
     const { exited } = run({ NODE_ENV: 'production' }, () => false);
     const result = await exited;
     expect(result.code).toBe(1);
-    expect(result.stderr.trim().split('\n')).toEqual(['Configuration error: AUTH_SECRET is required when NODE_ENV=production.']);
+    expect(result.stderr.trim().split('\n')).toEqual([
+      'Configuration error: AUTH_SECRET is required when NODE_ENV=production.',
+    ]);
   });
 
-  it('seeds a demo organization on a fresh data folder, prints working tokens, and stops on SIGTERM', { timeout: 180_000 }, async () => {
+  it('seeds a demo organization on a fresh data folder, prints working tokens, and stops on SIGTERM', {
+    timeout: 180_000,
+  }, async () => {
     // A secret file left readable by others (a copy, a loose umask) is made owner-only on start.
     writeFileSync(path.join(dataDir, 'auth-secret'), 'a-development-secret-from-an-earlier-start', { mode: 0o644 });
-    const { child, ready, exited } = run({ DATA_DIR: dataDir, PORT: '0' }, (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')));
+    const { child, ready, exited } = run(
+      { DATA_DIR: dataDir, PORT: '0' },
+      (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')),
+    );
     const out = (await ready).stdout;
     const port = Number(/localhost:(\d+)\/graphql/.exec(out)?.[1]);
     const organizationId = /Organization: (\S+)/.exec(out)?.[1];
@@ -104,7 +120,9 @@ describe('npm start', () => {
       .flat()
       .find((address) => address && address.family === 'IPv4' && !address.internal);
     if (external) {
-      await expect(fetch(`http://${external.address}:${port}/graphql`, { signal: AbortSignal.timeout(5000) })).rejects.toThrow();
+      await expect(
+        fetch(`http://${external.address}:${port}/graphql`, { signal: AbortSignal.timeout(5000) }),
+      ).rejects.toThrow();
     }
     const lifetime = (token: string) => decodeJwt(token).exp! - decodeJwt(token).iat!;
     expect(lifetime(member!.slice('Bearer '.length))).toBe(24 * 3600);
@@ -112,7 +130,9 @@ describe('npm start', () => {
     const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: member! },
-      body: JSON.stringify({ query: `{ balance(organizationId: "${organizationId}") { available accounts { type available } } }` }),
+      body: JSON.stringify({
+        query: `{ balance(organizationId: "${organizationId}") { available accounts { type available } } }`,
+      }),
     });
     const body = (await response.json()) as any;
     expect(body.data.balance.accounts.slice(0, 2)).toEqual([

@@ -1,4 +1,4 @@
-import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
+import { SignJWT, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 
 export const ROLES = ['member', 'service', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -48,11 +48,15 @@ export function secretKey(secret: string): Uint8Array {
  * longest lifetime), `nbf`, `iss` and `aud`; the lifetime of each role is checked here, since the
  * role is only known once the payload is trusted.
  */
-export async function verifyAuthorization(header: string | null | undefined, key: Uint8Array, policy: TokenPolicy = DEFAULT_TOKEN_POLICY): Promise<Viewer> {
+export async function verifyAuthorization(
+  header: string | null | undefined,
+  key: Uint8Array,
+  policy: TokenPolicy = DEFAULT_TOKEN_POLICY,
+): Promise<Viewer> {
   if (!header) throw new AuthenticationError('Missing Authorization header.');
   const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
   if (!match) throw new AuthenticationError('The Authorization header must be "Bearer <token>".');
-  let payload;
+  let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(match[1]!, key, {
       algorithms: ['HS256'],
@@ -66,13 +70,16 @@ export async function verifyAuthorization(header: string | null | undefined, key
     throw new AuthenticationError(refusal(error));
   }
   const role = payload.role;
-  if (typeof payload.sub !== 'string' || payload.sub.length === 0) throw new AuthenticationError('The token has no subject.');
+  if (typeof payload.sub !== 'string' || payload.sub.length === 0)
+    throw new AuthenticationError('The token has no subject.');
   if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
     throw new AuthenticationError('The token has no valid role.');
   }
   const lifetimeMax = policy.maxLifetimeSeconds[role as Role];
   if (payload.exp! - payload.iat! > lifetimeMax) {
-    throw new AuthenticationError(`The token lives longer than a ${role} token may (${lifetimeMax} s from iat to exp).`);
+    throw new AuthenticationError(
+      `The token lives longer than a ${role} token may (${lifetimeMax} s from iat to exp).`,
+    );
   }
   const org = payload.org;
   if (role !== 'admin' && (typeof org !== 'string' || org.length === 0)) {
@@ -110,7 +117,9 @@ export interface TokenClaims {
 }
 
 export function signToken(claims: TokenClaims, key: Uint8Array): Promise<string> {
-  const jwt = new SignJWT(claims.organizationId ? { role: claims.role, org: claims.organizationId } : { role: claims.role })
+  const jwt = new SignJWT(
+    claims.organizationId ? { role: claims.role, org: claims.organizationId } : { role: claims.role },
+  )
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(claims.subject)
     .setIssuedAt();

@@ -42,7 +42,10 @@ export class VerifiedTokens {
     const viewer = await verifyAuthorization(header, this.key, this.policy);
     if (header && viewer.expiresAt !== null) {
       if (this.remembered.size >= REMEMBERED_TOKENS_MAX) this.remembered.delete(this.remembered.keys().next().value!);
-      this.remembered.set(header, { viewer, acceptedUntilMs: (viewer.expiresAt + this.policy.clockSkewSeconds) * 1000 });
+      this.remembered.set(header, {
+        viewer,
+        acceptedUntilMs: (viewer.expiresAt + this.policy.clockSkewSeconds) * 1000,
+      });
     }
     return viewer;
   }

@@ -32,7 +32,10 @@ export function instant(value: string): Date {
     month <= 12 &&
     day >= 1 &&
     day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
-  if (!valid) throw new InvalidArgumentError('expected a date (2026-12-31) or a date and time with a time zone (2026-12-31T18:00:00Z).');
+  if (!valid)
+    throw new InvalidArgumentError(
+      'expected a date (2026-12-31) or a date and time with a time zone (2026-12-31T18:00:00Z).',
+    );
   return date;
 }
 
@@ -54,6 +57,7 @@ export function duration(value: string): string {
 
 export function listLimit(value: string): number {
   const number = Number(value);
-  if (!/^\d+$/.test(value) || number < 1 || number > 10_000) throw new InvalidArgumentError('expected a whole number from 1 to 10000.');
+  if (!/^\d+$/.test(value) || number < 1 || number > 10_000)
+    throw new InvalidArgumentError('expected a whole number from 1 to 10000.');
   return number;
 }

@@ -4,7 +4,7 @@ import type { Config } from '../config.ts';
 import { getBalance } from '../ledger/balance.ts';
 import { NotFoundError } from '../ledger/errors.ts';
 import { grantCredits } from '../ledger/grants.ts';
-import type { AccountType } from '../ledger/lots.ts';
+import type { AccountType } from '../ledger/enums.ts';
 import { withDatabase } from './environment.ts';
 import { accountsTable, balanceJson } from './organizations.ts';
 import { fields, table, type Output } from './output.ts';
@@ -36,7 +36,14 @@ export async function grantCommand(config: Config, out: Output, options: GrantOp
       },
     );
     out.print(
-      { id: lot.id, organizationId: lot.organizationId, type: lot.type, granted: lot.granted, expiresAt: lot.expiresAt, idempotencyKey: lot.sourceKey },
+      {
+        id: lot.id,
+        organizationId: lot.organizationId,
+        type: lot.type,
+        granted: lot.granted,
+        expiresAt: lot.expiresAt,
+        idempotencyKey: lot.sourceKey,
+      },
       () =>
         out.line(
           fields([

@@ -41,7 +41,11 @@ export interface OpenOptions {
  * PGlite database in DATA_DIR/pglite (claimed, so that it is never open in two processes).
  * Opening runs pending migrations, exactly as a server start would.
  */
-export async function withDatabase<T>(config: Config, options: OpenOptions, work: (database: Database) => Promise<T>): Promise<T> {
+export async function withDatabase<T>(
+  config: Config,
+  options: OpenOptions,
+  work: (database: Database) => Promise<T>,
+): Promise<T> {
   const dataDir = path.join(config.dataDir, 'pglite');
   let release = () => {};
   if (!config.databaseUrl) {
@@ -68,7 +72,10 @@ export async function withDatabase<T>(config: Config, options: OpenOptions, work
     });
   } catch (error) {
     release();
-    throw new CliFailure(`Cannot open the database: ${error instanceof Error ? error.message : String(error)}`, EXIT_CANNOT_RUN);
+    throw new CliFailure(
+      `Cannot open the database: ${error instanceof Error ? error.message : String(error)}`,
+      EXIT_CANNOT_RUN,
+    );
   }
   try {
     return await work(database);

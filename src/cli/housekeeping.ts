@@ -9,15 +9,23 @@ import { durationSeconds } from './arguments.ts';
 import { EXIT_REFUSED, databaseLabel, signingKey, withDatabase } from './environment.ts';
 import { fields, type Output } from './output.ts';
 
-export async function tokenCommand(config: Config, out: Output, options: { role: Role; org?: string; ttl: string; subject?: string }): Promise<void> {
+export async function tokenCommand(
+  config: Config,
+  out: Output,
+  options: { role: Role; org?: string; ttl: string; subject?: string },
+): Promise<void> {
   if (options.role === 'admin' && options.org) {
     throw new InvalidInputError('An admin token acts for every organization; leave --org out.', 'org');
   }
-  if (options.role !== 'admin' && !options.org) throw new InvalidInputError(`A ${options.role} token needs --org.`, 'org');
+  if (options.role !== 'admin' && !options.org)
+    throw new InvalidInputError(`A ${options.role} token needs --org.`, 'org');
   // A token the service would refuse is no use: it must live no longer than the role may.
   const lifetimeMax = config.tokenPolicy.maxLifetimeSeconds[options.role];
   if (durationSeconds(options.ttl) > lifetimeMax) {
-    throw new InvalidInputError(`A ${options.role} token may live at most ${lifetimeMax} s (TOKEN_MAX_LIFETIME_SECONDS, ADMIN_TOKEN_MAX_LIFETIME_SECONDS).`, 'ttl');
+    throw new InvalidInputError(
+      `A ${options.role} token may live at most ${lifetimeMax} s (TOKEN_MAX_LIFETIME_SECONDS, ADMIN_TOKEN_MAX_LIFETIME_SECONDS).`,
+      'ttl',
+    );
   }
   const subject = options.subject ?? `cli-${options.role}`;
   const token = await signToken(
@@ -31,7 +39,9 @@ export async function tokenCommand(config: Config, out: Output, options: { role:
     },
     signingKey(config),
   );
-  out.print({ token, role: options.role, organizationId: options.org ?? null, subject, expiresIn: options.ttl }, () => out.line(token));
+  out.print({ token, role: options.role, organizationId: options.org ?? null, subject, expiresIn: options.ttl }, () =>
+    out.line(token),
+  );
 }
 
 export async function resetCommand(config: Config, out: Output, organizationId: string): Promise<void> {
@@ -40,12 +50,14 @@ export async function resetCommand(config: Config, out: Output, organizationId: 
     if (!(await findOrganization(db, organizationId))) throw new NotFoundError('No such organization.');
     const reset = await resetCycle(ctx, organizationId);
     const organization = (await findOrganization(db, organizationId))!;
-    out.print({ organizationId, reset, cycleStartsAt: organization.cycleStartsAt, cycleEndsAt: organization.cycleEndsAt }, () =>
-      out.line(
-        reset
-          ? `Started the billing cycle ${organization.cycleStartsAt.toISOString()} to ${organization.cycleEndsAt.toISOString()}.`
-          : `No cycle was due: the current one ends ${organization.cycleEndsAt.toISOString()}.`,
-      ),
+    out.print(
+      { organizationId, reset, cycleStartsAt: organization.cycleStartsAt, cycleEndsAt: organization.cycleEndsAt },
+      () =>
+        out.line(
+          reset
+            ? `Started the billing cycle ${organization.cycleStartsAt.toISOString()} to ${organization.cycleEndsAt.toISOString()}.`
+            : `No cycle was due: the current one ends ${organization.cycleEndsAt.toISOString()}.`,
+        ),
     );
   });
 }
@@ -79,16 +91,24 @@ function describe(violation: Violation): string {
  */
 export async function auditCommand(config: Config, out: Output): Promise<number> {
   // No statement timeout: the audit reads the whole journal, which may take long on a big one.
-  return withDatabase(config, { timeouts: { statementTimeoutMs: 0, idleInTransactionTimeoutMs: 0 } }, async ({ db }) => {
-    // One snapshot for every check, so writes committed by a running server between two of the
-    // audit's statements cannot look like a violation.
-    const violations = await db.transaction((tx) => auditLedger(tx), { isolationLevel: 'repeatable read', accessMode: 'read only' });
-    const where = databaseLabel(config);
-    out.print({ consistent: violations.length === 0, database: where, violations }, () => {
-      for (const violation of violations) out.line(describe(violation));
-      if (violations.length > 0) out.line(`audit: ${violations.length} violation${violations.length === 1 ? '' : 's'} (${where})`);
-      else out.line(`audit: ledger consistent (${where})`);
-    });
-    return violations.length > 0 ? EXIT_REFUSED : 0;
-  });
+  return withDatabase(
+    config,
+    { timeouts: { statementTimeoutMs: 0, idleInTransactionTimeoutMs: 0 } },
+    async ({ db }) => {
+      // One snapshot for every check, so writes committed by a running server between two of the
+      // audit's statements cannot look like a violation.
+      const violations = await db.transaction((tx) => auditLedger(tx), {
+        isolationLevel: 'repeatable read',
+        accessMode: 'read only',
+      });
+      const where = databaseLabel(config);
+      out.print({ consistent: violations.length === 0, database: where, violations }, () => {
+        for (const violation of violations) out.line(describe(violation));
+        if (violations.length > 0)
+          out.line(`audit: ${violations.length} violation${violations.length === 1 ? '' : 's'} (${where})`);
+        else out.line(`audit: ledger consistent (${where})`);
+      });
+      return violations.length > 0 ? EXIT_REFUSED : 0;
+    },
+  );
 }

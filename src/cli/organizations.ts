@@ -14,7 +14,12 @@ export async function createOrganizationCommand(
   await withDatabase(config, { create: true }, async ({ db }) => {
     const organization = await createOrganization(
       { db, clock: systemClock },
-      { name: options.name, planId: options.plan, billingCycleAnchor: options.anchor ?? null, externalId: options.externalId ?? null },
+      {
+        name: options.name,
+        planId: options.plan,
+        billingCycleAnchor: options.anchor ?? null,
+        externalId: options.externalId ?? null,
+      },
     );
     out.print(organizationJson(organization), () => {
       out.line(fields(organizationFields(organization)));

@@ -6,7 +6,10 @@ export interface Output {
   line(text?: string): void;
 }
 
-export function createOutput(json: boolean, write: (text: string) => void = (text) => process.stdout.write(text)): Output {
+export function createOutput(
+  json: boolean,
+  write: (text: string) => void = (text) => process.stdout.write(text),
+): Output {
   return {
     json,
     print(value, human) {
@@ -31,7 +34,10 @@ export function table(headers: string[], rows: Cell[][]): string {
       .map((cell, i) => (numeric[i] ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
       .join('  ')
       .trimEnd();
-  return [render(headers.map((header, i) => (numeric[i] ? header.padStart(widths[i]!) : header))), ...text.map(render)].join('\n');
+  return [
+    render(headers.map((header, i) => (numeric[i] ? header.padStart(widths[i]!) : header))),
+    ...text.map(render),
+  ].join('\n');
 }
 
 /** Label/value pairs, one per line, labels aligned. */

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ROLES, type Role } from '../auth/tokens.ts';
 import { CreditError } from '../ledger/errors.ts';
-import { ACCOUNT_TYPES, type AccountType } from '../ledger/lots.ts';
+import { ACCOUNT_TYPES, type AccountType } from '../ledger/enums.ts';
 import { duration, instant, listLimit, organizationId, wholeNumber } from './arguments.ts';
 import { balanceCommand, grantCommand } from './credits.ts';
 import { CliFailure, EXIT_CANNOT_RUN, EXIT_REFUSED, cliConfig } from './environment.ts';
@@ -16,7 +16,8 @@ function accountType(value: string): AccountType {
 }
 
 function role(value: string): Role {
-  if (!(ROLES as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${ROLES.join(', ')}.`);
+  if (!(ROLES as readonly string[]).includes(value))
+    throw new InvalidArgumentError(`expected one of ${ROLES.join(', ')}.`);
   return value as Role;
 }
 
@@ -40,7 +41,9 @@ export function buildProgram(): Command {
     .requiredOption('--plan <planId>', 'plan id (free, starter, pro, studio)')
     .option('--anchor <date>', 'billing cycle anchor (default: now)', instant)
     .option('--external-id <id>', "the customer's id in the host application (a retry returns the same organization)")
-    .action((options: { name: string; plan: string; anchor?: Date; externalId?: string }) => createOrganizationCommand(cliConfig(), output(), options));
+    .action((options: { name: string; plan: string; anchor?: Date; externalId?: string }) =>
+      createOrganizationCommand(cliConfig(), output(), options),
+    );
   org
     .command('list')
     .description('organizations, oldest first')
@@ -56,13 +59,18 @@ export function buildProgram(): Command {
     .command('grant')
     .description('grant credits, as the API grantCredits does')
     .requiredOption('--org <id>', 'organization id', organizationId)
-    .addOption(new Option('--type <type>', `account type: ${ACCOUNT_TYPES.join(', ')}`).argParser(accountType).makeOptionMandatory())
+    .addOption(
+      new Option('--type <type>', `account type: ${ACCOUNT_TYPES.join(', ')}`)
+        .argParser(accountType)
+        .makeOptionMandatory(),
+    )
     .requiredOption('--amount <n>', 'credits to grant', wholeNumber)
     .requiredOption('--reason <text>', 'why (kept in the journal)')
     .option('--expires <date>', 'expiry, for PROMOTIONAL and REFERRAL credits', instant)
     .option('--key <idempotencyKey>', 'a retry with the same key returns the first grant (default: a new key)')
-    .action((options: { org: string; type: AccountType; amount: number; reason: string; expires?: Date; key?: string }) =>
-      grantCommand(cliConfig(), output(), options),
+    .action(
+      (options: { org: string; type: AccountType; amount: number; reason: string; expires?: Date; key?: string }) =>
+        grantCommand(cliConfig(), output(), options),
     );
 
   program
@@ -73,12 +81,14 @@ export function buildProgram(): Command {
 
   program
     .command('token')
-    .description('print a JWT signed with AUTH_SECRET (outside production: the server\'s development secret)')
+    .description("print a JWT signed with AUTH_SECRET (outside production: the server's development secret)")
     .addOption(new Option('--role <role>', `member, service or admin`).argParser(role).makeOptionMandatory())
     .option('--org <id>', 'organization (members and services)', organizationId)
     .option('--ttl <duration>', 'lifetime such as 30m, 12h, 30d', duration, '1h')
     .option('--subject <subject>', 'who the token stands for (default: cli-<role>)')
-    .action((options: { role: Role; org?: string; ttl: string; subject?: string }) => tokenCommand(cliConfig(), output(), options));
+    .action((options: { role: Role; org?: string; ttl: string; subject?: string }) =>
+      tokenCommand(cliConfig(), output(), options),
+    );
 
   program
     .command('reset')

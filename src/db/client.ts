@@ -88,7 +88,8 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     ? openPostgres(options.databaseUrl, options.maxConnections ?? 10, { ...SESSION_TIMEOUTS, ...options.timeouts })
     : await openPglite(options.dataDir);
   try {
-    if (database.driver === 'pglite' && (options.migrate ?? true)) await migratePglite(database.db as never, { migrationsFolder });
+    if (database.driver === 'pglite' && (options.migrate ?? true))
+      await migratePglite(database.db as never, { migrationsFolder });
     else if (!(options.migrate ?? true)) await requireMigrated(database.db);
   } catch (error) {
     await database.close();
@@ -190,7 +191,10 @@ async function initialisePgliteFolder(dataDir: string): Promise<void> {
     child.on('error', reject);
     child.on('exit', (exitCode) => resolve({ code: exitCode, stderr }));
   });
-  if (code !== 0) throw new Error(`could not initialise the embedded database in ${dataDir}: ${stderr.trim().split('\n').at(-1) ?? code}`);
+  if (code !== 0)
+    throw new Error(
+      `could not initialise the embedded database in ${dataDir}: ${stderr.trim().split('\n').at(-1) ?? code}`,
+    );
 }
 
 // An arbitrary constant that names the migration lock among this database's advisory locks.
@@ -232,10 +236,14 @@ export async function requireMigrated(db: Db): Promise<void> {
     await db.execute(sql`select to_regclass('drizzle.__drizzle_migrations') is not null as present`),
   );
   const [row] = table?.present
-    ? rowsOf<{ applied: string | null }>(await db.execute(sql`select max(created_at)::text as applied from drizzle.__drizzle_migrations`))
+    ? rowsOf<{ applied: string | null }>(
+        await db.execute(sql`select max(created_at)::text as applied from drizzle.__drizzle_migrations`),
+      )
     : [];
   if (Number(row?.applied ?? 0) < latest) {
-    throw new MigrationsPendingError('The database lacks migrations this version needs; run `npm run db:migrate` as its owner.');
+    throw new MigrationsPendingError(
+      'The database lacks migrations this version needs; run `npm run db:migrate` as its owner.',
+    );
   }
 }
 

@@ -65,7 +65,11 @@ export function retryOnDeadConnection(client: postgres.Sql, poolSize: number): p
     }
   }
 
-  function unsafe(query: string, parameters?: postgres.ParameterOrJSON<never>[], options?: postgres.UnsafeQueryOptions) {
+  function unsafe(
+    query: string,
+    parameters?: postgres.ParameterOrJSON<never>[],
+    options?: postgres.UnsafeQueryOptions,
+  ) {
     const prepared = { ...options, prepare: true };
     if (!/^\s*select\b/i.test(query)) return client.unsafe(query, parameters, prepared);
     return new RetriedRead((values) => {
@@ -101,7 +105,8 @@ async function untilLost<T>(state: TransactionState, run: () => T | Promise<T>):
     settled = { error };
   }
   // A statement fails with the connection error in the same moment begin() does; let that land.
-  if (!state.lost && 'error' in settled && isConnectionError(settled.error)) await new Promise((resolve) => setImmediate(resolve));
+  if (!state.lost && 'error' in settled && isConnectionError(settled.error))
+    await new Promise((resolve) => setImmediate(resolve));
   if (state.lost) return never();
   if ('error' in settled) throw settled.error;
   return settled.value;
@@ -132,7 +137,10 @@ class FailedStatement implements PromiseLike<never> {
     return Promise.reject(this.error);
   }
 
-  then<A = never, B = never>(onFulfilled?: ((value: never) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
+  then<A = never, B = never>(
+    onFulfilled?: ((value: never) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
     return Promise.reject(this.error).then(onFulfilled, onRejected);
   }
 }
@@ -154,7 +162,10 @@ class RetriedRead implements PromiseLike<unknown> {
     return this.result;
   }
 
-  then<A = unknown, B = never>(onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
+  then<A = unknown, B = never>(
+    onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
     this.result ??= this.execute(false);
     return this.result.then(onFulfilled, onRejected);
   }

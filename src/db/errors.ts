@@ -11,7 +11,6 @@ export function sqlState(error: unknown): string | undefined {
 
 export const SERIALIZATION_FAILURE = '40001';
 export const DEADLOCK_DETECTED = '40P01';
-export const UNIQUE_VIOLATION = '23505';
 
 // Error codes that mean "the database cannot be reached right now", not "this request is wrong":
 // socket errors from Node, postgres.js's own connection codes, and the SQLSTATEs PostgreSQL
@@ -64,7 +63,17 @@ export function isConnectionError(error: unknown): boolean {
 // pg_terminate_backend sends), crashed (57P02), timed out an idle session (57P05, 25P03), or its
 // socket closed or was reset. Not included: failures to open a connection (refused, timed out,
 // "cannot connect now", too many connections), which mean the database cannot be reached now.
-const LOST_CONNECTION_CODES = new Set(['CONNECTION_CLOSED', 'ECONNRESET', 'EPIPE', '57P01', '57P02', '57P05', '25P03', '08003', '08006']);
+const LOST_CONNECTION_CODES = new Set([
+  'CONNECTION_CLOSED',
+  'ECONNRESET',
+  'EPIPE',
+  '57P01',
+  '57P02',
+  '57P05',
+  '25P03',
+  '08003',
+  '08006',
+]);
 
 /** Whether `error` (as postgres.js raised it) says an established connection died. */
 export function isLostConnection(error: unknown): boolean {

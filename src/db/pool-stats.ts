@@ -50,7 +50,8 @@ function counted<T extends object>(query: T, track: <R>(work: PromiseLike<R>) =>
           track(target as unknown as PromiseLike<unknown>).then(onFulfilled, onRejected);
       }
       if (property === 'values') {
-        return (...args: unknown[]) => counted((target as unknown as { values(...a: unknown[]): object }).values(...args), track);
+        return (...args: unknown[]) =>
+          counted((target as unknown as { values(...a: unknown[]): object }).values(...args), track);
       }
       const value = Reflect.get(target, property, target);
       return typeof value === 'function' ? value.bind(target) : value;

@@ -16,17 +16,14 @@ import {
 
 // Enum values are declared in the domain's order; PostgreSQL sorts enum values by declaration,
 // so `ORDER BY type` is the consumption priority.
-export const accountType = pgEnum('credit_account_type', [
-  'SUBSCRIPTION',
-  'PURCHASED',
-  'PROMOTIONAL',
-  'REFERRAL',
-]);
+export const accountType = pgEnum('credit_account_type', ['SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL']);
 export const outputType = pgEnum('output_type', ['IMAGE', 'VIDEO', 'TEXT']);
 export const modelTier = pgEnum('model_tier', ['DRAFT', 'STANDARD', 'PREMIUM']);
 export const reservationStatus = pgEnum('reservation_status', ['PENDING', 'CAPTURED', 'REFUNDED']);
 export const entryKind = pgEnum('ledger_entry_kind', ['GRANT', 'RESERVE', 'CAPTURE', 'REFUND', 'EXPIRE']);
-// Where a lot came from; together with source_key it makes every grant idempotent.
+// Where a lot came from; together with source_key it makes every grant idempotent. No code writes
+// DEMO (the demo seed buys a credit pack like a customer); it stays because dropping a value from a
+// PostgreSQL enum means recreating the type and rewriting credit_lots and withheld_credits.
 export const lotSource = pgEnum('lot_source', ['CYCLE', 'GRANT', 'PURCHASE', 'PLAN_CHANGE', 'DEMO']);
 
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
@@ -57,26 +54,30 @@ export const generationModels = pgTable('generation_models', {
   position: integer('position').notNull(),
 });
 
-export const organizations = pgTable('organizations', {
-  id: uuid('id').primaryKey(),
-  // The customer's id for this organization in the host application; makes creation idempotent.
-  externalId: text('external_id'),
-  name: text('name').notNull(),
-  planId: text('plan_id')
-    .notNull()
-    .references(() => plans.id),
-  // A plan change scheduled for the start of the next billing cycle.
-  nextPlanId: text('next_plan_id').references(() => plans.id),
-  billingCycleAnchor: timestamptz('billing_cycle_anchor').notNull(),
-  cycleStartsAt: timestamptz('cycle_starts_at').notNull(),
-  cycleEndsAt: timestamptz('cycle_ends_at').notNull(),
-  // Grows with every committed change to this organization's lots; subscribers order events by it.
-  balanceVersion: integer('balance_version').notNull().default(0),
-  createdAt: timestamptz('created_at').notNull(),
-}, (t) => [
-  index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt),
-  uniqueIndex('organizations_external_id_idx').on(t.externalId),
-]);
+export const organizations = pgTable(
+  'organizations',
+  {
+    id: uuid('id').primaryKey(),
+    // The customer's id for this organization in the host application; makes creation idempotent.
+    externalId: text('external_id'),
+    name: text('name').notNull(),
+    planId: text('plan_id')
+      .notNull()
+      .references(() => plans.id),
+    // A plan change scheduled for the start of the next billing cycle.
+    nextPlanId: text('next_plan_id').references(() => plans.id),
+    billingCycleAnchor: timestamptz('billing_cycle_anchor').notNull(),
+    cycleStartsAt: timestamptz('cycle_starts_at').notNull(),
+    cycleEndsAt: timestamptz('cycle_ends_at').notNull(),
+    // Grows with every committed change to this organization's lots; subscribers order events by it.
+    balanceVersion: integer('balance_version').notNull().default(0),
+    createdAt: timestamptz('created_at').notNull(),
+  },
+  (t) => [
+    index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt),
+    uniqueIndex('organizations_external_id_idx').on(t.externalId),
+  ],
+);
 
 export const creditLots = pgTable(
   'credit_lots',
@@ -110,9 +111,7 @@ export const creditLots = pgTable(
     // its organization only: organizations share no namespace of keys.
     uniqueIndex('credit_lots_source_key_idx').on(t.organizationId, t.source, t.sourceKey),
     index('credit_lots_organization_idx').on(t.organizationId, t.type),
-    index('credit_lots_expiring_idx')
-      .on(t.expiresAt)
-      .where(sql`${t.available} > 0 and ${t.expiresAt} is not null`),
+    index('credit_lots_expiring_idx').on(t.expiresAt).where(sql`${t.available} > 0 and ${t.expiresAt} is not null`),
   ],
 );
 

@@ -59,7 +59,11 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
   );
   for (const lot of lots) {
     const at = { organizationId: String(lot.organization_id), lotId: String(lot.id) };
-    const [available, reserved, granted] = [lot.available, lot.reserved, lot.granted].map(Number) as [number, number, number];
+    const [available, reserved, granted] = [lot.available, lot.reserved, lot.granted].map(Number) as [
+      number,
+      number,
+      number,
+    ];
     if (available !== Number(lot.journal_available)) {
       violations.push({ ...at, message: `available ${available} but the journal says ${lot.journal_available}` });
     }
@@ -151,7 +155,10 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
     };
     for (const [name, value] of Object.entries(expected)) {
       if (Number(r[name]) !== value) {
-        violations.push({ ...at, message: `${r.status} reservation: ${name} ${value} but the journal says ${r[name]}` });
+        violations.push({
+          ...at,
+          message: `${r.status} reservation: ${name} ${value} but the journal says ${r[name]}`,
+        });
       }
     }
     // settle() marks a reservation CAPTURED exactly when it consumed something.
@@ -193,7 +200,13 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
       where ${only(sql`o.id`)}`),
   );
   for (const org of orgs) {
-    const [granted, available, reserved, consumed, expired] = [org.granted, org.available, org.reserved, org.consumed, org.expired].map(Number) as [number, number, number, number, number];
+    const [granted, available, reserved, consumed, expired] = [
+      org.granted,
+      org.available,
+      org.reserved,
+      org.consumed,
+      org.expired,
+    ].map(Number) as [number, number, number, number, number];
     if (granted !== available + reserved + consumed + expired) {
       violations.push({
         organizationId: String(org.id),
@@ -363,7 +376,11 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
     // One reservation's RESERVE entries are written by one statement, so they are consecutive.
     const taken = new Map<string, number>();
     let j = i;
-    while (j < entries.length && entries[j]!.kind === 'RESERVE' && entries[j]!.reservation_id === entry.reservation_id) {
+    while (
+      j < entries.length &&
+      entries[j]!.kind === 'RESERVE' &&
+      entries[j]!.reservation_id === entry.reservation_id
+    ) {
       const lotId = String(entries[j]!.lot_id);
       taken.set(lotId, (taken.get(lotId) ?? 0) - Number(entries[j]!.available_change));
       j += 1;
@@ -371,7 +388,11 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
     const problem = checkOrder(lots, lotsByOrganization, taken, new Date(entry.created_at as string).getTime());
     if (problem) {
       const first = lots.get(String(entry.lot_id));
-      violations.push({ organizationId: first?.organizationId ?? '', reservationId: String(entry.reservation_id), message: problem });
+      violations.push({
+        organizationId: first?.organizationId ?? '',
+        reservationId: String(entry.reservation_id),
+        message: problem,
+      });
     }
     for (const [lotId, amount] of taken) {
       const lot = lots.get(lotId);

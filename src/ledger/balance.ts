@@ -3,7 +3,8 @@ import type { Queryable } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
 import { invariant } from './errors.ts';
 import type { EntryDraft } from './journal.ts';
-import { ACCOUNT_TYPES, CONSUMPTION_ORDER, accountPriority, isExpired, notExpired, type AccountType, type CreditLot } from './lots.ts';
+import { ACCOUNT_TYPES, type AccountType } from './enums.ts';
+import { CONSUMPTION_ORDER, accountPriority, isExpired, notExpired, type CreditLot } from './lots.ts';
 
 export interface CreditAccount {
   type: AccountType;
@@ -41,7 +42,12 @@ export async function getBalance(db: Queryable, organizationId: string, now: Dat
     .orderBy(...CONSUMPTION_ORDER);
   const [first] = rows;
   if (!first) return null;
-  return balanceOf(organizationId, rows.flatMap(({ lot }) => (lot ? [lot] : [])), first.version, now);
+  return balanceOf(
+    organizationId,
+    rows.flatMap(({ lot }) => (lot ? [lot] : [])),
+    first.version,
+    now,
+  );
 }
 
 /**
@@ -78,7 +84,9 @@ export function balanceLots(tx: Queryable, organizationId: string): Promise<Cred
   return tx
     .select()
     .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), or(gt(creditLots.available, 0), gt(creditLots.reserved, 0))))
+    .where(
+      and(eq(creditLots.organizationId, organizationId), or(gt(creditLots.available, 0), gt(creditLots.reserved, 0))),
+    )
     .orderBy(...CONSUMPTION_ORDER);
 }
 

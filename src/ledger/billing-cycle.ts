@@ -31,8 +31,7 @@ export function cycleBoundary(anchor: Date, k: number): Date {
 
 /** The cycle [startsAt, endsAt) that contains `now`, whether the anchor is in the past or the future. */
 export function cycleContaining(anchor: Date, now: Date): BillingCycle {
-  let k =
-    (now.getUTCFullYear() - anchor.getUTCFullYear()) * 12 + (now.getUTCMonth() - anchor.getUTCMonth());
+  let k = (now.getUTCFullYear() - anchor.getUTCFullYear()) * 12 + (now.getUTCMonth() - anchor.getUTCMonth());
   // The month difference is off by at most one either way; step until the cycle holds `now`.
   while (cycleBoundary(anchor, k).getTime() > now.getTime()) k -= 1;
   while (cycleBoundary(anchor, k + 1).getTime() <= now.getTime()) k += 1;

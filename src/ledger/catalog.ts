@@ -2,7 +2,7 @@ import { asc, eq } from 'drizzle-orm';
 import type { Queryable } from '../db/client.ts';
 import { creditPacks, generationModels, plans } from '../db/schema.ts';
 import { CATALOG_ID_LENGTH_MAX } from './limits.ts';
-import type { OutputType } from './pricing.ts';
+import type { OutputType } from './enums.ts';
 import { isStorableText } from './validation.ts';
 
 export type Plan = typeof plans.$inferSelect;

@@ -1,7 +1,7 @@
 // Expected business failures. The GraphQL layer turns each into a typed member of a result
 // union; anything else that is thrown stays an unexpected (masked) error.
 
-export type ReservationStatus = 'PENDING' | 'CAPTURED' | 'REFUNDED';
+import type { ReservationStatus } from './enums.ts';
 
 export class CreditError extends Error {
   override name = 'CreditError';

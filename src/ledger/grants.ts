@@ -3,9 +3,10 @@ import type { Tx } from '../db/client.ts';
 import { creditLots } from '../db/schema.ts';
 import { findCreditPack } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
+import type { AccountType } from './enums.ts';
 import { IdempotencyConflictError, InvalidInputError, invariant } from './errors.ts';
 import { GRANT_CREDITS_MAX } from './limits.ts';
-import { assertBalanceCap, grantLot, type AccountType, type CreditLot } from './lots.ts';
+import { assertBalanceCap, grantLot, type CreditLot } from './lots.ts';
 import { bumpBalanceVersion } from './announcements.ts';
 import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import { inTransaction } from './transaction.ts';
@@ -123,6 +124,8 @@ async function findLotBySource(tx: Tx, organizationId: string, source: CreditLot
   const [lot] = await tx
     .select()
     .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), eq(creditLots.source, source), eq(creditLots.sourceKey, key)));
+    .where(
+      and(eq(creditLots.organizationId, organizationId), eq(creditLots.source, source), eq(creditLots.sourceKey, key)),
+    );
   return lot;
 }

@@ -3,10 +3,10 @@ import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
 import { announcedCte } from './announcements.ts';
+import type { EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
 import { notePosted } from './movements.ts';
 
-export type EntryKind = (typeof ledgerEntries.$inferSelect)['kind'];
 export type LedgerEntry = typeof ledgerEntries.$inferSelect;
 
 /** One movement of credits within one lot, before it is written. */
@@ -33,7 +33,7 @@ const ENTRY_SHAPE: Record<EntryKind, (available: number, reserved: number) => bo
 /** A pending reservation that a posting settles, with what it settles to. */
 export interface Settlement {
   reservationId: string;
-  status: 'CAPTURED' | 'REFUNDED';
+  status: Exclude<ReservationStatus, 'PENDING'>;
   capturedAmount: number;
   refundedAmount: number;
   settledAt: Date;
@@ -130,11 +130,20 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
       (select max(balance_version) from announced) as balance_version`);
-  const [row] = rowsOf<{ lots: number; entries: number; created: number; settled: number; balance_version: number | null }>(result);
+  const [row] = rowsOf<{
+    lots: number;
+    entries: number;
+    created: number;
+    settled: number;
+    balance_version: number | null;
+  }>(result);
   invariant(Number(row?.lots) === changes.length, `a lot of organization ${organizationId} would go negative`);
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
   invariant(Number(row?.created) === created.length, 'not every reservation was inserted');
-  invariant(Number(row?.settled) === (options.settlement ? 1 : 0), `reservation ${options.settlement?.reservationId} was settled twice`);
+  invariant(
+    Number(row?.settled) === (options.settlement ? 1 : 0),
+    `reservation ${options.settlement?.reservationId} was settled twice`,
+  );
   notePosted(tx, drafts);
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
@@ -177,7 +186,9 @@ function settledPart(organizationId: string, settlement: Settlement | undefined)
 }
 
 function announcedPart(organizationId: string, announce: boolean) {
-  return announce ? announcedCte(organizationId) : sql`announced as (select null::bigint as balance_version where false)`;
+  return announce
+    ? announcedCte(organizationId)
+    : sql`announced as (select null::bigint as balance_version where false)`;
 }
 
 /**

@@ -2,15 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, gt, inArray, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { creditLots, withheldCredits } from '../db/schema.ts';
+import { ACCOUNT_TYPES, type AccountType, type LotSource } from './enums.ts';
 import { InvalidInputError } from './errors.ts';
 import { postEntries } from './journal.ts';
 import { BALANCE_CREDITS_MAX } from './limits.ts';
 
 export type CreditLot = typeof creditLots.$inferSelect;
-export type AccountType = CreditLot['type'];
-export type LotSource = CreditLot['source'];
-
-export const ACCOUNT_TYPES: readonly AccountType[] = ['SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL'];
 
 export function accountPriority(type: AccountType): number {
   return ACCOUNT_TYPES.indexOf(type) + 1;
@@ -81,16 +78,10 @@ export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | nul
   return { ...lot, available: grant.amount };
 }
 
-/** Lots whose credits can be spent now, in consumption order. */
-export function spendableLots(tx: Tx, organizationId: string, now: Date): Promise<CreditLot[]> {
-  return tx
-    .select()
-    .from(creditLots)
-    .where(and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0), notExpired(now)))
-    .orderBy(...CONSUMPTION_ORDER);
-}
-
-/** Consumption order: account type priority, then the soonest expiry (never-expiring last), then the oldest. */
+/**
+ * Consumption order: account type priority (the enum's declaration order, which is ACCOUNT_TYPES),
+ * then the soonest expiry (never-expiring last), then the oldest.
+ */
 export const CONSUMPTION_ORDER = [
   asc(creditLots.type),
   sql`${creditLots.expiresAt} asc nulls last`,
@@ -99,7 +90,12 @@ export const CONSUMPTION_ORDER = [
 ];
 
 /** Expires the remaining credits of every lot of the organization whose expiry has passed. */
-export async function expireDueLots(tx: Tx, organizationId: string, now: Date, reason = 'lot expired'): Promise<number> {
+export async function expireDueLots(
+  tx: Tx,
+  organizationId: string,
+  now: Date,
+  reason = 'lot expired',
+): Promise<number> {
   const due = await tx
     .select({ id: creditLots.id, available: creditLots.available, expiresAt: creditLots.expiresAt })
     .from(creditLots)

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
-import { rowsOf } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
 import { cycleContaining, type BillingCycle } from './billing-cycle.ts';
 import { findPlan, type Plan } from './catalog.ts';
@@ -62,7 +61,11 @@ async function grantCycleAllowance(tx: Tx, org: Organization, plan: Plan, cycle:
  * up in one step: only the current cycle's allowance is granted, since earlier ones would have
  * expired unused by now. Returns the organization as it is afterwards, and whether anything changed.
  */
-export async function ensureCurrentCycle(tx: Tx, org: Organization, now: Date): Promise<{ org: Organization; changed: boolean }> {
+export async function ensureCurrentCycle(
+  tx: Tx,
+  org: Organization,
+  now: Date,
+): Promise<{ org: Organization; changed: boolean }> {
   if (org.cycleEndsAt.getTime() > now.getTime()) return { org, changed: false };
   const cycle = cycleContaining(org.billingCycleAnchor, now);
   const planId = org.nextPlanId ?? org.planId;
@@ -91,7 +94,9 @@ export interface CreateOrganizationInput {
 export async function createOrganization(ctx: LedgerContext, input: CreateOrganizationInput): Promise<Organization> {
   const name = requireText(input.name, 'name');
   const externalId = input.externalId == null ? null : requireKey(input.externalId, 'externalId');
-  const requestedAnchor = input.billingCycleAnchor ? requireValidDate(input.billingCycleAnchor, 'billingCycleAnchor') : null;
+  const requestedAnchor = input.billingCycleAnchor
+    ? requireValidDate(input.billingCycleAnchor, 'billingCycleAnchor')
+    : null;
   const plan = await findPlan(ctx.db, input.planId);
   if (!plan) throw new InvalidInputError(`There is no plan ${echoInput(input.planId)}.`, 'planId');
   return inTransaction(ctx.db, async (tx) => {
@@ -176,14 +181,22 @@ export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Pr
       return { organization, appliedImmediately: true, effectiveAt: now };
     }
     if (!input.immediately || plan.monthlyCredits <= current.monthlyCredits) {
-      return { organization: await setNextPlan(tx, org.id, plan.id), appliedImmediately: false, effectiveAt: org.cycleEndsAt };
+      return {
+        organization: await setNextPlan(tx, org.id, plan.id),
+        appliedImmediately: false,
+        effectiveAt: org.cycleEndsAt,
+      };
     }
     return { organization: await upgradeNow(tx, org, current, plan, now), appliedImmediately: true, effectiveAt: now };
   });
 }
 
 async function setNextPlan(tx: Tx, organizationId: string, nextPlanId: string | null): Promise<Organization> {
-  const [updated] = await tx.update(organizations).set({ nextPlanId }).where(eq(organizations.id, organizationId)).returning();
+  const [updated] = await tx
+    .update(organizations)
+    .set({ nextPlanId })
+    .where(eq(organizations.id, organizationId))
+    .returning();
   invariant(updated, 'organization vanished while locked');
   return updated;
 }
@@ -204,7 +217,13 @@ async function upgradeNow(tx: Tx, org: Organization, current: Plan, plan: Plan, 
   const [used] = await tx
     .select({ id: creditLots.id })
     .from(creditLots)
-    .where(and(eq(creditLots.organizationId, org.id), eq(creditLots.source, 'PLAN_CHANGE'), eq(creditLots.sourceKey, sourceKey)));
+    .where(
+      and(
+        eq(creditLots.organizationId, org.id),
+        eq(creditLots.source, 'PLAN_CHANGE'),
+        eq(creditLots.sourceKey, sourceKey),
+      ),
+    );
   invariant(!used, `organization ${org.id} was upgraded to ${plan.id} twice in one cycle`);
   await grantAllowance(tx, {
     organizationId: org.id,

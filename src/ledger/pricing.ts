@@ -1,9 +1,11 @@
+import type { OutputType } from './enums.ts';
 import { InvalidInputError } from './errors.ts';
 import { GENERATION_COUNT_MAX } from './limits.ts';
 
+// Resolutions are stored as text, not as a database enum, so this list is their one source: the
+// GraphQL enum is built from it and the price table below must name every one of them.
 export const RESOLUTIONS = ['SD_480P', 'HD_720P', 'FHD_1080P', 'UHD_4K'] as const;
 export type Resolution = (typeof RESOLUTIONS)[number];
-export type OutputType = 'IMAGE' | 'VIDEO' | 'TEXT';
 
 /** Cost of one unit at each resolution, in percent of the model's HD_720P unit price. */
 const RESOLUTION_PERCENT: Record<Resolution, number> = {
@@ -48,10 +50,7 @@ export interface PricedGeneration {
 export function priceGeneration(model: PricedModel, request: GenerationRequest): PricedGeneration {
   const count = request.count ?? 1;
   if (!Number.isSafeInteger(count) || count < 1 || count > GENERATION_COUNT_MAX) {
-    throw new InvalidInputError(
-      `count must be a whole number from 1 to ${GENERATION_COUNT_MAX}.`,
-      'generation.count',
-    );
+    throw new InvalidInputError(`count must be a whole number from 1 to ${GENERATION_COUNT_MAX}.`, 'generation.count');
   }
   const resolution = checkResolution(model, request.resolution ?? null);
   const durationSeconds = checkDuration(model, request.durationSeconds ?? null);
@@ -83,12 +82,20 @@ function checkResolution(model: PricedModel, resolution: Resolution | null): Res
 function checkDuration(model: PricedModel, durationSeconds: number | null): number | null {
   if (model.outputType !== 'VIDEO') {
     if (durationSeconds !== null) {
-      throw new InvalidInputError(`Model ${model.id} is not a video model and takes no duration.`, 'generation.durationSeconds');
+      throw new InvalidInputError(
+        `Model ${model.id} is not a video model and takes no duration.`,
+        'generation.durationSeconds',
+      );
     }
     return null;
   }
   const max = model.maxDurationSeconds ?? 0;
-  if (durationSeconds === null || !Number.isSafeInteger(durationSeconds) || durationSeconds < 1 || durationSeconds > max) {
+  if (
+    durationSeconds === null ||
+    !Number.isSafeInteger(durationSeconds) ||
+    durationSeconds < 1 ||
+    durationSeconds > max
+  ) {
     throw new InvalidInputError(
       `durationSeconds must be a whole number from 1 to ${max} for model ${model.id}.`,
       'generation.durationSeconds',

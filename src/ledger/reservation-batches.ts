@@ -5,7 +5,7 @@ import type { Db, Tx } from '../db/client.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
 import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
-import { CreditError, IdempotencyConflictError, InsufficientCreditsError, invariant } from './errors.ts';
+import { CreditError, IdempotencyConflictError, InsufficientCreditsError } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
 import { isExpired } from './lots.ts';
@@ -61,12 +61,19 @@ export function reserveInBatch(ctx: LedgerContext, request: ReserveRequest): Pro
   }
   const queue = queues.get(request.organizationId) ?? { waiting: [], draining: false };
   queues.set(request.organizationId, queue);
-  const outcome = new Promise<Reservation>((resolve, reject) => queue.waiting.push({ ...request, onBalance: ctx.onBalance, resolve, reject }));
+  const outcome = new Promise<Reservation>((resolve, reject) =>
+    queue.waiting.push({ ...request, onBalance: ctx.onBalance, resolve, reject }),
+  );
   if (!queue.draining) void drain(ctx, queues, request.organizationId, queue);
   return outcome;
 }
 
-async function drain(ctx: LedgerContext, queues: Map<string, OrganizationQueue>, organizationId: string, queue: OrganizationQueue) {
+async function drain(
+  ctx: LedgerContext,
+  queues: Map<string, OrganizationQueue>,
+  organizationId: string,
+  queue: OrganizationQueue,
+) {
   queue.draining = true;
   try {
     while (queue.waiting.length > 0) await writeBatch(ctx, queue.waiting.splice(0, BATCH_SIZE_MAX));
@@ -99,7 +106,10 @@ async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
   }
   batch.forEach((item, i) => {
     const outcome = outcomes[i]!;
-    if (outcome instanceof CreditError) return item.reject(outcome);
+    if (outcome instanceof CreditError) {
+      item.reject(outcome);
+      return;
+    }
     if (balance) item.onBalance?.(balance);
     item.resolve(outcome);
   });
@@ -204,7 +214,9 @@ function replayOrConflict(existing: Reservation, priced: PricedGeneration): Rese
     existing.resolution === priced.resolution &&
     existing.durationSeconds === priced.durationSeconds &&
     existing.count === priced.count;
-  return same ? existing : new IdempotencyConflictError('This idempotency key was already used for a different generation.');
+  return same
+    ? existing
+    : new IdempotencyConflictError('This idempotency key was already used for a different generation.');
 }
 
 /**
@@ -212,7 +224,10 @@ function replayOrConflict(existing: Reservation, priced: PricedGeneration): Rese
  * in-memory balances so the next request of the batch sees what is left; takes nothing and
  * reports what was available when they hold less.
  */
-function takeFromLots(lots: Array<{ id: string; available: number }>, cost: number): Array<{ lotId: string; amount: number }> | InsufficientCreditsError {
+function takeFromLots(
+  lots: Array<{ id: string; available: number }>,
+  cost: number,
+): Array<{ lotId: string; amount: number }> | InsufficientCreditsError {
   const available = lots.reduce((sum, lot) => sum + lot.available, 0);
   if (available < cost) return new InsufficientCreditsError(cost, available);
   const taken: Array<{ lotId: string; amount: number }> = [];

@@ -3,16 +3,11 @@ import type { Clock } from '../clock.ts';
 import type { Queryable, Tx } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
-import {
-  CreditError,
-  InvalidInputError,
-  NotFoundError,
-  ReservationStateError,
-  invariant,
-} from './errors.ts';
+import { CreditError, InvalidInputError, NotFoundError, ReservationStateError, invariant } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
-import { expireDueLots, isExpired, type AccountType, type CreditLot } from './lots.ts';
+import type { AccountType } from './enums.ts';
+import { expireDueLots, isExpired, type CreditLot } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
@@ -60,7 +55,11 @@ export async function reserveCredits(ctx: LedgerContext, input: ReserveInput): P
  * organization, only that organization's entries are read (the lookup a sharded database routes
  * to one shard).
  */
-export async function listAllocations(db: Queryable, reservationIds: string[], organizationId?: string): Promise<Allocation[]> {
+export async function listAllocations(
+  db: Queryable,
+  reservationIds: string[],
+  organizationId?: string,
+): Promise<Allocation[]> {
   if (reservationIds.length === 0) return [];
   const rows = await db
     .select({
@@ -123,7 +122,12 @@ interface Settled {
  * request looks the reservation up first to learn its organization. A reservation outside the
  * caller's scope is reported exactly like a missing one.
  */
-async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationId: string | null, clock: Clock): Promise<LockedReservation> {
+async function lockReservation(
+  tx: Tx,
+  reservationId: string,
+  scopeOrganizationId: string | null,
+  clock: Clock,
+): Promise<LockedReservation> {
   const organizationId = scopeOrganizationId ?? (await findReservation(tx, reservationId, null))?.organizationId;
   if (organizationId === undefined) throw new NotFoundError('No such reservation.');
   const [org, reservation, allocations, lots] = await Promise.all([
@@ -146,7 +150,12 @@ async function lockReservation(tx: Tx, reservationId: string, scopeOrganizationI
  * allocation order, so the refund goes back to the lots taken last. Credits returned to a lot
  * that has expired meanwhile expire at once.
  */
-async function settle(tx: Tx, locked: LockedReservation, captureAmount: number, refundReason: string | null): Promise<Settled> {
+async function settle(
+  tx: Tx,
+  locked: LockedReservation,
+  captureAmount: number,
+  refundReason: string | null,
+): Promise<Settled> {
   const { reservation, allocations, lots, now } = locked;
   invariant(reservation.status === 'PENDING', `settling a ${reservation.status} reservation`);
   const drafts: EntryDraft[] = [];
@@ -228,8 +237,13 @@ export interface CaptureInput {
   amount?: number | null;
 }
 
-export function captureReservation(ctx: LedgerContext, input: CaptureInput, scope: string | null): Promise<Reservation> {
-  if (input.amount !== undefined && input.amount !== null) requireIntInRange(input.amount, 1, Number.MAX_SAFE_INTEGER, 'amount');
+export function captureReservation(
+  ctx: LedgerContext,
+  input: CaptureInput,
+  scope: string | null,
+): Promise<Reservation> {
+  if (input.amount !== undefined && input.amount !== null)
+    requireIntInRange(input.amount, 1, Number.MAX_SAFE_INTEGER, 'amount');
   return withPendingReservation(ctx, input.reservationId, scope, (tx, locked) => {
     const { reservation } = locked;
     const amount = input.amount ?? reservation.amount;

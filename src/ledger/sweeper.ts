@@ -85,7 +85,12 @@ export interface SweepOptions {
 export async function sweepOnce(ctx: LedgerContext, options: SweepOptions = {}): Promise<SweepResult> {
   const backoff = options.backoff ?? new SweepBackoff();
   const nowMs = ctx.clock.now().getTime();
-  const result: SweepResult = { refundedReservations: 0, resetOrganizations: 0, expiredLotOrganizations: 0, failedItems: 0 };
+  const result: SweepResult = {
+    refundedReservations: 0,
+    resetOrganizations: 0,
+    expiredLotOrganizations: 0,
+    failedItems: 0,
+  };
 
   const run = async (item: SweepItem, work: () => Promise<boolean>): Promise<boolean> => {
     try {
@@ -131,7 +136,12 @@ async function dueCycles(ctx: LedgerContext, nowMs: number, skip: string[]): Pro
   const rows = await ctx.db
     .select({ id: organizations.id })
     .from(organizations)
-    .where(and(lte(organizations.cycleEndsAt, new Date(nowMs)), skip.length > 0 ? notInArray(organizations.id, skip) : undefined))
+    .where(
+      and(
+        lte(organizations.cycleEndsAt, new Date(nowMs)),
+        skip.length > 0 ? notInArray(organizations.id, skip) : undefined,
+      ),
+    )
     .orderBy(asc(organizations.cycleEndsAt))
     .limit(BATCH_SIZE);
   return rows.map((row) => row.id);
@@ -176,7 +186,12 @@ function expireLotsOf(ctx: LedgerContext, organizationId: string): Promise<boole
  */
 export async function sweepUntilIdle(ctx: LedgerContext, options: SweepOptions = {}): Promise<SweepResult> {
   const backoff = options.backoff ?? new SweepBackoff();
-  const total: SweepResult = { refundedReservations: 0, resetOrganizations: 0, expiredLotOrganizations: 0, failedItems: 0 };
+  const total: SweepResult = {
+    refundedReservations: 0,
+    resetOrganizations: 0,
+    expiredLotOrganizations: 0,
+    failedItems: 0,
+  };
   for (let pass = 0; pass < PASSES_MAX; pass += 1) {
     const result = await sweepOnce(ctx, { ...options, backoff });
     total.refundedReservations += result.refundedReservations;

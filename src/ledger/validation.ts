@@ -49,9 +49,14 @@ export function requireText(value: string, field: string, maxLength = TEXT_LENGT
 }
 
 /** Optional text: absent or blank gives null; otherwise as `requireText`. */
-export function optionalText(value: string | null | undefined, field: string, maxLength = TEXT_LENGTH_MAX): string | null {
+export function optionalText(
+  value: string | null | undefined,
+  field: string,
+  maxLength = TEXT_LENGTH_MAX,
+): string | null {
   if (value === null || value === undefined) return null;
-  if (value.length > maxLength) throw new InvalidInputError(`${field} must be at most ${maxLength} characters long.`, field);
+  if (value.length > maxLength)
+    throw new InvalidInputError(`${field} must be at most ${maxLength} characters long.`, field);
   return value.trim().length === 0 ? null : requireText(value, field, maxLength);
 }
 

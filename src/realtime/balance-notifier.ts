@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { NotificationSource } from './notification-source.ts';
 import { VersionedStream, type Versioned } from './versioned-stream.ts';
 
+/** How long to wait before reading a topic again after a read failed. */
+const READ_RETRY_MS = 1000;
+
 export interface BalanceNotifierOptions<T extends Versioned> {
   /** Delivers `<topic>:<version>` payloads, one per committed change. */
   source: NotificationSource;
@@ -9,8 +12,6 @@ export interface BalanceNotifierOptions<T extends Versioned> {
   load(topic: string): Promise<T | null>;
   /** How long to collect a burst of notifications before the one read that answers them all. */
   coalesceMs?: number;
-  /** How long to wait before reading again after a read failed. */
-  retryMs?: number;
   /** How often to check that the listener still hears the channel; null for never. */
   watchdogIntervalMs?: number | null;
   /** How long starting to listen may take before it counts as failed (and the watchdog retries). */
@@ -74,7 +75,6 @@ const PING_PREFIX = 'ping:';
  */
 export function createBalanceNotifier<T extends Versioned>(options: BalanceNotifierOptions<T>): BalanceNotifier<T> {
   const coalesceMs = options.coalesceMs ?? 10;
-  const retryMs = options.retryMs ?? 1000;
   const listenTimeoutMs = options.listenTimeoutMs ?? 5000;
   const log = options.log ?? (() => {});
   const topics = new Map<string, Topic<T>>();
@@ -146,7 +146,7 @@ export function createBalanceNotifier<T extends Versioned>(options: BalanceNotif
     }
     if (stopped || topics.get(key) !== topic) return;
     if (failed) {
-      if (topic.resync || topic.announcedVersion > topic.loadedVersion) schedule(key, topic, retryMs);
+      if (topic.resync || topic.announcedVersion > topic.loadedVersion) schedule(key, topic, READ_RETRY_MS);
       return;
     }
     // Changes announced during the read and not covered by it need one more read.
@@ -198,7 +198,14 @@ export function createBalanceNotifier<T extends Versioned>(options: BalanceNotif
     subscribe(key) {
       let topic = topics.get(key);
       if (!topic) {
-        topic = { subscribers: new Set(), loadedVersion: 0, announcedVersion: 0, resync: false, timer: null, loading: false };
+        topic = {
+          subscribers: new Set(),
+          loadedVersion: 0,
+          announcedVersion: 0,
+          resync: false,
+          timer: null,
+          loading: false,
+        };
         topics.set(key, topic);
       }
       const owner = topic;

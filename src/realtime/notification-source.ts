@@ -118,5 +118,9 @@ export function pgliteNotificationSource(pglite: PGlite, channel: string): Notif
 /** The source that fits the database the service runs on. */
 export function notificationSourceFor(database: Database, channel: string): NotificationSource {
   if (database.driver === 'pglite') return pgliteNotificationSource(database.pglite!, channel);
-  return postgresNotificationSource({ channel, connectListener: database.connectListener!, pool: database.postgresClient! });
+  return postgresNotificationSource({
+    channel,
+    connectListener: database.connectListener!,
+    pool: database.postgresClient!,
+  });
 }

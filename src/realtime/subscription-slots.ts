@@ -40,11 +40,15 @@ export class SubscriptionSlots {
   acquire(holder: SubscriptionHolder): () => void {
     const onToken = this.byToken.get(holder.token) ?? 0;
     if (onToken >= this.limits.perToken) {
-      throw tooMany(`This token already has ${this.limits.perToken} open subscriptions, the most it may have; end one first.`);
+      throw tooMany(
+        `This token already has ${this.limits.perToken} open subscriptions, the most it may have; end one first.`,
+      );
     }
     const onConnection = holder.connection ? (this.byConnection.get(holder.connection) ?? 0) : 0;
     if (holder.connection && onConnection >= this.limits.perConnection) {
-      throw tooMany(`This connection already has ${this.limits.perConnection} open subscriptions, the most it may have; end one first.`);
+      throw tooMany(
+        `This connection already has ${this.limits.perConnection} open subscriptions, the most it may have; end one first.`,
+      );
     }
     this.byToken.set(holder.token, onToken + 1);
     if (holder.connection) this.byConnection.set(holder.connection, onConnection + 1);
@@ -55,7 +59,8 @@ export class SubscriptionSlots {
       const left = (this.byToken.get(holder.token) ?? 1) - 1;
       if (left > 0) this.byToken.set(holder.token, left);
       else this.byToken.delete(holder.token);
-      if (holder.connection) this.byConnection.set(holder.connection, Math.max(0, (this.byConnection.get(holder.connection) ?? 1) - 1));
+      if (holder.connection)
+        this.byConnection.set(holder.connection, Math.max(0, (this.byConnection.get(holder.connection) ?? 1) - 1));
     };
   }
 }

@@ -22,10 +22,6 @@ export class VersionedStream<T extends Versioned> implements AsyncIterableIterat
     this.#onEnd = onEnd;
   }
 
-  get ended(): boolean {
-    return this.#done;
-  }
-
   /**
    * Offers a state. It is accepted when newer than every state accepted so far, or, with
    * `resync`, when exactly as new (the consumer is told the current state again). Returns

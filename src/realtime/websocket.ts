@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { GraphQLError, type ExecutionArgs } from 'graphql';
+import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { YogaServerInstance } from 'graphql-yoga';
@@ -37,7 +37,11 @@ export function serveGraphQLOverWebSocket(options: {
   maskError?: (error: GraphQLError) => Error;
   authenticate(connectionParams: Readonly<Record<string, unknown>> | undefined): Promise<boolean>;
 }): WebSocketEndpoint {
-  const wsServer = new WebSocketServer({ server: options.server, path: options.path, maxPayload: options.maxPayloadBytes });
+  const wsServer = new WebSocketServer({
+    server: options.server,
+    path: options.path,
+    maxPayload: options.maxPayloadBytes,
+  });
   const masked = (errors: readonly GraphQLError[]): GraphQLError[] =>
     options.maskError ? errors.map((error) => toGraphQLError(options.maskError!(error))) : [...errors];
   // The acknowledged connections; graphql-ws keeps each one's running operations in `subscriptions`.
@@ -67,7 +71,7 @@ export function serveGraphQLOverWebSocket(options: {
           params,
           connectionParams: ctx.connectionParams,
         });
-        let document;
+        let document: DocumentNode;
         try {
           document = parse(params.query);
         } catch (error) {

@@ -1,4 +1,11 @@
-import { listCreditPacks, listModels, listPlans, type CreditPack, type GenerationModel, type Plan } from '../ledger/catalog.ts';
+import {
+  listCreditPacks,
+  listModels,
+  listPlans,
+  type CreditPack,
+  type GenerationModel,
+  type Plan,
+} from '../ledger/catalog.ts';
 import type { Resolution } from '../ledger/pricing.ts';
 import { requireViewer } from './authorization.ts';
 import { builder } from './builder.ts';

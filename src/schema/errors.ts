@@ -1,5 +1,5 @@
 import {
-  CreditError,
+  type CreditError,
   IdempotencyConflictError,
   InsufficientCreditsError,
   InvalidInputError,

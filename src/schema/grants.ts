@@ -14,7 +14,10 @@ function lotSuccessType(name: string) {
   return builder.objectRef<LotPayload>(name).implement({
     fields: (t) => ({
       lot: t.field({ type: CreditLotType, resolve: (payload) => payload.lot }),
-      balance: t.field({ type: BalanceType, resolve: (payload, _args, ctx) => loadBalance(ctx, payload.lot.organizationId) }),
+      balance: t.field({
+        type: BalanceType,
+        resolve: (payload, _args, ctx) => loadBalance(ctx, payload.lot.organizationId),
+      }),
     }),
   });
 }
@@ -41,7 +44,11 @@ const PurchaseCreditPackInput = builder.inputType('PurchaseCreditPackInput', {
   fields: (t) => ({
     organizationId: t.id({ required: true }),
     packId: t.id({ required: true }),
-    paymentReference: t.string({ required: true, description: 'The payment provider reference; it grants once per organization (another organization may use the same string for its own purchase).' }),
+    paymentReference: t.string({
+      required: true,
+      description:
+        'The payment provider reference; it grants once per organization (another organization may use the same string for its own purchase).',
+    }),
   }),
 });
 

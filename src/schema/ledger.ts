@@ -1,3 +1,4 @@
+import { ENTRY_KINDS, type EntryKind } from '../ledger/enums.ts';
 import { InvalidInputError } from '../ledger/errors.ts';
 import { listLedgerEntries, type LedgerEntry } from '../ledger/journal.ts';
 import { LEDGER_PAGE_DEFAULT, LEDGER_PAGE_MAX } from '../ledger/limits.ts';
@@ -5,14 +6,19 @@ import { requireIntInRange } from '../ledger/validation.ts';
 import { asQueryInput, authorizeOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 
+// Every kind must be described (the Record says so); the order is the database enum's.
+const ENTRY_KIND_DESCRIPTIONS: Record<EntryKind, string> = {
+  GRANT: 'Credits added to a lot.',
+  RESERVE: 'Credits pre-deducted for a reservation.',
+  CAPTURE: 'Held credits consumed by a successful generation.',
+  REFUND: 'Held credits returned to their lot.',
+  EXPIRE: 'Credits that left the balance because their lot expired.',
+};
+
 const LedgerEntryKindEnum = builder.enumType('LedgerEntryKind', {
-  values: {
-    GRANT: { description: 'Credits added to a lot.' },
-    RESERVE: { description: 'Credits pre-deducted for a reservation.' },
-    CAPTURE: { description: 'Held credits consumed by a successful generation.' },
-    REFUND: { description: 'Held credits returned to their lot.' },
-    EXPIRE: { description: 'Credits that left the balance because their lot expired.' },
-  } as const,
+  values: Object.fromEntries(
+    ENTRY_KINDS.map((kind) => [kind, { description: ENTRY_KIND_DESCRIPTIONS[kind] }]),
+  ) as Record<EntryKind, { description: string }>,
 });
 
 const LedgerEntryType = builder.objectRef<LedgerEntry>('LedgerEntry').implement({
@@ -26,7 +32,8 @@ const LedgerEntryType = builder.objectRef<LedgerEntry>('LedgerEntry').implement(
     lotId: t.exposeID('lotId'),
     reservationId: t.exposeID('reservationId', { nullable: true }),
     amount: t.exposeInt('availableChange', {
-      description: 'Signed change to the available balance: + for GRANT and REFUND, - for RESERVE and EXPIRE, 0 for CAPTURE.',
+      description:
+        'Signed change to the available balance: + for GRANT and REFUND, - for RESERVE and EXPIRE, 0 for CAPTURE.',
     }),
     reservedChange: t.exposeInt('reservedChange', {
       description: 'Signed change to the reserved balance: + for RESERVE, - for CAPTURE and REFUND.',
@@ -106,8 +113,14 @@ builder.queryField('ledger', (t) =>
     description: "The organization's journal, newest first.",
     args: {
       organizationId: t.arg.id({ required: true }),
-      first: t.arg.int({ required: false, description: `Page size, 1 to ${LEDGER_PAGE_MAX} (default ${LEDGER_PAGE_DEFAULT}).` }),
-      after: t.arg.string({ required: false, description: "An endCursor from an earlier page of this organization's ledger." }),
+      first: t.arg.int({
+        required: false,
+        description: `Page size, 1 to ${LEDGER_PAGE_MAX} (default ${LEDGER_PAGE_DEFAULT}).`,
+      }),
+      after: t.arg.string({
+        required: false,
+        description: "An endCursor from an earlier page of this organization's ledger.",
+      }),
     },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => {

@@ -43,9 +43,11 @@ export const OrganizationType = builder.objectRef<Organization>('Organization').
   }),
 });
 
-const CreateOrganizationSuccess = builder.objectRef<{ organization: Organization }>('CreateOrganizationSuccess').implement({
-  fields: (t) => ({ organization: t.field({ type: OrganizationType, resolve: (payload) => payload.organization }) }),
-});
+const CreateOrganizationSuccess = builder
+  .objectRef<{ organization: Organization }>('CreateOrganizationSuccess')
+  .implement({
+    fields: (t) => ({ organization: t.field({ type: OrganizationType, resolve: (payload) => payload.organization }) }),
+  });
 
 const ChangePlanSuccess = builder.objectRef<PlanChange>('ChangePlanSuccess').implement({
   fields: (t) => ({
@@ -86,7 +88,7 @@ const ChangePlanInput = builder.inputType('ChangePlanInput', {
       required: false,
       defaultValue: false,
       description:
-        "Apply an upgrade (a larger monthly allowance) now, granting the difference for the rest of the cycle. Other changes always take effect at the next cycle.",
+        'Apply an upgrade (a larger monthly allowance) now, granting the difference for the rest of the cycle. Other changes always take effect at the next cycle.',
     }),
   }),
 });

@@ -88,7 +88,10 @@ interface ReservationPayload {
  * Runs a reservation write with a context that keeps the balance the write reports leaving, and
  * answers both: the payload's balance then needs no second read.
  */
-async function withBalance(ctx: GraphQLContext, write: (ledger: LedgerContext) => Promise<Reservation>): Promise<ReservationPayload> {
+async function withBalance(
+  ctx: GraphQLContext,
+  write: (ledger: LedgerContext) => Promise<Reservation>,
+): Promise<ReservationPayload> {
   let balance: Balance | null = null;
   const reservation = await write({ ...ctx, onBalance: (after) => (balance = after) });
   return { reservation, balance };
@@ -119,16 +122,25 @@ const ExtendReservationSuccess = reservationSuccessType('ExtendReservationSucces
 const ReserveCreditsInput = builder.inputType('ReserveCreditsInput', {
   fields: (t) => ({
     organizationId: t.id({ required: true }),
-    idempotencyKey: t.string({ required: true, description: 'Unique per organization; a retry with the same key returns the same reservation.' }),
+    idempotencyKey: t.string({
+      required: true,
+      description: 'Unique per organization; a retry with the same key returns the same reservation.',
+    }),
     generation: t.field({ type: GenerationInput, required: true }),
-    ttlSeconds: t.int({ required: false, description: 'Seconds until an unsettled reservation is refunded, 1 to 86400 (default 900).' }),
+    ttlSeconds: t.int({
+      required: false,
+      description: 'Seconds until an unsettled reservation is refunded, 1 to 86400 (default 900).',
+    }),
   }),
 });
 
 const CaptureReservationInput = builder.inputType('CaptureReservationInput', {
   fields: (t) => ({
     reservationId: t.id({ required: true }),
-    amount: t.int({ required: false, description: 'Credits to consume, 1 to the reserved amount; the rest is refunded. Default: all.' }),
+    amount: t.int({
+      required: false,
+      description: 'Credits to consume, 1 to the reserved amount; the rest is refunded. Default: all.',
+    }),
   }),
 });
 
@@ -142,7 +154,10 @@ const RefundReservationInput = builder.inputType('RefundReservationInput', {
 const ExtendReservationInput = builder.inputType('ExtendReservationInput', {
   fields: (t) => ({
     reservationId: t.id({ required: true }),
-    ttlSeconds: t.int({ required: true, description: 'The reservation now expires this many seconds from now, 1 to 86400.' }),
+    ttlSeconds: t.int({
+      required: true,
+      description: 'The reservation now expires this many seconds from now, 1 to 86400.',
+    }),
   }),
 });
 
@@ -188,7 +203,11 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, ctx) => {
       const viewer = authorize(ctx, 'service');
       return withBalance(ctx, (ledger) =>
-        captureReservation(ledger, { reservationId: String(input.reservationId), amount: input.amount }, organizationScope(viewer)),
+        captureReservation(
+          ledger,
+          { reservationId: String(input.reservationId), amount: input.amount },
+          organizationScope(viewer),
+        ),
       );
     },
   }),
@@ -200,7 +219,11 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, ctx) => {
       const viewer = authorize(ctx, 'service');
       return withBalance(ctx, (ledger) =>
-        refundReservation(ledger, { reservationId: String(input.reservationId), reason: input.reason }, organizationScope(viewer)),
+        refundReservation(
+          ledger,
+          { reservationId: String(input.reservationId), reason: input.reason },
+          organizationScope(viewer),
+        ),
       );
     },
   }),

@@ -39,7 +39,10 @@ builder.subscriptionField('balanceChanged', (t) =>
           await stream.return();
           throw error;
         }
-        return releasingOnEnd(untilDeadline(stream, viewer.expiresAt === null ? null : viewer.expiresAt * 1000, TOKEN_EXPIRED), release);
+        return releasingOnEnd(
+          untilDeadline(stream, viewer.expiresAt === null ? null : viewer.expiresAt * 1000, TOKEN_EXPIRED),
+          release,
+        );
       }),
     resolve: (event) => {
       if (event === TOKEN_EXPIRED) throw unauthenticated('The token has expired.');

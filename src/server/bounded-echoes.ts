@@ -45,13 +45,21 @@ function bound(error: unknown): void {
 
 export function useBoundedErrorEchoes<Context extends object>(): Plugin<Context> {
   return {
-    onParse: () => ({ result }) => bound(result),
-    onValidate: () => ({ result }) => result.forEach(bound),
+    onParse:
+      () =>
+      ({ result }) =>
+        bound(result),
+    onValidate:
+      () =>
+      ({ result }) =>
+        result.forEach(bound),
     onExecute: () => ({
-      onExecuteDone: (payload) => handleStreamOrSingleExecutionResult(payload, ({ result }) => result.errors?.forEach(bound)),
+      onExecuteDone: (payload) =>
+        handleStreamOrSingleExecutionResult(payload, ({ result }) => result.errors?.forEach(bound)),
     }),
     onSubscribe: () => ({
-      onSubscribeResult: (payload) => handleStreamOrSingleExecutionResult(payload, ({ result }) => result.errors?.forEach(bound)),
+      onSubscribeResult: (payload) =>
+        handleStreamOrSingleExecutionResult(payload, ({ result }) => result.errors?.forEach(bound)),
     }),
   };
 }

@@ -54,4 +54,3 @@ export function corsPolicy(allowed: readonly string[] | '*'): (request: Request)
     };
   };
 }
-

@@ -76,7 +76,12 @@ export function useDatabaseHealthGate(health: DatabaseHealth): Plugin<GraphQLCon
 
 /** The answer while the database cannot be reached: the caller may retry the same request. */
 export function serviceUnavailable(
-  located?: { nodes?: ReadonlyArray<ASTNode> | undefined; source?: Source | undefined; positions?: ReadonlyArray<number> | undefined; path?: ReadonlyArray<string | number> | undefined },
+  located?: {
+    nodes?: ReadonlyArray<ASTNode> | undefined;
+    source?: Source | undefined;
+    positions?: ReadonlyArray<number> | undefined;
+    path?: ReadonlyArray<string | number> | undefined;
+  },
   message = 'The database is unavailable; retry shortly.',
 ): GraphQLError {
   return new GraphQLError(message, {

@@ -71,7 +71,8 @@ export function describeError(error: unknown, depth = 0): string {
  */
 export function sanitisedLogger(log?: (message: string, detail?: unknown) => void): YogaLogger {
   const base = createLogger();
-  const describe = (args: unknown[]) => args.map((arg) => (arg instanceof Error ? describeError(arg) : String(arg))).join(' ');
+  const describe = (args: unknown[]) =>
+    args.map((arg) => (arg instanceof Error ? describeError(arg) : String(arg))).join(' ');
   return {
     ...base,
     error: (...args: unknown[]) => (log ? log('unexpected error', describe(args)) : base.error(describe(args))),

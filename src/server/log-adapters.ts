@@ -15,7 +15,10 @@ export function yogaLogger(logger: Logger): YogaLogger {
         .filter((arg) => !(arg instanceof Error))
         .map((arg) => (typeof arg === 'string' ? arg : safeJson(arg)))
         .join(' ');
-      logger[level]({ event: 'yoga', ...(err ? { err } : {}) }, message || (err as Error | undefined)?.message || 'yoga');
+      logger[level](
+        { event: 'yoga', ...(err ? { err } : {}) },
+        message || (err as Error | undefined)?.message || 'yoga',
+      );
     };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
@@ -33,7 +36,10 @@ function safeJson(value: unknown): string {
  * time: the listener's connection was lost and is back (postgres.js reconnected it, or the
  * watchdog replaced it), and every subscriber is being sent its balance again.
  */
-export function observedNotificationSource(source: NotificationSource, log: (message: string) => void): NotificationSource {
+export function observedNotificationSource(
+  source: NotificationSource,
+  log: (message: string) => void,
+): NotificationSource {
   let listens = 0;
   return {
     ...source,

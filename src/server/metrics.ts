@@ -1,4 +1,4 @@
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, inArray } from 'drizzle-orm';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from '../db/client.ts';
 import { creditLots } from '../db/schema.ts';
@@ -245,9 +245,13 @@ export class Metrics {
     }
     for (const seen of kinds.values()) {
       if (seen.reserve) this.reservations.inc({ outcome: 'reserved', reason: '' });
-      else if (seen.capture) this.reservations.inc({ outcome: seen.refund ? 'partially_captured' : 'captured', reason: '' });
+      else if (seen.capture)
+        this.reservations.inc({ outcome: seen.refund ? 'partially_captured' : 'captured', reason: '' });
       else if (seen.refund) {
-        this.reservations.inc({ outcome: 'refunded', reason: seen.reason === EXPIRED_REFUND_REASON ? 'expired' : 'requested' });
+        this.reservations.inc({
+          outcome: 'refunded',
+          reason: seen.reason === EXPIRED_REFUND_REASON ? 'expired' : 'requested',
+        });
       }
     }
   }
@@ -316,7 +320,15 @@ class CreditMovements {
       const rows = await this.db
         .select({ id: creditLots.id, type: creditLots.type })
         .from(creditLots)
-        .where(and(inArray(creditLots.organizationId, [...new Set(lots.map(([, lot]) => lot.organizationId))]), inArray(creditLots.id, lots.map(([id]) => id))));
+        .where(
+          and(
+            inArray(creditLots.organizationId, [...new Set(lots.map(([, lot]) => lot.organizationId))]),
+            inArray(
+              creditLots.id,
+              lots.map(([id]) => id),
+            ),
+          ),
+        );
       for (const row of rows) this.#remember(row.id, row.type);
     } catch {
       // The database is unreachable: these credits are counted as of unknown type rather than

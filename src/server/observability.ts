@@ -68,13 +68,23 @@ export function useObservability(options: ObservabilityOptions): Plugin<GraphQLC
   const operationOf = (context: object): OperationRecord => {
     let record = operations.get(context);
     if (!record) {
-      record = { name: 'anonymous', type: 'unknown', transport: transportOf(context), startedAt: performance.now(), typedErrors: [] };
+      record = {
+        name: 'anonymous',
+        type: 'unknown',
+        transport: transportOf(context),
+        startedAt: performance.now(),
+        typedErrors: [],
+      };
       operations.set(context, record);
     }
     return record;
   };
 
-  const start = (document: DocumentNode, operationName: string | null | undefined, context: GraphQLContext & { request?: Request }) => {
+  const start = (
+    document: DocumentNode,
+    operationName: string | null | undefined,
+    context: GraphQLContext & { request?: Request },
+  ) => {
     const operation = operationOf(context);
     const ast = getOperationAST(document, operationName);
     // Only operations that parsed and validated get here, so the name is a GraphQL name; it is
@@ -97,7 +107,9 @@ export function useObservability(options: ObservabilityOptions): Plugin<GraphQLC
     const outcome = result ? outcomeOf(result, operation.typedErrors) : 'success';
     const seconds = (performance.now() - operation.startedAt) / 1000;
     metrics.operation(operation.name, operation.type, outcome, seconds);
-    metrics.insufficientReservations(operation.typedErrors.filter((name) => name === 'InsufficientCreditsError').length);
+    metrics.insufficientReservations(
+      operation.typedErrors.filter((name) => name === 'InsufficientCreditsError').length,
+    );
     if (operation.request) operation.request.outcome = outcome;
     if (operation.transport === 'ws') {
       logger.info(
@@ -161,7 +173,13 @@ export function useObservability(options: ObservabilityOptions): Plugin<GraphQLC
           setResult(onceClosed(result, () => metrics.subscriptions.dec({ transport })));
         },
         onSubscribeError({ error }) {
-          finish(operation, args.contextValue, { errors: [error instanceof GraphQLError ? error : new GraphQLError('subscribe failed', { originalError: error as Error })] });
+          finish(operation, args.contextValue, {
+            errors: [
+              error instanceof GraphQLError
+                ? error
+                : new GraphQLError('subscribe failed', { originalError: error as Error }),
+            ],
+          });
         },
       };
     },

@@ -30,12 +30,16 @@ function hasVariablePageSize(document: DocumentNode): boolean {
  * API serves. A larger value is refused by the resolver as BAD_USER_INPUT naming the field
  * before any work, so it costs no more than the largest page.
  */
-function withPageSizesInlined(document: DocumentNode, variables: Readonly<Record<string, unknown>> | null | undefined): DocumentNode {
+function withPageSizesInlined(
+  document: DocumentNode,
+  variables: Readonly<Record<string, unknown>> | null | undefined,
+): DocumentNode {
   const defaults = new Map<string, unknown>();
   for (const definition of document.definitions) {
     if (definition.kind !== Kind.OPERATION_DEFINITION) continue;
     for (const variable of definition.variableDefinitions ?? []) {
-      if (variable.defaultValue?.kind === Kind.INT) defaults.set(variable.variable.name.value, Number(variable.defaultValue.value));
+      if (variable.defaultValue?.kind === Kind.INT)
+        defaults.set(variable.variable.name.value, Number(variable.defaultValue.value));
     }
   }
   return visit(document, {
@@ -58,7 +62,8 @@ function variablePageCostErrors(
 ) {
   if (!hasVariablePageSize(document)) return [];
   return validate(schema, withPageSizesInlined(document, variables), [rule]).map(
-    (error) => new GraphQLError(error.message, { extensions: { code: 'GRAPHQL_VALIDATION_FAILED', http: { status: 400 } } }),
+    (error) =>
+      new GraphQLError(error.message, { extensions: { code: 'GRAPHQL_VALIDATION_FAILED', http: { status: 400 } } }),
   );
 }
 
@@ -80,4 +85,3 @@ export function useVariablePageCostLimit(options: CostLimitOptions): Plugin<Grap
     },
   };
 }
-

@@ -77,7 +77,8 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
     // Armor's own filter misses some wordings ("Did you mean the enum value …"); this one
     // removes every suggestion from validation errors. Later stages go through errorMasker.
     plugins.push({
-      onValidate: () =>
+      onValidate:
+        () =>
         ({ valid, result, setResult }) => {
           if (!valid) setResult(result.map((error) => withoutSuggestions(error)));
         },
@@ -135,7 +136,10 @@ function maskerOf(health?: DatabaseHealth) {
     // A session timeout is no outage: the database answered, but this request waited too long
     // for a lock or ran too long. Its transaction rolled back whole, so a retry is safe.
     if (isSessionTimeout(error)) {
-      return serviceUnavailable(error instanceof GraphQLError ? error : undefined, 'The request timed out in the database and wrote nothing; retry it.');
+      return serviceUnavailable(
+        error instanceof GraphQLError ? error : undefined,
+        'The request timed out in the database and wrote nothing; retry it.',
+      );
     }
     if (!isConnectionError(error)) return maskError(error, message, isDev);
     health?.reportConnectionError(error);
@@ -148,10 +152,17 @@ function maskerOf(health?: DatabaseHealth) {
  * `extensions.originalError` of "POST body sent invalid JSON."; it is kept only when debugging.
  * The error is changed in place: returning a new one would make yoga log every malformed body
  * as a server error.
+ *
+ * That parser error is also how yoga tells a body it could not parse from an ordinary GraphQL
+ * error when the client accepts `application/json` (where GraphQL errors are answered 200). With
+ * it gone, the error's `http.spec` mark is dropped too, so its status 400 holds for every client,
+ * as the GraphQL-over-HTTP specification asks of a body that is not JSON.
  */
 function withoutInternals(error: GraphQLError, isDev?: boolean): GraphQLError {
   if (!isDev && error.extensions && 'originalError' in error.extensions) {
     Reflect.deleteProperty(error.extensions, 'originalError');
+    const http = error.extensions.http as { spec?: boolean } | undefined;
+    if (http) Reflect.deleteProperty(http, 'spec');
   }
   return error;
 }

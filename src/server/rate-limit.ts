@@ -25,7 +25,8 @@ export class TokenBuckets {
   private evictedAtMs: number;
 
   constructor(private readonly limit: MutationRateLimit) {
-    if (!(limit.perSecond > 0) || !(limit.burst >= 1)) throw new Error('A rate limit needs perSecond > 0 and burst >= 1.');
+    if (!(limit.perSecond > 0) || !(limit.burst >= 1))
+      throw new Error('A rate limit needs perSecond > 0 and burst >= 1.');
     this.now = limit.now ?? (() => performance.now());
     this.evictedAtMs = this.now();
   }
@@ -43,7 +44,10 @@ export class TokenBuckets {
     const nowMs = this.now();
     this.evictFullBuckets(nowMs);
     const bucket = this.buckets.get(key) ?? { tokens: this.limit.burst, updatedAtMs: nowMs };
-    bucket.tokens = Math.min(this.limit.burst, bucket.tokens + ((nowMs - bucket.updatedAtMs) / 1000) * this.limit.perSecond);
+    bucket.tokens = Math.min(
+      this.limit.burst,
+      bucket.tokens + ((nowMs - bucket.updatedAtMs) / 1000) * this.limit.perSecond,
+    );
     bucket.updatedAtMs = nowMs;
     this.buckets.set(key, bucket);
     if (cost <= bucket.tokens) {
@@ -64,13 +68,18 @@ export class TokenBuckets {
     if (nowMs - this.evictedAtMs < EVICTION_INTERVAL_MS) return;
     this.evictedAtMs = nowMs;
     for (const [key, bucket] of this.buckets) {
-      if (bucket.tokens + ((nowMs - bucket.updatedAtMs) / 1000) * this.limit.perSecond >= this.limit.burst) this.buckets.delete(key);
+      if (bucket.tokens + ((nowMs - bucket.updatedAtMs) / 1000) * this.limit.perSecond >= this.limit.burst)
+        this.buckets.delete(key);
     }
   }
 }
 
 /** Root fields an operation selects, through fragments; each aliased copy counts. */
-function countRootFields(selectionSet: SelectionSetNode, fragments: Map<string, FragmentDefinitionNode>, seen = new Set<string>()): number {
+function countRootFields(
+  selectionSet: SelectionSetNode,
+  fragments: Map<string, FragmentDefinitionNode>,
+  seen = new Set<string>(),
+): number {
   let count = 0;
   for (const selection of selectionSet.selections) {
     if (selection.kind === Kind.FIELD) {
@@ -119,15 +128,33 @@ interface BucketChoice {
 /** The buckets a caller draws from, each with its limit; a request must fit in all of them. */
 function bucketsOf(viewer: NonNullable<GraphQLContext['viewer']>, limits: MutationRateLimits): BucketChoice[] {
   if (viewer.role !== 'member' && limits.service) {
-    const key = viewer.role === 'service' ? `service\u0000${viewer.organizationId ?? ''}` : `admin\u0000${viewer.subject}`;
-    return [{ kind: 'service', key, limit: limits.service, scope: viewer.role === 'service' ? 'the services of this organization' : 'this admin' }];
+    const key =
+      viewer.role === 'service' ? `service\u0000${viewer.organizationId ?? ''}` : `admin\u0000${viewer.subject}`;
+    return [
+      {
+        kind: 'service',
+        key,
+        limit: limits.service,
+        scope: viewer.role === 'service' ? 'the services of this organization' : 'this admin',
+      },
+    ];
   }
   const choices: BucketChoice[] = [];
   if (limits.member) {
-    choices.push({ kind: 'member', key: `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`, limit: limits.member, scope: 'this token' });
+    choices.push({
+      kind: 'member',
+      key: `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`,
+      limit: limits.member,
+      scope: 'this token',
+    });
   }
   if (viewer.role === 'member' && viewer.organizationId && limits.organization) {
-    choices.push({ kind: 'organization', key: `organization\u0000${viewer.organizationId}`, limit: limits.organization, scope: "this organization's members" });
+    choices.push({
+      kind: 'organization',
+      key: `organization\u0000${viewer.organizationId}`,
+      limit: limits.organization,
+      scope: "this organization's members",
+    });
   }
   return choices;
 }
@@ -177,9 +204,12 @@ export function useMutationRateLimit(limits: MutationRateLimits): Plugin<GraphQL
 
 function refusal(cost: number, choice: BucketChoice, retryAfterSeconds: number | null): GraphQLError {
   if (retryAfterSeconds === null) {
-    return new GraphQLError(`This request holds ${cost} operations; ${choice.scope} may send at most ${choice.limit.burst} at once.`, {
-      extensions: { code: 'RATE_LIMITED', http: { status: 429 } },
-    });
+    return new GraphQLError(
+      `This request holds ${cost} operations; ${choice.scope} may send at most ${choice.limit.burst} at once.`,
+      {
+        extensions: { code: 'RATE_LIMITED', http: { status: 429 } },
+      },
+    );
   }
   return new GraphQLError(`Too many requests for ${choice.scope}; retry in ${retryAfterSeconds} s.`, {
     extensions: {

@@ -38,7 +38,11 @@ describe.each(drivers)('the balance a write answers with (%s)', (driver) => {
     const refunded = await t.gql(REFUND, { input: { reservationId: second.reservation.id } }, org.service);
     expect(refunded.data.refundReservation.__typename).toBe('RefundReservationSuccess');
     expect(refunded.data.refundReservation.balance).toEqual(await balanceOf(t, org));
-    expect(refunded.data.refundReservation.balance.accounts[2]).toMatchObject({ type: 'PROMOTIONAL', available: 0, reserved: 0 });
+    expect(refunded.data.refundReservation.balance.accounts[2]).toMatchObject({
+      type: 'PROMOTIONAL',
+      available: 0,
+      reserved: 0,
+    });
   });
 
   it('equals a fresh read when the write first starts a new billing cycle', async () => {

@@ -14,7 +14,6 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
 
   const sweep = () => sweepUntilIdle({ db: t.database.db, clock: t.clock });
 
-
   async function ledgerKinds(org: TestOrganization, first = 10) {
     const result = await t.gql(LEDGER, { id: org.id, first }, org.member);
     return result.data.ledger.edges.map((edge: any) => `${edge.node.kind} ${edge.node.amount}`);
@@ -101,7 +100,9 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
   it('resets inline when a reservation arrives before the sweeper', async () => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'free' });
-    await reserve(t, org, textCredits(100)).then((r) => t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service));
+    await reserve(t, org, textCredits(100)).then((r) =>
+      t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service),
+    );
     t.clock.set('2026-02-10T00:00:01Z');
     const result = await reserve(t, org, textCredits(60));
     expect(result.__typename).toBe('ReserveCreditsSuccess');
@@ -122,8 +123,14 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     await sweep();
     expect((await balanceOf(t, org)).accounts[0].available).toBe(1000);
 
-    await reserve(t, org, textCredits(100)).then((r) => t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service));
-    const now = await t.gql(CHANGE_PLAN, { input: { organizationId: org.id, planId: 'pro', immediately: true } }, org.service);
+    await reserve(t, org, textCredits(100)).then((r) =>
+      t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service),
+    );
+    const now = await t.gql(
+      CHANGE_PLAN,
+      { input: { organizationId: org.id, planId: 'pro', immediately: true } },
+      org.service,
+    );
     expect(now.data.changePlan).toMatchObject({
       organization: { plan: { id: 'pro' }, nextPlan: null },
       appliedImmediately: true,
@@ -137,7 +144,11 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
       '2026-03-10T00:00:00.000Z',
     ]);
     expect(await ledgerKinds(org, 1)).toEqual(['GRANT 4000']);
-    const same = await t.gql(CHANGE_PLAN, { input: { organizationId: org.id, planId: 'pro', immediately: true } }, org.service);
+    const same = await t.gql(
+      CHANGE_PLAN,
+      { input: { organizationId: org.id, planId: 'pro', immediately: true } },
+      org.service,
+    );
     expect(same.data.changePlan.__typename).toBe('ChangePlanSuccess');
     expect((await balanceOf(t, org)).accounts[0].available).toBe(4900);
   });
@@ -157,7 +168,9 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
   it('expires at once the credits a refund returns to an expired lot', async () => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t);
-    await reserve(t, org, textCredits(100)).then((r) => t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service));
+    await reserve(t, org, textCredits(100)).then((r) =>
+      t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service),
+    );
     await grant(t, org, 'PROMOTIONAL', 20, { expiresAt: '2026-01-10T01:00:00Z' });
     await grant(t, org, 'PURCHASED', 10);
     const { reservation } = await reserve(t, org, textCredits(25), { ttlSeconds: 86_400 });
@@ -176,7 +189,9 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
   it('counts held credits of an expired lot as reserved until the reservation settles', async () => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t);
-    await reserve(t, org, textCredits(100)).then((r) => t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service));
+    await reserve(t, org, textCredits(100)).then((r) =>
+      t.gql(CAPTURE, { input: { reservationId: r.reservation.id } }, org.service),
+    );
     await grant(t, org, 'REFERRAL', 10, { expiresAt: '2026-01-10T00:10:00Z' });
     const { reservation } = await reserve(t, org, textCredits(4), { ttlSeconds: 3600 });
     t.clock.advance(20 * 60_000);

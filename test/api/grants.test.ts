@@ -7,15 +7,26 @@ import { balanceOf, grant, newOrganization, uniqueKey, type TestOrganization } f
 describe.each(drivers)('grants and credit packs (%s)', (driver) => {
   const t = useTestApp(driver);
 
-
   function grantInput(org: TestOrganization, overrides: Record<string, unknown> = {}) {
-    return { organizationId: org.id, type: 'PROMOTIONAL', amount: 10, reason: 'launch promo', idempotencyKey: uniqueKey(), ...overrides };
+    return {
+      organizationId: org.id,
+      type: 'PROMOTIONAL',
+      amount: 10,
+      reason: 'launch promo',
+      idempotencyKey: uniqueKey(),
+      ...overrides,
+    };
   }
 
   it('grants each account type as a lot with the expiry its type gives', async () => {
     const org = await newOrganization(t);
     const promo = await grant(t, org, 'PROMOTIONAL', 25, { expiresAt: '2026-02-01T00:00:00Z' });
-    expect(promo.lot).toMatchObject({ type: 'PROMOTIONAL', granted: 25, available: 25, expiresAt: '2026-02-01T00:00:00.000Z' });
+    expect(promo.lot).toMatchObject({
+      type: 'PROMOTIONAL',
+      granted: 25,
+      available: 25,
+      expiresAt: '2026-02-01T00:00:00.000Z',
+    });
     const referral = await grant(t, org, 'REFERRAL', 5);
     expect(referral.lot).toMatchObject({ type: 'REFERRAL', expiresAt: null });
     const purchased = await grant(t, org, 'PURCHASED', 7);
@@ -70,7 +81,15 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     const admin = await t.token('admin');
     const result = await t.gql(
       GRANT_CREDITS,
-      { input: { organizationId: '00000000-0000-4000-8000-000000000001', type: 'REFERRAL', amount: 1, reason: 'r', idempotencyKey: 'k' } },
+      {
+        input: {
+          organizationId: '00000000-0000-4000-8000-000000000001',
+          type: 'REFERRAL',
+          amount: 1,
+          reason: 'r',
+          idempotencyKey: 'k',
+        },
+      },
       admin,
     );
     expect(result.data.grantCredits.__typename).toBe('NotFoundError');
@@ -88,17 +107,32 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     // Payment references are scoped by organization: the same string for another organization is
     // that organization's own purchase (see test/security/tenant-oracles.test.ts).
     const other = await newOrganization(t);
-    const otherOrg = await t.gql(PURCHASE_PACK, { input: { ...input, organizationId: other.id, packId: 'pack-2000' } }, other.service);
-    expect(otherOrg.data.purchaseCreditPack).toMatchObject({ __typename: 'PurchaseCreditPackSuccess', lot: { granted: 2000 } });
+    const otherOrg = await t.gql(
+      PURCHASE_PACK,
+      { input: { ...input, organizationId: other.id, packId: 'pack-2000' } },
+      other.service,
+    );
+    expect(otherOrg.data.purchaseCreditPack).toMatchObject({
+      __typename: 'PurchaseCreditPackSuccess',
+      lot: { granted: 2000 },
+    });
     expect((await balanceOf(t, org)).accounts[1].available).toBe(500);
     expect((await balanceOf(t, other)).accounts[1].available).toBe(2000);
   });
 
   it('refuses an unknown pack and an empty payment reference', async () => {
     const org = await newOrganization(t);
-    const unknown = await t.gql(PURCHASE_PACK, { input: { organizationId: org.id, packId: 'pack-1', paymentReference: 'p' } }, org.service);
+    const unknown = await t.gql(
+      PURCHASE_PACK,
+      { input: { organizationId: org.id, packId: 'pack-1', paymentReference: 'p' } },
+      org.service,
+    );
     expect(unknown.data.purchaseCreditPack).toMatchObject({ __typename: 'InvalidInputError', field: 'packId' });
-    const empty = await t.gql(PURCHASE_PACK, { input: { organizationId: org.id, packId: 'pack-500', paymentReference: '' } }, org.service);
+    const empty = await t.gql(
+      PURCHASE_PACK,
+      { input: { organizationId: org.id, packId: 'pack-500', paymentReference: '' } },
+      org.service,
+    );
     expect(empty.data.purchaseCreditPack).toMatchObject({ __typename: 'InvalidInputError', field: 'paymentReference' });
   });
 });

@@ -37,7 +37,11 @@ describe.each(drivers)('reserve, capture and refund over a listening HTTP server
     expect(first.balance).toMatchObject({ available: 30, reserved: 120 });
     expect(await balanceOf(http, org)).toMatchObject({ available: 30, reserved: 120 });
 
-    const captured = await http.gql(CAPTURE, { input: { reservationId: first.reservation.id, amount: 100 } }, org.service);
+    const captured = await http.gql(
+      CAPTURE,
+      { input: { reservationId: first.reservation.id, amount: 100 } },
+      org.service,
+    );
     expect(captured.status).toBe(200);
     expect(captured.errors).toBeUndefined();
     expect(captured.data.captureReservation).toMatchObject({
@@ -48,7 +52,11 @@ describe.each(drivers)('reserve, capture and refund over a listening HTTP server
 
     const second = await reserve(http, org, textCredits(40));
     expect(await balanceOf(http, org)).toMatchObject({ available: 10, reserved: 40 });
-    const refunded = await http.gql(REFUND, { input: { reservationId: second.reservation.id, reason: 'generation failed' } }, org.service);
+    const refunded = await http.gql(
+      REFUND,
+      { input: { reservationId: second.reservation.id, reason: 'generation failed' } },
+      org.service,
+    );
     expect(refunded.status).toBe(200);
     expect(refunded.errors).toBeUndefined();
     expect(refunded.data.refundReservation).toMatchObject({

@@ -13,7 +13,14 @@ import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { holdOrganizationLock } from '../support/organization-lock.ts';
 import { CAPTURE, CREATE_ORGANIZATION, EXTEND, REFUND } from '../support/operations.ts';
-import { balanceOf, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
+import {
+  balanceOf,
+  newOrganization,
+  reserve,
+  textCredits,
+  uniqueKey,
+  type TestOrganization,
+} from '../support/scenario.ts';
 
 const HOUR_MS = 3_600_000;
 
@@ -26,7 +33,9 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     const made: Reservation[] = [];
     for (let left = credits; left > 0; left -= Math.min(left, 500)) {
       const generation = textCredits(Math.min(left, 500));
-      made.push(await reserveCredits(ctx(), { organizationId: org.id, idempotencyKey: uniqueKey(), generation, ttlSeconds }));
+      made.push(
+        await reserveCredits(ctx(), { organizationId: org.id, idempotencyKey: uniqueKey(), generation, ttlSeconds }),
+      );
     }
     return made;
   }
@@ -45,7 +54,9 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       changePlan(input: $input) { __typename ... on ChangePlanSuccess { organization { plan { id } nextPlan { id } } } }
     }`;
   const changePlanTo = (org: TestOrganization, planId: string, immediately = true) =>
-    t.gql(CHANGE_PLAN_NOW, { input: { organizationId: org.id, planId, immediately } }, org.service).then((r) => r.data.changePlan);
+    t
+      .gql(CHANGE_PLAN_NOW, { input: { organizationId: org.id, planId, immediately } }, org.service)
+      .then((r) => r.data.changePlan);
 
   it('mints nothing when a downgrade is asked for immediately with the allowance held', async () => {
     t.clock.set('2026-01-10T00:00:00Z');
@@ -77,7 +88,9 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     // Back and forth: down is only scheduled, up again cancels it, and nothing is granted twice.
     for (let round = 0; round < 3; round += 1) {
       const again = await reserveAll(org, 5_000);
-      expect(await changePlanTo(org, 'starter')).toMatchObject({ organization: { plan: { id: 'pro' }, nextPlan: { id: 'starter' } } });
+      expect(await changePlanTo(org, 'starter')).toMatchObject({
+        organization: { plan: { id: 'pro' }, nextPlan: { id: 'starter' } },
+      });
       expect(await changePlanTo(org, 'pro')).toMatchObject({ organization: { plan: { id: 'pro' }, nextPlan: null } });
       await refundAll(org, again);
       expect((await balanceOf(t, org)).available).toBe(5_000);
@@ -92,15 +105,25 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     const org = await newOrganization(t, { planId: 'free' });
     const [held] = await reserveAll(org, 60);
     const [lot] = rowsOf<{ id: string; available: number; expires_at: Date }>(
-      await t.database.db.execute(sql`select id, available, expires_at from credit_lots where organization_id = ${org.id}`),
+      await t.database.db.execute(
+        sql`select id, available, expires_at from credit_lots where organization_id = ${org.id}`,
+      ),
     );
     await t.database.db.transaction((tx) =>
-      expireLots(tx, org.id, [{ id: lot!.id, available: lot!.available, expiresAt: new Date(lot!.expires_at) }], t.clock.now(), 'closed early'),
+      expireLots(
+        tx,
+        org.id,
+        [{ id: lot!.id, available: lot!.available, expiresAt: new Date(lot!.expires_at) }],
+        t.clock.now(),
+        'closed early',
+      ),
     );
     const refunded = await refundReservation(ctx(), { reservationId: held!.id }, null);
     expect(refunded.status).toBe('REFUNDED');
     expect(await balanceOf(t, org)).toMatchObject({ available: 0, reserved: 0 });
-    const [after] = rowsOf<{ expires_at: Date }>(await t.database.db.execute(sql`select expires_at from credit_lots where id = ${lot!.id}`));
+    const [after] = rowsOf<{ expires_at: Date }>(
+      await t.database.db.execute(sql`select expires_at from credit_lots where id = ${lot!.id}`),
+    );
     expect(new Date(after!.expires_at).toISOString()).toBe('2026-01-10T00:00:00.000Z');
   });
 
@@ -127,16 +150,23 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     const upgraded = await balanceOf(t, org);
     expect(upgraded.available + upgraded.reserved).toBe(2_000_000_000);
     const rows = rowsOf<{ source: string; amount: number }>(
-      await t.database.db.execute(sql`select source, amount from withheld_credits where organization_id = ${org.id} order by created_at, source`),
+      await t.database.db.execute(
+        sql`select source, amount from withheld_credits where organization_id = ${org.id} order by created_at, source`,
+      ),
     );
-    expect(rows).toEqual([{ source: 'CYCLE', amount: 100 }, { source: 'PLAN_CHANGE', amount: 800 }]);
+    expect(rows).toEqual([
+      { source: 'CYCLE', amount: 100 },
+      { source: 'PLAN_CHANGE', amount: 800 },
+    ]);
   });
 
   it('refuses to empty the journal with TRUNCATE', async () => {
     await newOrganization(t);
     await expect(t.database.db.execute(sql`truncate ledger_entries`)).rejects.toThrow();
     await expect(t.database.db.execute(sql`truncate organizations cascade`)).rejects.toThrow();
-    const [count] = rowsOf<{ n: number }>(await t.database.db.execute(sql`select count(*)::int as n from ledger_entries`));
+    const [count] = rowsOf<{ n: number }>(
+      await t.database.db.execute(sql`select count(*)::int as n from ledger_entries`),
+    );
     expect(count!.n).toBeGreaterThan(0);
   });
 
@@ -161,13 +191,20 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const orgs = [await newOrganization(t), await newOrganization(t), await newOrganization(t)];
     const held = [];
-    for (const org of orgs) held.push((await reserve(t, org, textCredits(10), { ttlSeconds: 60 })).reservation.id as string);
+    for (const org of orgs)
+      held.push((await reserve(t, org, textCredits(10), { ttlSeconds: 60 })).reservation.id as string);
     const broken = held[0]!;
     // A permanently failing item: the database refuses to settle this one reservation.
-    await t.database.db.execute(sql.raw(`
+    await t.database.db.execute(
+      sql.raw(`
       create function refuse_settle() returns trigger language plpgsql as $$
-      begin if new.id = '${broken}' then raise exception 'injected failure'; end if; return new; end $$`));
-    await t.database.db.execute(sql.raw(`create trigger refuse_settle before update on reservations for each row execute function refuse_settle()`));
+      begin if new.id = '${broken}' then raise exception 'injected failure'; end if; return new; end $$`),
+    );
+    await t.database.db.execute(
+      sql.raw(
+        `create trigger refuse_settle before update on reservations for each row execute function refuse_settle()`,
+      ),
+    );
     try {
       t.clock.advance(61_000);
       const failures: SweepItem[] = [];
@@ -213,9 +250,11 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       url.pathname = `/${await currentDatabase()}`;
       const lock = await holdOrganizationLock(url.toString(), org.id);
       try {
-        const waiting = reserveCredits(ctx(), { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(5) }).catch(
-          (error: unknown) => error,
-        );
+        const waiting = reserveCredits(ctx(), {
+          organizationId: org.id,
+          idempotencyKey: uniqueKey(),
+          generation: textCredits(5),
+        }).catch((error: unknown) => error);
         await vi.waitFor(async () => expect(await lockWaiters()).toBe(1), { timeout: 10_000, interval: 20 });
         // The promotional lot expires while the reservation waits.
         t.clock.set('2026-01-10T12:00:01Z');
@@ -250,9 +289,14 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     const again = await t.gql(CREATE_ORGANIZATION, { input }, admin);
     const id = first.data.createOrganization.organization.id;
     expect(again.data.createOrganization.organization.id).toBe(id);
-    const lots = rowsOf<{ n: number }>(await t.database.db.execute(sql`select count(*)::int as n from credit_lots where organization_id = ${id}`));
+    const lots = rowsOf<{ n: number }>(
+      await t.database.db.execute(sql`select count(*)::int as n from credit_lots where organization_id = ${id}`),
+    );
     expect(lots[0]!.n).toBe(1);
-    for (const other of [{ ...input, planId: 'pro' }, { ...input, name: 'Other' }]) {
+    for (const other of [
+      { ...input, planId: 'pro' },
+      { ...input, name: 'Other' },
+    ]) {
       const conflict = await t.gql(CREATE_ORGANIZATION, { input: other }, admin);
       expect(conflict.data.createOrganization.__typename).toBe('IdempotencyConflictError');
     }

@@ -10,7 +10,11 @@ describe.each(drivers)('queries (%s)', (driver) => {
 
   it('lists the catalogs to any valid token, models filtered by output type', async () => {
     const org = await newOrganization(t);
-    const all = await t.gql('{ models { id tier outputType resolutions maxDurationSeconds } plans { id monthlyCredits } creditPacks { id credits priceCents } }', {}, org.member);
+    const all = await t.gql(
+      '{ models { id tier outputType resolutions maxDurationSeconds } plans { id monthlyCredits } creditPacks { id credits priceCents } }',
+      {},
+      org.member,
+    );
     expect(all.errors).toBeUndefined();
     expect(all.data.models).toHaveLength(9);
     expect(all.data.plans.map((p: any) => p.id)).toEqual(['free', 'starter', 'pro', 'studio']);
@@ -83,8 +87,14 @@ describe.each(drivers)('queries (%s)', (driver) => {
 
   it('keeps the journal append-only at the database level', async () => {
     const org = await newOrganization(t);
-    await expect(t.database.db.execute(sql`update ledger_entries set available_change = 1000000 where organization_id = ${org.id}`)).rejects.toThrow();
-    await expect(t.database.db.execute(sql`delete from ledger_entries where organization_id = ${org.id}`)).rejects.toThrow();
+    await expect(
+      t.database.db.execute(
+        sql`update ledger_entries set available_change = 1000000 where organization_id = ${org.id}`,
+      ),
+    ).rejects.toThrow();
+    await expect(
+      t.database.db.execute(sql`delete from ledger_entries where organization_id = ${org.id}`),
+    ).rejects.toThrow();
     expect(await t.audit()).toEqual([]);
   });
 });

@@ -15,7 +15,11 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
   const t = useTestApp(driver);
   const ctx = (): LedgerContext => ({ db: t.database.db, clock: t.clock });
 
-  const attempt = (org: TestOrganization, idempotencyKey: string, credits: number | 'unknown-model'): Promise<Settled> =>
+  const attempt = (
+    org: TestOrganization,
+    idempotencyKey: string,
+    credits: number | 'unknown-model',
+  ): Promise<Settled> =>
     reserveCredits(ctx(), {
       organizationId: org.id,
       idempotencyKey,
@@ -25,12 +29,17 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
       (error: { name: string; required?: number; available?: number }) => ({
         ok: false,
         name: error.name,
-        detail: error.name === 'InsufficientCreditsError' ? { required: error.required, available: error.available } : undefined,
+        detail:
+          error.name === 'InsufficientCreditsError'
+            ? { required: error.required, available: error.available }
+            : undefined,
       }),
     );
 
   async function version(org: TestOrganization): Promise<number> {
-    const [row] = rowsOf<{ v: number }>(await t.database.db.execute(sql`select balance_version as v from organizations where id = ${org.id}`));
+    const [row] = rowsOf<{ v: number }>(
+      await t.database.db.execute(sql`select balance_version as v from organizations where id = ${org.id}`),
+    );
     return Number(row!.v);
   }
 
@@ -68,10 +77,16 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
   it('answers every other request of a batch when one fails inside the database', async () => {
     const org = await newOrganization(t, { planId: 'free' });
     const doomed = uniqueKey('doomed');
-    await t.database.db.execute(sql.raw(`
+    await t.database.db.execute(
+      sql.raw(`
       create function refuse_doomed() returns trigger language plpgsql as $$
-      begin if new.idempotency_key = '${doomed}' then raise exception 'injected failure'; end if; return new; end $$`));
-    await t.database.db.execute(sql.raw('create trigger refuse_doomed before insert on reservations for each row execute function refuse_doomed()'));
+      begin if new.idempotency_key = '${doomed}' then raise exception 'injected failure'; end if; return new; end $$`),
+    );
+    await t.database.db.execute(
+      sql.raw(
+        'create trigger refuse_doomed before insert on reservations for each row execute function refuse_doomed()',
+      ),
+    );
     try {
       const results = await Promise.all([
         attempt(org, uniqueKey(), 5),

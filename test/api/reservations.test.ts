@@ -110,8 +110,16 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     await grant(t, org, 'PURCHASED', 50);
     const before = await balanceOf(t, org);
     const { reservation } = await reserve(t, org, textCredits(120));
-    const result = await t.gql(REFUND, { input: { reservationId: reservation.id, reason: 'model crashed' } }, org.service);
-    expect(result.data.refundReservation.reservation).toMatchObject({ status: 'REFUNDED', refundedAmount: 120, capturedAmount: 0 });
+    const result = await t.gql(
+      REFUND,
+      { input: { reservationId: reservation.id, reason: 'model crashed' } },
+      org.service,
+    );
+    expect(result.data.refundReservation.reservation).toMatchObject({
+      status: 'REFUNDED',
+      refundedAmount: 120,
+      capturedAmount: 0,
+    });
     const after = result.data.refundReservation.balance;
     expect(after.accounts).toEqual(before.accounts);
     expect(after.version).toBe(before.version + 2);
@@ -156,7 +164,9 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     const { reservation } = await reserve(t, org, textCredits(10), { ttlSeconds: 60 });
     t.clock.advanceSeconds(50);
     const extended = await t.gql(EXTEND, { input: { reservationId: reservation.id, ttlSeconds: 600 } }, org.service);
-    expect(new Date(extended.data.extendReservation.reservation.expiresAt).getTime()).toBe(t.clock.now().getTime() + 600_000);
+    expect(new Date(extended.data.extendReservation.reservation.expiresAt).getTime()).toBe(
+      t.clock.now().getTime() + 600_000,
+    );
     t.clock.advanceSeconds(599);
     expect((await sweepUntilIdle({ db: t.database.db, clock: t.clock })).refundedReservations).toBe(0);
     t.clock.advanceSeconds(1);
@@ -179,18 +189,24 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
   it('does not use up a key on a refused reservation', async () => {
     const org = await newOrganization(t);
     const key = uniqueKey();
-    expect((await tryReserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe('InsufficientCreditsError');
+    expect((await tryReserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe(
+      'InsufficientCreditsError',
+    );
     await grant(t, org, 'PURCHASED', 100);
     expect((await reserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe('ReserveCreditsSuccess');
   });
 
-  it('answers for another organization\'s reservation exactly like a missing one', async () => {
+  it("answers for another organization's reservation exactly like a missing one", async () => {
     const a = await newOrganization(t);
     const b = await newOrganization(t);
     const { reservation } = await reserve(t, a, textCredits(5));
     expect((await t.gql(RESERVATION, { id: reservation.id }, b.member)).data.reservation).toBeNull();
     const capture = await t.gql(CAPTURE, { input: { reservationId: reservation.id } }, b.service);
-    const missing = await t.gql(CAPTURE, { input: { reservationId: '00000000-0000-4000-8000-000000000000' } }, b.service);
+    const missing = await t.gql(
+      CAPTURE,
+      { input: { reservationId: '00000000-0000-4000-8000-000000000000' } },
+      b.service,
+    );
     expect(capture.data.captureReservation).toEqual(missing.data.captureReservation);
     expect(capture.data.captureReservation.__typename).toBe('NotFoundError');
   });
@@ -213,7 +229,12 @@ describe.each(drivers)('reservations with the background sweeper running (%s)', 
     expect(await statusOf(long.reservation.id)).toBe('PENDING');
     expect(await balanceOf(t, org)).toMatchObject({ available: 80, reserved: 20 });
     const ledger = await t.gql(LEDGER, { id: org.id, first: 1 }, org.member);
-    expect(ledger.data.ledger.edges[0].node).toMatchObject({ kind: 'REFUND', amount: 30, reservedChange: -30, reservationId: short.reservation.id });
+    expect(ledger.data.ledger.edges[0].node).toMatchObject({
+      kind: 'REFUND',
+      amount: 30,
+      reservedChange: -30,
+      reservationId: short.reservation.id,
+    });
     expect(ledger.data.ledger.edges[0].node.reason).toMatch(/expired/);
 
     t.clock.advanceSeconds(60);

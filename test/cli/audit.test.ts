@@ -28,7 +28,11 @@ async function pgliteTarget(): Promise<Target> {
 
 async function postgresTarget(): Promise<Target> {
   const { url, drop } = await createPostgresDatabase();
-  return { env: { DATABASE_URL: url }, open: () => openDatabase({ databaseUrl: url, maxConnections: 2 }), cleanup: drop };
+  return {
+    env: { DATABASE_URL: url },
+    open: () => openDatabase({ databaseUrl: url, maxConnections: 2 }),
+    cleanup: drop,
+  };
 }
 
 const targets: Array<[string, () => Promise<Target>]> = [['pglite', pgliteTarget]];
@@ -48,8 +52,18 @@ describe.each(targets)('npm run audit (%s)', (_driver, makeTarget) => {
     let database = await target.open();
     const ctx = { db: database.db, clock: new ManualClock('2026-03-10T09:00:00Z') };
     const org = await createOrganization(ctx, { name: 'Audited', planId: 'free' });
-    const lot = await grantCredits(ctx, { organizationId: org.id, type: 'PURCHASED', amount: 40, reason: 'audit test', idempotencyKey: 'audit-grant' });
-    const reservation = await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'audit-reserve', generation: { modelId: 'text-draft', count: 30 } });
+    const lot = await grantCredits(ctx, {
+      organizationId: org.id,
+      type: 'PURCHASED',
+      amount: 40,
+      reason: 'audit test',
+      idempotencyKey: 'audit-grant',
+    });
+    const reservation = await reserveCredits(ctx, {
+      organizationId: org.id,
+      idempotencyKey: 'audit-reserve',
+      generation: { modelId: 'text-draft', count: 30 },
+    });
     await captureReservation(ctx, { reservationId: reservation.id, amount: 20 }, null);
     await database.close();
 

@@ -65,7 +65,8 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
         process.execPath,
         [bin, ...args],
         { cwd: root, env: { ...process.env, AUTH_SECRET: SECRET, ...target.env }, timeout: 90_000 },
-        (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
+        (error, stdout, stderr) =>
+          resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
       );
     });
   }
@@ -105,7 +106,9 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     expect(header).toMatch(/^ID\s+NAME\s+PLAN\s+CYCLE STARTS\s+CYCLE ENDS\s+CREATED$/);
     // Aligned columns: the second column starts at the same offset in the header and the row.
     expect(row!.indexOf('Acme Studio')).toBe(header!.indexOf('NAME'));
-    expect(JSON.parse((await credits('--json', 'org', 'list')).stdout).map((org: { id: string }) => org.id)).toEqual([organizationId]);
+    expect(JSON.parse((await credits('--json', 'org', 'list')).stdout).map((org: { id: string }) => org.id)).toEqual([
+      organizationId,
+    ]);
 
     const shown = await credits('org', 'show', organizationId);
     expect(shown.code, shown.stderr).toBe(0);
@@ -113,11 +116,30 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     expect(shown.stdout).toMatch(/^SUBSCRIPTION\s+5000\s+0$/m);
     const json = JSON.parse((await credits('org', 'show', organizationId, '--json')).stdout);
     expect(json).toMatchObject({ id: organizationId, planId: 'pro', balance: { available: 5000, reserved: 0 } });
-    expect(json.balance.accounts.map((account: { type: string }) => account.type)).toEqual(['SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL']);
+    expect(json.balance.accounts.map((account: { type: string }) => account.type)).toEqual([
+      'SUBSCRIPTION',
+      'PURCHASED',
+      'PROMOTIONAL',
+      'REFERRAL',
+    ]);
   }, 120_000);
 
   it('grants through the ledger (a retry with the same key grants once) and shows the balance with each lot', async () => {
-    const args = ['grant', '--org', organizationId, '--type', 'promotional', '--amount', '250', '--reason', 'launch promo', '--expires', '2099-01-01', '--key', 'promo-1'];
+    const args = [
+      'grant',
+      '--org',
+      organizationId,
+      '--type',
+      'promotional',
+      '--amount',
+      '250',
+      '--reason',
+      'launch promo',
+      '--expires',
+      '2099-01-01',
+      '--key',
+      'promo-1',
+    ];
     const first = await credits(...args);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/^granted:\s+250$/m);
@@ -146,23 +168,111 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
 
   it('refuses bad input with one clear line, a non-zero exit and nothing written', async () => {
     const version = await journalSize();
-    expectRefused(await credits('grant', '--org', organizationId, '--type', 'gold', '--amount', '5', '--reason', 'x'), /--type.*expected one of SUBSCRIPTION, PURCHASED, PROMOTIONAL, REFERRAL/);
-    expectRefused(await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '0', '--reason', 'x'), /--amount.*whole number/);
-    expectRefused(await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '5', '--reason', 'x', '--expires', '2099-02-30'), /--expires.*expected a date/);
-    expectRefused(await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '5', '--reason', 'x', '--expires', '2099-02-01'), /^error: PURCHASED credits never expire/);
-    expectRefused(await credits('grant', '--org', organizationId, '--type', 'promotional', '--amount', '9', '--reason', 'other', '--key', 'promo-1'), /^error: This idempotency key was already used/);
-    expectRefused(await credits('grant', '--org', 'not-an-id', '--type', 'purchased', '--amount', '5', '--reason', 'x'), /--org.*organization id/);
-    expectRefused(await credits('grant', '--org', '00000000-0000-4000-8000-000000000000', '--type', 'purchased', '--amount', '5', '--reason', 'x'), /^error: No such organization/);
-    expectRefused(await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '5'), /required option '--reason <text>'/);
-    expectRefused(await credits('org', 'create', '--name', 'X', '--plan', 'platinum'), /^error: There is no plan "platinum"/);
-    expectRefused(await credits('balance', '--org', '00000000-0000-4000-8000-000000000000'), /^error: No such organization/);
+    expectRefused(
+      await credits('grant', '--org', organizationId, '--type', 'gold', '--amount', '5', '--reason', 'x'),
+      /--type.*expected one of SUBSCRIPTION, PURCHASED, PROMOTIONAL, REFERRAL/,
+    );
+    expectRefused(
+      await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '0', '--reason', 'x'),
+      /--amount.*whole number/,
+    );
+    expectRefused(
+      await credits(
+        'grant',
+        '--org',
+        organizationId,
+        '--type',
+        'purchased',
+        '--amount',
+        '5',
+        '--reason',
+        'x',
+        '--expires',
+        '2099-02-30',
+      ),
+      /--expires.*expected a date/,
+    );
+    expectRefused(
+      await credits(
+        'grant',
+        '--org',
+        organizationId,
+        '--type',
+        'purchased',
+        '--amount',
+        '5',
+        '--reason',
+        'x',
+        '--expires',
+        '2099-02-01',
+      ),
+      /^error: PURCHASED credits never expire/,
+    );
+    expectRefused(
+      await credits(
+        'grant',
+        '--org',
+        organizationId,
+        '--type',
+        'promotional',
+        '--amount',
+        '9',
+        '--reason',
+        'other',
+        '--key',
+        'promo-1',
+      ),
+      /^error: This idempotency key was already used/,
+    );
+    expectRefused(
+      await credits('grant', '--org', 'not-an-id', '--type', 'purchased', '--amount', '5', '--reason', 'x'),
+      /--org.*organization id/,
+    );
+    expectRefused(
+      await credits(
+        'grant',
+        '--org',
+        '00000000-0000-4000-8000-000000000000',
+        '--type',
+        'purchased',
+        '--amount',
+        '5',
+        '--reason',
+        'x',
+      ),
+      /^error: No such organization/,
+    );
+    expectRefused(
+      await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '5'),
+      /required option '--reason <text>'/,
+    );
+    expectRefused(
+      await credits('org', 'create', '--name', 'X', '--plan', 'platinum'),
+      /^error: There is no plan "platinum"/,
+    );
+    expectRefused(
+      await credits('balance', '--org', '00000000-0000-4000-8000-000000000000'),
+      /^error: No such organization/,
+    );
     expectRefused(await credits('frobnicate'), /unknown command 'frobnicate'/);
     expect(await journalSize()).toBe(version);
     expect(JSON.parse((await credits('--json', 'org', 'list')).stdout)).toHaveLength(1);
   }, 180_000);
 
   it('prints --help for every command', async () => {
-    for (const command of [[], ['org'], ['org', 'create'], ['org', 'list'], ['org', 'show'], ['grant'], ['balance'], ['token'], ['reset'], ['sweep'], ['audit']]) {
+    for (const command of [
+      [],
+      ['org'],
+      ['org', 'create'],
+      ['org', 'list'],
+      ['org', 'show'],
+      ['grant'],
+      ['balance'],
+      ['token'],
+      ['reset'],
+      ['sweep'],
+      ['audit'],
+    ]) {
       const help = await credits(...command, '--help');
       expect(help.code, command.join(' ')).toBe(0);
       expect(help.stdout).toMatch(/^Usage: credits/);
@@ -178,13 +288,22 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     expect(viewer.expiresAt! - Date.now() / 1000).toBeLessThanOrEqual(7200);
     const admin = JSON.parse((await credits('--json', 'token', '--role', 'admin')).stdout);
     expect((await verifyAuthorization(`Bearer ${admin.token}`, secretKey(SECRET))).role).toBe('admin');
-    expectRefused(await credits('token', '--role', 'admin', '--org', organizationId), /admin token acts for every organization/);
+    expectRefused(
+      await credits('token', '--role', 'admin', '--org', organizationId),
+      /admin token acts for every organization/,
+    );
     expectRefused(await credits('token', '--role', 'service'), /service token needs --org/);
     expectRefused(await credits('token', '--role', 'owner', '--org', organizationId), /--role.*member, service, admin/);
-    expectRefused(await credits('token', '--role', 'member', '--org', organizationId, '--ttl', 'forever'), /--ttl.*duration/);
+    expectRefused(
+      await credits('token', '--role', 'member', '--org', organizationId, '--ttl', 'forever'),
+      /--ttl.*duration/,
+    );
     // Longer than the token rules allow the role: the service would refuse it, so it is not signed.
     expectRefused(await credits('token', '--role', 'admin', '--ttl', '2h'), /admin token may live at most 3600 s/);
-    expectRefused(await credits('token', '--role', 'member', '--org', organizationId, '--ttl', '2d'), /member token may live at most 86400 s/);
+    expectRefused(
+      await credits('token', '--role', 'member', '--org', organizationId, '--ttl', '2d'),
+      /member token may live at most 86400 s/,
+    );
   }, 60_000);
 
   it('sweeps an expired reservation back, and says when no cycle is due for reset', async () => {
@@ -192,15 +311,25 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     const database = await target.open();
     const reservation = await reserveCredits(
       { db: database.db, clock: new ManualClock(new Date(Date.now() - 3_600_000)) },
-      { organizationId, idempotencyKey: 'cli-expired', generation: { modelId: 'text-draft', count: 30 }, ttlSeconds: 60 },
+      {
+        organizationId,
+        idempotencyKey: 'cli-expired',
+        generation: { modelId: 'text-draft', count: 30 },
+        ttlSeconds: 60,
+      },
     );
     await database.close();
-    expect(JSON.parse((await credits('--json', 'balance', '--org', organizationId)).stdout).reserved).toBe(reservation.amount);
+    expect(JSON.parse((await credits('--json', 'balance', '--org', organizationId)).stdout).reserved).toBe(
+      reservation.amount,
+    );
 
     const sweep = await credits('--json', 'sweep');
     expect(sweep.code, sweep.stderr).toBe(0);
     expect(JSON.parse(sweep.stdout)).toMatchObject({ refundedReservations: 1, failedItems: 0 });
-    expect(JSON.parse((await credits('--json', 'balance', '--org', organizationId)).stdout)).toMatchObject({ reserved: 0, available: 5250 });
+    expect(JSON.parse((await credits('--json', 'balance', '--org', organizationId)).stdout)).toMatchObject({
+      reserved: 0,
+      available: 5250,
+    });
 
     const reset = await credits('reset', '--org', organizationId);
     expect(reset.code, reset.stderr).toBe(0);
@@ -208,32 +337,54 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
     expect((await credits('audit')).code).toBe(0);
   }, 120_000);
 
-  it.runIf(driver === 'postgres')('announces a grant to listening servers like the API does (NOTIFY balance_changed)', async () => {
-    const listener = postgres(target.env.DATABASE_URL!, { max: 1, onnotice: () => {} });
-    const heard: string[] = [];
-    try {
-      await listener.listen('balance_changed', (payload) => heard.push(payload));
-      const version = await journalSize();
-      const granted = await credits('grant', '--org', organizationId, '--type', 'purchased', '--amount', '10', '--reason', 'support credit');
-      expect(granted.code, granted.stderr).toBe(0);
-      await expect.poll(() => heard, { timeout: 10_000 }).toContain(`${organizationId}:${version + 1}`);
-    } finally {
-      await listener.end();
-    }
-  }, 60_000);
+  it.runIf(driver === 'postgres')(
+    'announces a grant to listening servers like the API does (NOTIFY balance_changed)',
+    async () => {
+      const listener = postgres(target.env.DATABASE_URL!, { max: 1, onnotice: () => {} });
+      const heard: string[] = [];
+      try {
+        await listener.listen('balance_changed', (payload) => heard.push(payload));
+        const version = await journalSize();
+        const granted = await credits(
+          'grant',
+          '--org',
+          organizationId,
+          '--type',
+          'purchased',
+          '--amount',
+          '10',
+          '--reason',
+          'support credit',
+        );
+        expect(granted.code, granted.stderr).toBe(0);
+        await expect.poll(() => heard, { timeout: 10_000 }).toContain(`${organizationId}:${version + 1}`);
+      } finally {
+        await listener.end();
+      }
+    },
+    60_000,
+  );
 
-  it.runIf(driver === 'pglite')('refuses to open the embedded database while another live process has it open', async () => {
-    // The test process stands in for a running server: its id is in the claim file.
-    writeFileSync(path.join(target.env.DATA_DIR!, 'credits.pid'), String(process.pid));
-    try {
-      expectRefused(await credits('balance', '--org', organizationId), new RegExp(`process ${process.pid} has the embedded database`), 2);
-    } finally {
-      rmSync(path.join(target.env.DATA_DIR!, 'credits.pid'), { force: true });
-    }
-    // A claim left by a process that is gone (a killed server) is taken over.
-    writeFileSync(path.join(target.env.DATA_DIR!, 'credits.pid'), '999999999');
-    expect((await credits('balance', '--org', organizationId)).code).toBe(0);
-  }, 60_000);
+  it.runIf(driver === 'pglite')(
+    'refuses to open the embedded database while another live process has it open',
+    async () => {
+      // The test process stands in for a running server: its id is in the claim file.
+      writeFileSync(path.join(target.env.DATA_DIR!, 'credits.pid'), String(process.pid));
+      try {
+        expectRefused(
+          await credits('balance', '--org', organizationId),
+          new RegExp(`process ${process.pid} has the embedded database`),
+          2,
+        );
+      } finally {
+        rmSync(path.join(target.env.DATA_DIR!, 'credits.pid'), { force: true });
+      }
+      // A claim left by a process that is gone (a killed server) is taken over.
+      writeFileSync(path.join(target.env.DATA_DIR!, 'credits.pid'), '999999999');
+      expect((await credits('balance', '--org', organizationId)).code).toBe(0);
+    },
+    60_000,
+  );
 });
 
 describe('credits command line without a database', () => {
@@ -241,8 +392,11 @@ describe('credits command line without a database', () => {
     const empty = mkdtempSync(path.join(tmpdir(), 'credits-cli-empty-'));
     try {
       const run = await new Promise<Run>((resolve) =>
-        execFile(process.execPath, [bin, 'org', 'list'], { cwd: root, env: { ...process.env, DATA_DIR: empty, DATABASE_URL: '' } }, (error, stdout, stderr) =>
-          resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
+        execFile(
+          process.execPath,
+          [bin, 'org', 'list'],
+          { cwd: root, env: { ...process.env, DATA_DIR: empty, DATABASE_URL: '' } },
+          (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
         ),
       );
       expect(run.code).toBe(2);

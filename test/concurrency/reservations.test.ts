@@ -10,7 +10,12 @@ import { BALANCE, RESERVE } from '../support/operations.ts';
 import { grant, newOrganization, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 
 /** Sends `count` reservations at once, each with its own key, and waits for every answer. */
-async function reserveAtOnce(t: TestApp, org: TestOrganization, count: number, credits: number): Promise<GraphQLResponse[]> {
+async function reserveAtOnce(
+  t: TestApp,
+  org: TestOrganization,
+  count: number,
+  credits: number,
+): Promise<GraphQLResponse[]> {
   const generation = textCredits(credits);
   return Promise.all(
     Array.from({ length: count }, () =>
@@ -49,7 +54,10 @@ async function lotFloor(t: TestApp, organizationId: string): Promise<{ minAvaila
 async function deadlocks(t: TestApp, poolSize: number): Promise<number> {
   const pool = t.database.postgresClient!;
   const flushed = await Promise.all(
-    Array.from({ length: poolSize }, () => pool`select pg_backend_pid() as pid from pg_stat_force_next_flush(), pg_sleep(0.05)`),
+    Array.from(
+      { length: poolSize },
+      () => pool`select pg_backend_pid() as pid from pg_stat_force_next_flush(), pg_sleep(0.05)`,
+    ),
   );
   expect(new Set(flushed.map(([row]) => row!.pid)).size).toBe(poolSize);
   const [row] = await pool`select deadlocks from pg_stat_database where datname = current_database()`;
@@ -78,7 +86,9 @@ describe.skipIf(!hasPostgres)('simultaneous reservations (postgres)', () => {
         if (result.__typename === 'InsufficientCreditsError') expect(result.required).toBe(3);
       }
 
-      const ids = responses.filter((r) => r.data.reserveCredits.__typename === 'ReserveCreditsSuccess').map((r) => r.data.reserveCredits.reservation.id);
+      const ids = responses
+        .filter((r) => r.data.reserveCredits.__typename === 'ReserveCreditsSuccess')
+        .map((r) => r.data.reserveCredits.reservation.id);
       expect(new Set(ids).size).toBe(100);
       const balance = await t.gql(BALANCE, { id: org.id }, org.member);
       expect(balance.data.balance).toMatchObject({ available: 0, reserved: 300 });
@@ -128,7 +138,11 @@ describe.skipIf(!hasPostgres)('simultaneous reservations (postgres)', () => {
       const generation = { modelId: 'image-standard', resolution: 'HD_720P', count: 2 }; // 8 credits
       const responses = await Promise.all(
         Array.from({ length: 50 }, () =>
-          t.gql(RESERVE, { input: { organizationId: org.id, idempotencyKey: key, generation, ttlSeconds: 600 } }, org.member),
+          t.gql(
+            RESERVE,
+            { input: { organizationId: org.id, idempotencyKey: key, generation, ttlSeconds: 600 } },
+            org.member,
+          ),
         ),
       );
       expect(Object.fromEntries(outcomes(responses))).toEqual({ ReserveCreditsSuccess: 50 });

@@ -14,7 +14,11 @@ if (Number.isFinite(rate) && rate > 0) {
   const emit = http.Server.prototype.emit;
   let posts = 0;
   let faults = 0;
-  http.Server.prototype.emit = function faultyEmit(this: http.Server, event: string | symbol, ...args: unknown[]): boolean {
+  http.Server.prototype.emit = function faultyEmit(
+    this: http.Server,
+    event: string | symbol,
+    ...args: unknown[]
+  ): boolean {
     if (event === 'request') {
       const [request, response] = args as [http.IncomingMessage, http.ServerResponse];
       if (request.method === 'POST') {
@@ -23,13 +27,21 @@ if (Number.isFinite(rate) && rate > 0) {
           faults += 1;
           request.resume();
           response.writeHead(500, { 'content-type': 'application/graphql-response+json; charset=utf-8' });
-          response.end(JSON.stringify({ errors: [{ message: 'Unexpected error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }));
+          response.end(
+            JSON.stringify({
+              errors: [{ message: 'Unexpected error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }],
+            }),
+          );
           console.error('TEST FAULT: answered 500');
           return true;
         }
       }
     }
-    return (emit as (this: http.Server, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
+    return (emit as (this: http.Server, event: string | symbol, ...args: unknown[]) => boolean).call(
+      this,
+      event,
+      ...args,
+    );
   } as typeof emit;
   console.error(`TEST FAULT SWITCH ON: answering 500 to ${rate} of POST requests`);
 }

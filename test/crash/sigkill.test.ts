@@ -173,7 +173,10 @@ function connectionLost(error: unknown): string | null {
 
 function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  const cause = error.cause instanceof Error ? ` (cause: ${error.cause.name} ${(error.cause as { code?: string }).code ?? ''} ${error.cause.message})` : '';
+  const cause =
+    error.cause instanceof Error
+      ? ` (cause: ${error.cause.name} ${(error.cause as { code?: string }).code ?? ''} ${error.cause.message})`
+      : '';
   return `${error.name}: ${error.message}${cause}`;
 }
 
@@ -187,14 +190,20 @@ function classify(outcome: Outcome): Verdict {
   if (outcome.error !== undefined || !outcome.response) {
     const lost = connectionLost(outcome.error);
     if (lost && outcome.afterKill) return { kind: 'cut-off', reason: lost };
-    return { kind: 'bad', reason: `${where}: ${lost ? `${lost} while the server should be up` : describeError(outcome.error)}` };
+    return {
+      kind: 'bad',
+      reason: `${where}: ${lost ? `${lost} while the server should be up` : describeError(outcome.error)}`,
+    };
   }
   const { status, text } = outcome.response;
   let body: any;
   try {
     body = JSON.parse(text);
   } catch {
-    return { kind: 'bad', reason: `${where}: HTTP ${status} with a body that is not JSON: ${JSON.stringify(text.slice(0, 200))}` };
+    return {
+      kind: 'bad',
+      reason: `${where}: HTTP ${status} with a body that is not JSON: ${JSON.stringify(text.slice(0, 200))}`,
+    };
   }
   if (status !== 200 || typeof body !== 'object' || body === null || body.errors !== undefined || !body.data) {
     return { kind: 'bad', reason: `${where}: HTTP ${status} ${text.slice(0, 300)}` };
@@ -256,7 +265,12 @@ interface CrashLoad {
   servers: Server[];
 }
 
-async function runCrashLoad(options: { databaseUrl: string; db: Database['db']; kills: number; serverEnv?: Record<string, string> }): Promise<CrashLoad> {
+async function runCrashLoad(options: {
+  databaseUrl: string;
+  db: Database['db'];
+  kills: number;
+  serverEnv?: Record<string, string>;
+}): Promise<CrashLoad> {
   const { databaseUrl, db, kills, serverEnv } = options;
   const key = secretKey(AUTH_SECRET);
   const admin = await signToken({ subject: 'crash-admin', role: 'admin', expiresIn: '1h' }, key);
@@ -264,13 +278,27 @@ async function runCrashLoad(options: { databaseUrl: string; db: Database['db']; 
 
   const orgs: Array<{ id: string; service: string }> = [];
   for (let i = 0; i < 2; i += 1) {
-    const created = await gql(server.url, admin, CREATE_ORGANIZATION, { input: { name: `Crash ${i}`, planId: 'free' } });
+    const created = await gql(server.url, admin, CREATE_ORGANIZATION, {
+      input: { name: `Crash ${i}`, planId: 'free' },
+    });
     const id = created.createOrganization.organization.id as string;
     const granted = await gql(server.url, admin, GRANT_CREDITS, {
-      input: { organizationId: id, type: 'PURCHASED', amount: 1_000_000, reason: 'crash test', idempotencyKey: `crash-${i}` },
+      input: {
+        organizationId: id,
+        type: 'PURCHASED',
+        amount: 1_000_000,
+        reason: 'crash test',
+        idempotencyKey: `crash-${i}`,
+      },
     });
     expect(granted.grantCredits.__typename).toBe('GrantCreditsSuccess');
-    orgs.push({ id, service: await signToken({ subject: `crash-service-${i}`, role: 'service', organizationId: id, expiresIn: '1h' }, key) });
+    orgs.push({
+      id,
+      service: await signToken(
+        { subject: `crash-service-${i}`, role: 'service', organizationId: id, expiresIn: '1h' },
+        key,
+      ),
+    });
   }
 
   const load: CrashLoad = {
@@ -288,7 +316,13 @@ async function runCrashLoad(options: { databaseUrl: string; db: Database['db']; 
     let killSent = false;
     let acknowledged = 0;
 
-    const send = async (operation: Operation, token: string, query: string, variables: Record<string, unknown>, expiresAt?: string): Promise<Outcome> => {
+    const send = async (
+      operation: Operation,
+      token: string,
+      query: string,
+      variables: Record<string, unknown>,
+      expiresAt?: string,
+    ): Promise<Outcome> => {
       let response: Outcome['response'];
       let error: unknown;
       try {
@@ -314,7 +348,12 @@ async function runCrashLoad(options: { databaseUrl: string; db: Database['db']; 
         i += 1;
         const reserved = classify(
           await send('reserve', org.service, RESERVE, {
-            input: { organizationId: org.id, idempotencyKey: `r${round}-c${n}-${i}`, generation: { modelId: 'text-draft', count: 1 + (i % 7) }, ttlSeconds: TTL_SECONDS },
+            input: {
+              organizationId: org.id,
+              idempotencyKey: `r${round}-c${n}-${i}`,
+              generation: { modelId: 'text-draft', count: 1 + (i % 7) },
+              ttlSeconds: TTL_SECONDS,
+            },
           }),
         );
         if (reserved.kind !== 'success') {
@@ -328,7 +367,15 @@ async function runCrashLoad(options: { databaseUrl: string; db: Database['db']; 
         // running, as a crashed worker would leave them, for the time to live to settle.
         if (i % 3 === 0) continue;
         const amount = i % 2 === 0 ? null : 1;
-        const captured = classify(await send('capture', org.service, CAPTURE, { input: { reservationId: reservation.id, amount } }, reservation.expiresAt));
+        const captured = classify(
+          await send(
+            'capture',
+            org.service,
+            CAPTURE,
+            { input: { reservationId: reservation.id, amount } },
+            reservation.expiresAt,
+          ),
+        );
         if (captured.kind === 'success') {
           load.acknowledgedCaptures.set(reservation.id, captured.result.reservation.capturedAmount);
           acknowledged += 1;
@@ -365,10 +412,15 @@ afterAll(async () => {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('the crash test\'s outcome checker', () => {
+describe("the crash test's outcome checker", () => {
   const base = { round: 1, at: Date.now() };
-  const answer = (status: number, body: unknown) => ({ status, text: typeof body === 'string' ? body : JSON.stringify(body) });
-  const reserveSuccess = { data: { reserveCredits: { __typename: 'ReserveCreditsSuccess', reservation: { id: 'r', amount: 3 } } } };
+  const answer = (status: number, body: unknown) => ({
+    status,
+    text: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const reserveSuccess = {
+    data: { reserveCredits: { __typename: 'ReserveCreditsSuccess', reservation: { id: 'r', amount: 3 } } },
+  };
 
   async function realFetchFailure(): Promise<unknown> {
     const port = await freePort(); // nothing listens there any more
@@ -392,10 +444,21 @@ describe('the crash test\'s outcome checker', () => {
   });
 
   it('counts a reset or closed socket and an aborted request after the kill as cut off', () => {
-    const socketClosed = new TypeError('terminated', { cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) });
-    const reset = new TypeError('fetch failed', { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) });
+    const socketClosed = new TypeError('terminated', {
+      cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }),
+    });
+    const reset = new TypeError('fetch failed', {
+      cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }),
+    });
     const aborted = new DOMException('This operation was aborted', 'AbortError');
-    const report = checkOutcomes([socketClosed, reset, aborted].map((error) => ({ ...base, operation: 'capture' as const, afterKill: true, error })));
+    const report = checkOutcomes(
+      [socketClosed, reset, aborted].map((error) => ({
+        ...base,
+        operation: 'capture' as const,
+        afterKill: true,
+        error,
+      })),
+    );
     expect(report).toEqual({ successes: 0, cutOff: 3, lateCaptures: 0, problems: [] });
   });
 
@@ -403,13 +466,33 @@ describe('the crash test\'s outcome checker', () => {
     const timeout = new DOMException('The operation was aborted due to timeout', 'TimeoutError');
     const report = checkOutcomes([
       { ...base, operation: 'reserve', afterKill: false, response: answer(200, reserveSuccess) },
-      { ...base, operation: 'reserve', afterKill: false, response: answer(500, { errors: [{ message: 'Unexpected error.' }] }) },
-      { ...base, operation: 'reserve', afterKill: true, response: answer(200, { data: null, errors: [{ message: 'Unexpected error.' }] }) },
+      {
+        ...base,
+        operation: 'reserve',
+        afterKill: false,
+        response: answer(500, { errors: [{ message: 'Unexpected error.' }] }),
+      },
+      {
+        ...base,
+        operation: 'reserve',
+        afterKill: true,
+        response: answer(200, { data: null, errors: [{ message: 'Unexpected error.' }] }),
+      },
       { ...base, operation: 'reserve', afterKill: false, response: answer(200, '<html>Bad gateway</html>') },
       { ...base, operation: 'reserve', afterKill: false, response: answer(200, 'null') },
       { ...base, operation: 'reserve', afterKill: true, error: timeout },
-      { ...base, operation: 'reserve', afterKill: false, response: answer(200, { data: { reserveCredits: { __typename: 'InvalidInputError', field: 'generation' } } }) },
-      { ...base, operation: 'capture', afterKill: false, response: answer(200, { data: { captureReservation: { __typename: 'NotFoundError' } } }) },
+      {
+        ...base,
+        operation: 'reserve',
+        afterKill: false,
+        response: answer(200, { data: { reserveCredits: { __typename: 'InvalidInputError', field: 'generation' } } }),
+      },
+      {
+        ...base,
+        operation: 'capture',
+        afterKill: false,
+        response: answer(200, { data: { captureReservation: { __typename: 'NotFoundError' } } }),
+      },
     ]);
     expect(report.successes).toBe(1);
     expect(report.cutOff).toBe(0);
@@ -425,7 +508,9 @@ describe('the crash test\'s outcome checker', () => {
   });
 
   it('accepts a capture refused as REFUNDED only when it was answered after the time to live ended', () => {
-    const refused = answer(200, { data: { captureReservation: { __typename: 'ReservationStateError', status: 'REFUNDED' } } });
+    const refused = answer(200, {
+      data: { captureReservation: { __typename: 'ReservationStateError', status: 'REFUNDED' } },
+    });
     const expiresAt = new Date(base.at).toISOString();
     const report = checkOutcomes([
       { ...base, operation: 'capture', afterKill: false, response: refused, expiresAt },
@@ -457,7 +542,11 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
   it(`survives ${KILLS} SIGKILLs mid-load with the ledger whole`, async () => {
     const db = database.db;
     const count = async (query: ReturnType<typeof sql>) => Number(rowsOf<{ n: number }>(await db.execute(query))[0]!.n);
-    const { outcomes, acknowledgedReservations, acknowledgedCaptures, leftByCrashes, server } = await runCrashLoad({ databaseUrl, db, kills: KILLS });
+    const { outcomes, acknowledgedReservations, acknowledgedCaptures, leftByCrashes, server } = await runCrashLoad({
+      databaseUrl,
+      db,
+      kills: KILLS,
+    });
 
     // Every answer was a success, or a connection the kill cut off; nothing else.
     const report = checkOutcomes(outcomes);
@@ -484,24 +573,38 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
         await db.execute(sql`select id, amount, status, captured_amount from reservations`),
       ).map((r) => [r.id, r]),
     );
-    for (const [id, amount] of acknowledgedReservations) expect(stored.get(id)?.amount, `reservation ${id}`).toBe(amount);
+    for (const [id, amount] of acknowledgedReservations)
+      expect(stored.get(id)?.amount, `reservation ${id}`).toBe(amount);
     for (const [id, captured] of acknowledgedCaptures) {
-      expect({ status: stored.get(id)?.status, captured: stored.get(id)?.captured_amount }, `capture of ${id}`).toEqual({ status: 'CAPTURED', captured });
+      expect({ status: stored.get(id)?.status, captured: stored.get(id)?.captured_amount }, `capture of ${id}`).toEqual(
+        { status: 'CAPTURED', captured },
+      );
     }
 
     // Pending reservations left by the crashes are refunded by a restarted server's sweeper once
     // their time to live passes, with the reason recorded.
-    const ids = sql.join([...leftByCrashes].map((id) => sql`${id}::uuid`), sql`, `);
-    await until('every reservation left pending by a crash to be refunded', async () => {
-      const refunded = await count(sql`
+    const ids = sql.join(
+      [...leftByCrashes].map((id) => sql`${id}::uuid`),
+      sql`, `,
+    );
+    await until(
+      'every reservation left pending by a crash to be refunded',
+      async () => {
+        const refunded = await count(sql`
         select count(*)::int as n from reservations
         where id in (${ids}) and status = 'REFUNDED' and refund_reason = ${EXPIRED_REFUND_REASON}`);
-      return refunded === leftByCrashes.size ? true : undefined;
-    }, (TTL_SECONDS + 15) * 1000);
-    await until('nothing to be pending any more', async () => {
-      const pending = await count(sql`select count(*)::int as n from reservations where status = 'PENDING'`);
-      return pending === 0 ? true : undefined;
-    }, (TTL_SECONDS + 15) * 1000);
+        return refunded === leftByCrashes.size ? true : undefined;
+      },
+      (TTL_SECONDS + 15) * 1000,
+    );
+    await until(
+      'nothing to be pending any more',
+      async () => {
+        const pending = await count(sql`select count(*)::int as n from reservations where status = 'PENDING'`);
+        return pending === 0 ? true : undefined;
+      },
+      (TTL_SECONDS + 15) * 1000,
+    );
     const notCapturedByAClient = await count(sql`
       select count(*)::int as n from reservations
       where status = 'REFUNDED' and (refund_reason is distinct from ${EXPIRED_REFUND_REASON})`);
@@ -543,7 +646,7 @@ describe.skipIf(!hasPostgres)('crash test against a server answering 500s (postg
     await drop?.();
   });
 
-  it('has its checker report every 500 while still telling the kill\'s cut-offs apart', async () => {
+  it("has its checker report every 500 while still telling the kill's cut-offs apart", async () => {
     const { outcomes, server, servers } = await runCrashLoad({
       databaseUrl,
       db: database.db,
@@ -551,7 +654,10 @@ describe.skipIf(!hasPostgres)('crash test against a server answering 500s (postg
       serverEnv: { CREDITS_TEST_FAULT_500_RATE: '0.1' },
     });
     expect(server.output()).toMatch(/TEST FAULT SWITCH ON/);
-    const answered500 = servers.reduce((sum, started) => sum + (started.output().match(/TEST FAULT: answered 500/g) ?? []).length, 0);
+    const answered500 = servers.reduce(
+      (sum, started) => sum + (started.output().match(/TEST FAULT: answered 500/g) ?? []).length,
+      0,
+    );
     expect(answered500).toBeGreaterThan(0);
     const report = checkOutcomes(outcomes);
     // Every 500 is reported, except that a kill may cut off (at most one per client) an answer

@@ -33,7 +33,10 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     await owner.close();
     const admin = postgres(ownerUrl, { max: 1, onnotice: () => {} });
     await admin.unsafe(`create role ${role} login`);
-    const grants = readFileSync(new URL('../../scripts/runtime-role.sql', import.meta.url), 'utf8').replaceAll(':"app_role"', `"${role}"`);
+    const grants = readFileSync(new URL('../../scripts/runtime-role.sql', import.meta.url), 'utf8').replaceAll(
+      ':"app_role"',
+      `"${role}"`,
+    );
     await admin.unsafe(grants);
     await admin.end();
     const url = new URL(ownerUrl);
@@ -55,15 +58,31 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     const clock = new ManualClock('2026-03-01T00:00:00Z');
     const ctx = { db: runtime.db, clock };
     const org = await createOrganization(ctx, { name: 'Least', planId: 'starter', externalId: `least-${role}` });
-    await grantCredits(ctx, { organizationId: org.id, type: 'PROMOTIONAL', amount: 10, reason: 'promo', idempotencyKey: 'p' });
-    const reservation = await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'r', generation: { modelId: 'text-draft', count: 20 } });
+    await grantCredits(ctx, {
+      organizationId: org.id,
+      type: 'PROMOTIONAL',
+      amount: 10,
+      reason: 'promo',
+      idempotencyKey: 'p',
+    });
+    const reservation = await reserveCredits(ctx, {
+      organizationId: org.id,
+      idempotencyKey: 'r',
+      generation: { modelId: 'text-draft', count: 20 },
+    });
     await captureReservation(ctx, { reservationId: reservation.id, amount: 5 }, org.id);
     await changePlan(ctx, { organizationId: org.id, planId: 'pro', immediately: true });
-    await reserveCredits(ctx, { organizationId: org.id, idempotencyKey: 'r2', generation: { modelId: 'text-draft', count: 3 } });
+    await reserveCredits(ctx, {
+      organizationId: org.id,
+      idempotencyKey: 'r2',
+      generation: { modelId: 'text-draft', count: 3 },
+    });
     clock.set('2026-04-02T00:00:00Z');
     // The refund of the expired reservation also starts the new cycle (every write does).
     expect(await sweepUntilIdle(ctx)).toMatchObject({ refundedReservations: 1, failedItems: 0 });
-    const [after] = await runtime.db.execute(sql`select cycle_starts_at from organizations where id = ${org.id}`).then((r) => rowsOf<{ cycle_starts_at: string }>(r));
+    const [after] = await runtime.db
+      .execute(sql`select cycle_starts_at from organizations where id = ${org.id}`)
+      .then((r) => rowsOf<{ cycle_starts_at: string }>(r));
     expect(new Date(after!.cycle_starts_at).toISOString()).toBe('2026-04-01T00:00:00.000Z');
     expect(await auditLedger(runtime.db)).toEqual([]);
   });
@@ -83,7 +102,9 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
   it('refuses to start on a database that lacks migrations when it may not migrate', async () => {
     const empty = await createPostgresDatabase();
     try {
-      await expect(openDatabase({ databaseUrl: empty.url, migrate: false })).rejects.toMatchObject({ name: 'MigrationsPendingError' });
+      await expect(openDatabase({ databaseUrl: empty.url, migrate: false })).rejects.toMatchObject({
+        name: 'MigrationsPendingError',
+      });
     } finally {
       await empty.drop();
     }

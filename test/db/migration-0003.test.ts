@@ -33,7 +33,8 @@ function migrationsBefore0003(): string {
   const journal = JSON.parse(readFileSync(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8'));
   journal.entries = journal.entries.slice(0, BEFORE_0003);
   writeFileSync(path.join(folder, 'meta', '_journal.json'), JSON.stringify(journal));
-  for (const entry of journal.entries) copyFileSync(path.join(migrationsFolder, `${entry.tag}.sql`), path.join(folder, `${entry.tag}.sql`));
+  for (const entry of journal.entries)
+    copyFileSync(path.join(migrationsFolder, `${entry.tag}.sql`), path.join(folder, `${entry.tag}.sql`));
   return folder;
 }
 
@@ -136,15 +137,30 @@ describe.each(drivers)('migration 0003 on a filled database (%s)', (driver) => {
 
     // A's pre-migration payment reference still replays for A, and is B's to use as well.
     const purchase = async (organizationId: string) =>
-      (await gql(PURCHASE_PACK, { input: { organizationId, packId: 'pack-500', paymentReference: 'pay-shared' } }, await token('service', organizationId)))
-        .data.purchaseCreditPack;
+      (
+        await gql(
+          PURCHASE_PACK,
+          { input: { organizationId, packId: 'pack-500', paymentReference: 'pay-shared' } },
+          await token('service', organizationId),
+        )
+      ).data.purchaseCreditPack;
     expect(await purchase(a)).toMatchObject({ __typename: 'PurchaseCreditPackSuccess', lot: { id: lots.a1 } });
     const bPurchase = await purchase(b);
     expect(bPurchase).toMatchObject({ __typename: 'PurchaseCreditPackSuccess', lot: { granted: 500 } });
     expect(bPurchase.lot.id).not.toBe(lots.a1);
 
     // New entries continue each organization's numbering.
-    const reserved = await gql(RESERVE, { input: { organizationId: a, idempotencyKey: 'after-migration', generation: { modelId: 'text-draft', count: 3 } } }, aMember);
+    const reserved = await gql(
+      RESERVE,
+      {
+        input: {
+          organizationId: a,
+          idempotencyKey: 'after-migration',
+          generation: { modelId: 'text-draft', count: 3 },
+        },
+      },
+      aMember,
+    );
     expect(reserved.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
     const after = await numbered();
     expect(after.filter(([org]) => org === a).map(([, , number]) => number)).toEqual([1, 2, 3]);

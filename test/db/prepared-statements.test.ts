@@ -14,8 +14,13 @@ describe.runIf(hasPostgres)('prepared statements (PostgreSQL)', () => {
 
   it('runs the same statement as one prepared statement, parsed once per connection', async () => {
     const count = async () =>
-      rowsOf<{ n: number }>(await database.db.execute(sql`select count(*)::int as n from pg_prepared_statements where statement like ${'%credits-prepared-probe%'}`))[0]!.n;
-    for (let i = 0; i < 3; i += 1) await database.db.execute(sql`select ${i}::int as value /* credits-prepared-probe */`);
+      rowsOf<{ n: number }>(
+        await database.db.execute(
+          sql`select count(*)::int as n from pg_prepared_statements where statement like ${'%credits-prepared-probe%'}`,
+        ),
+      )[0]!.n;
+    for (let i = 0; i < 3; i += 1)
+      await database.db.execute(sql`select ${i}::int as value /* credits-prepared-probe */`);
     // Three runs on one connection: one prepared statement (the counting query names the marker
     // only in a parameter, so it does not count itself). A statement without parameters goes by
     // the simple protocol and is never prepared; the ledger's statements all have parameters.

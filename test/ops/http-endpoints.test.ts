@@ -39,7 +39,7 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
     expect(await ready.json()).toEqual({ status: 'ready' });
   });
 
-  it('returns the caller\'s x-request-id, and a fresh one when the header is absent, too long or not plain', async () => {
+  it("returns the caller's x-request-id, and a fresh one when the header is absent, too long or not plain", async () => {
     const post = (headers: Record<string, string>) =>
       fetch(`${base}/graphql`, {
         method: 'POST',
@@ -54,7 +54,11 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
     expect((await post({ 'x-request-id': 'x'.repeat(129) })).headers.get('x-request-id')).toMatch(uuid);
     expect((await post({ 'x-request-id': 'two words"}' })).headers.get('x-request-id')).toMatch(uuid);
     // Refused requests carry one too (here: a body that is not JSON).
-    const refused = await fetch(`${base}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'refused-1' }, body: '{' });
+    const refused = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'refused-1' },
+      body: '{',
+    });
     expect((await refused.json()).errors).toHaveLength(1);
     expect(refused.headers.get('x-request-id')).toBe('refused-1');
   });
@@ -62,20 +66,42 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
   it('counts reservations, captures, refunds and credits by account type, and operations by name and outcome', async () => {
     const before = await scrape(base);
     const reserve = async (credits: number, ttlSeconds?: number) => {
-      const result = await t.gql(NAMED_RESERVE, { input: { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(credits), ttlSeconds } }, org.member);
+      const result = await t.gql(
+        NAMED_RESERVE,
+        {
+          input: { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(credits), ttlSeconds },
+        },
+        org.member,
+      );
       return result.data.reserveCredits;
     };
     const first = await reserve(10);
     expect(first.__typename).toBe('ReserveCreditsSuccess');
-    const partial = await t.gql(NAMED_CAPTURE, { input: { reservationId: first.reservation.id, amount: 6 } }, org.service);
+    const partial = await t.gql(
+      NAMED_CAPTURE,
+      { input: { reservationId: first.reservation.id, amount: 6 } },
+      org.service,
+    );
     expect(partial.data.captureReservation.__typename).toBe('CaptureReservationSuccess');
     const second = await reserve(5);
-    expect((await t.gql(NAMED_CAPTURE, { input: { reservationId: second.reservation.id } }, org.service)).data.captureReservation.__typename).toBe('CaptureReservationSuccess');
+    expect(
+      (await t.gql(NAMED_CAPTURE, { input: { reservationId: second.reservation.id } }, org.service)).data
+        .captureReservation.__typename,
+    ).toBe('CaptureReservationSuccess');
     const third = await reserve(3);
-    expect((await t.gql(REFUND, { input: { reservationId: third.reservation.id, reason: 'generation failed' } }, org.service)).data.refundReservation.__typename).toBe('RefundReservationSuccess');
+    expect(
+      (
+        await t.gql(
+          REFUND,
+          { input: { reservationId: third.reservation.id, reason: 'generation failed' } },
+          org.service,
+        )
+      ).data.refundReservation.__typename,
+    ).toBe('RefundReservationSuccess');
     expect((await reserve(100)).__typename).toBe('InsufficientCreditsError');
 
-    const delta = (samples: Sample[], name: string, labels: Record<string, string> = {}) => valueOf(samples, name, labels) - valueOf(before, name, labels);
+    const delta = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
+      valueOf(samples, name, labels) - valueOf(before, name, labels);
     // Credits by account type are counted once the lots' types are known (read after the commit).
     let after: Sample[] = [];
     await expect
@@ -91,13 +117,30 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
     expect(delta(after, 'credits_reservations_total', { outcome: 'insufficient' })).toBe(1);
     expect(delta(after, 'credits_moved_total', { movement: 'reserved', account_type: 'SUBSCRIPTION' })).toBe(18);
     expect(delta(after, 'credits_moved_total', { movement: 'captured', account_type: 'SUBSCRIPTION' })).toBe(11);
-    expect(delta(after, 'credits_graphql_operations_total', { operation: 'Reserve', type: 'mutation', outcome: 'success' })).toBe(3);
-    expect(delta(after, 'credits_graphql_operations_total', { operation: 'Reserve', type: 'mutation', outcome: 'InsufficientCreditsError' })).toBe(1);
-    expect(delta(after, 'credits_graphql_operations_total', { operation: 'Capture', type: 'mutation', outcome: 'success' })).toBe(2);
-    expect(delta(after, 'credits_graphql_operation_duration_seconds_count', { operation: 'Reserve', type: 'mutation' })).toBe(4);
+    expect(
+      delta(after, 'credits_graphql_operations_total', { operation: 'Reserve', type: 'mutation', outcome: 'success' }),
+    ).toBe(3);
+    expect(
+      delta(after, 'credits_graphql_operations_total', {
+        operation: 'Reserve',
+        type: 'mutation',
+        outcome: 'InsufficientCreditsError',
+      }),
+    ).toBe(1);
+    expect(
+      delta(after, 'credits_graphql_operations_total', { operation: 'Capture', type: 'mutation', outcome: 'success' }),
+    ).toBe(2);
+    expect(
+      delta(after, 'credits_graphql_operation_duration_seconds_count', { operation: 'Reserve', type: 'mutation' }),
+    ).toBe(4);
     // An operation refused for its token is counted with its error code.
     await t.gql('query Plans { plans { id } }', {}, null);
-    expect(valueOf(await scrape(base), 'credits_graphql_operations_total', { operation: 'Plans', outcome: 'UNAUTHENTICATED' })).toBeGreaterThanOrEqual(1);
+    expect(
+      valueOf(await scrape(base), 'credits_graphql_operations_total', {
+        operation: 'Plans',
+        outcome: 'UNAUTHENTICATED',
+      }),
+    ).toBeGreaterThanOrEqual(1);
     // Default process and Node.js metrics are there too.
     expect(valueOf(after, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(after.some((sample) => sample.name === 'nodejs_eventloop_lag_seconds')).toBe(true);
@@ -105,19 +148,30 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
     expect(valueOf(after, 'credits_database_up')).toBe(1);
   });
 
-  it('counts the sweeper\'s runs and its refund of an expired reservation', async () => {
+  it("counts the sweeper's runs and its refund of an expired reservation", async () => {
     const before = await scrape(base);
-    const reserved = await t.gql(NAMED_RESERVE, { input: { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(7), ttlSeconds: 60 } }, org.member);
+    const reserved = await t.gql(
+      NAMED_RESERVE,
+      { input: { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(7), ttlSeconds: 60 } },
+      org.member,
+    );
     expect(reserved.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
     t.clock.advance(61_000);
     let after: Sample[] = [];
     await expect
-      .poll(async () => {
-        after = await scrape(base);
-        return valueOf(after, 'credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' }) - valueOf(before, 'credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' });
-      }, { timeout: 15_000 })
+      .poll(
+        async () => {
+          after = await scrape(base);
+          return (
+            valueOf(after, 'credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' }) -
+            valueOf(before, 'credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' })
+          );
+        },
+        { timeout: 15_000 },
+      )
       .toBe(7);
-    const delta = (name: string, labels: Record<string, string> = {}) => valueOf(after, name, labels) - valueOf(before, name, labels);
+    const delta = (name: string, labels: Record<string, string> = {}) =>
+      valueOf(after, name, labels) - valueOf(before, name, labels);
     expect(delta('credits_reservations_total', { outcome: 'refunded', reason: 'expired' })).toBe(1);
     expect(delta('credits_sweeper_items_total', { kind: 'reservation-refund' })).toBe(1);
     expect(delta('credits_sweeper_runs_total')).toBeGreaterThan(0);
@@ -128,7 +182,10 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
   it('counts open subscriptions by transport, and forgets them when they end', async () => {
     const open = async () => {
       const samples = await scrape(base);
-      return [valueOf(samples, 'credits_subscriptions_open', { transport: 'ws' }), valueOf(samples, 'credits_subscriptions_open', { transport: 'sse' })];
+      return [
+        valueOf(samples, 'credits_subscriptions_open', { transport: 'ws' }),
+        valueOf(samples, 'credits_subscriptions_open', { transport: 'sse' }),
+      ];
     };
     expect(await open()).toEqual([0, 0]);
     const ws = connectWs(base, org.member);
@@ -145,7 +202,11 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
   it('keeps operation names bounded: past 100 distinct names every new one counts as "other"', async () => {
     const admin = await t.token('admin');
     for (let i = 0; i < 120; i += 1) await t.gql(`query Distinct${i} { plans { id } }`, {}, admin);
-    const names = new Set((await scrape(base)).filter((sample) => sample.name === 'credits_graphql_operations_total').map((sample) => sample.labels.operation));
+    const names = new Set(
+      (await scrape(base))
+        .filter((sample) => sample.name === 'credits_graphql_operations_total')
+        .map((sample) => sample.labels.operation),
+    );
     // 100 names, "anonymous" (other tests' documents) and "other".
     expect(names.size).toBeLessThanOrEqual(102);
     expect(names).toContain('other');
@@ -166,7 +227,9 @@ describe('GET /metrics with a METRICS_TOKEN, and GET /ready with migrations pend
       const { url } = await listenOverHttp(t);
       const base = url.replace(/\/graphql$/, '');
       expect((await fetch(`${base}/metrics`)).status).toBe(401);
-      expect((await fetch(`${base}/metrics`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(401);
+      expect(
+        (await fetch(`${base}/metrics`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status,
+      ).toBe(401);
       expect((await scrape(base, token)).length).toBeGreaterThan(0);
     } finally {
       await t.close();
@@ -183,8 +246,15 @@ describe('GET /metrics with a METRICS_TOKEN, and GET /ready with migrations pend
   it('answers 503 {"reason":"migrations pending"} on a database older than the code', async () => {
     const database = await openDatabase({});
     // As if this code shipped a migration the database has not had yet.
-    await database.db.execute(sql`delete from drizzle.__drizzle_migrations where created_at = (select max(created_at) from drizzle.__drizzle_migrations)`);
-    const app = createApp({ database, clock: new ManualClock(), authKey: secretKey('x'.repeat(32)), sweepIntervalMs: null });
+    await database.db.execute(
+      sql`delete from drizzle.__drizzle_migrations where created_at = (select max(created_at) from drizzle.__drizzle_migrations)`,
+    );
+    const app = createApp({
+      database,
+      clock: new ManualClock(),
+      authKey: secretKey('x'.repeat(32)),
+      sweepIntervalMs: null,
+    });
     try {
       const response = await app.yoga.fetch('http://localhost/ready');
       expect(response.status).toBe(503);

@@ -45,16 +45,30 @@ describe('request logs (pglite, in process)', () => {
   afterAll(() => t?.close());
 
   const post = (query: string, variables: Record<string, unknown>, headers: Record<string, string>) =>
-    fetch(`${base}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ query, variables }) });
+    fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify({ query, variables }),
+    });
 
   it('writes one JSON line per request with its id, operation, organization, role, duration and outcome, and no token', async () => {
-    const reserve = (credits: number) => ({ input: { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(credits) } });
+    const reserve = (credits: number) => ({
+      input: { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(credits) },
+    });
     await post(NAMED_RESERVE, reserve(10), { authorization: `Bearer ${org.member}`, 'x-request-id': 'log-ok-1' });
     await post(NAMED_RESERVE, reserve(100), { authorization: `Bearer ${org.member}`, 'x-request-id': 'log-short-1' });
     const forged = `${org.member.slice(0, -4)}AAAA`;
-    await post('query Plans { plans { id } }', {}, { authorization: `Bearer ${forged}`, 'x-request-id': 'log-forged-1' });
+    await post(
+      'query Plans { plans { id } }',
+      {},
+      { authorization: `Bearer ${forged}`, 'x-request-id': 'log-forged-1' },
+    );
     // A token in the variables and in the graphql-ws connection_init must not leak either.
-    await post('query Plans { plans { id } }', { token: org.service }, { authorization: `Bearer ${org.service}`, 'x-request-id': 'log-vars-1' });
+    await post(
+      'query Plans { plans { id } }',
+      { token: org.service },
+      { authorization: `Bearer ${org.service}`, 'x-request-id': 'log-vars-1' },
+    );
     const ws = connectWs(base, org.member);
     const subscription = ws.subscribe(BALANCE_CHANGED, { id: org.id });
     await waitUntil(() => subscription.recording.events.length > 0, 10_000);
@@ -76,8 +90,17 @@ describe('request logs (pglite, in process)', () => {
       durationMs: expect.any(Number),
       time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
-    expect(request('log-short-1')).toMatchObject({ operation: 'Reserve', outcome: 'InsufficientCreditsError', role: 'member' });
-    expect(request('log-forged-1')).toMatchObject({ operation: 'Plans', outcome: 'UNAUTHENTICATED', role: null, organizationId: null });
+    expect(request('log-short-1')).toMatchObject({
+      operation: 'Reserve',
+      outcome: 'InsufficientCreditsError',
+      role: 'member',
+    });
+    expect(request('log-forged-1')).toMatchObject({
+      operation: 'Plans',
+      outcome: 'UNAUTHENTICATED',
+      role: null,
+      organizationId: null,
+    });
     expect(request('log-vars-1')).toMatchObject({ operation: 'Plans', outcome: 'success', role: 'service' });
     expect(lines.find((line) => line.event === 'operation' && line.transport === 'ws')).toMatchObject({
       operationType: 'subscription',
@@ -86,7 +109,8 @@ describe('request logs (pglite, in process)', () => {
       outcome: 'success',
     });
 
-    for (const secret of [org.member, org.service, org.admin, forged, TEST_SECRET]) expect(written).not.toContain(secret);
+    for (const secret of [org.member, org.service, org.admin, forged, TEST_SECRET])
+      expect(written).not.toContain(secret);
     expect(written).not.toMatch(/eyJhbGciOi/); // no JWT at all
     expect(written.toLowerCase()).not.toContain('bearer');
   });
@@ -104,7 +128,11 @@ describe('request logs (pglite, in process)', () => {
       'careless call',
     );
     const [line] = parseLines(out);
-    expect(line).toMatchObject({ headers: { authorization: '[redacted]' }, connectionParams: { authorization: '[redacted]' }, token: '[redacted]' });
+    expect(line).toMatchObject({
+      headers: { authorization: '[redacted]' },
+      connectionParams: { authorization: '[redacted]' },
+      token: '[redacted]',
+    });
     expect(out).not.toMatch(/header-secret|init-secret|token-secret|auth-secret-value|pw-secret|pw2-secret/);
   });
 });
@@ -113,11 +141,20 @@ describe('the server process logs JSON on stdout (pglite)', () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-logs-'));
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('start-up, requests, sweeper work and shutdown, at LOG_LEVEL=debug, each line JSON and none with a token', { timeout: 180_000 }, async () => {
+  it('start-up, requests, sweeper work and shutdown, at LOG_LEVEL=debug, each line JSON and none with a token', {
+    timeout: 180_000,
+  }, async () => {
     const secret = 'server-log-test-secret-long-enough-0123456789';
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd: path.resolve(import.meta.dirname, '../..'),
-      env: { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, PORT: '0', AUTH_SECRET: secret, LOG_LEVEL: 'debug', SWEEP_INTERVAL_MS: '100' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATA_DIR: dataDir,
+        PORT: '0',
+        AUTH_SECRET: secret,
+        LOG_LEVEL: 'debug',
+        SWEEP_INTERVAL_MS: '100',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -125,7 +162,11 @@ describe('the server process logs JSON on stdout (pglite)', () => {
     child.stdout.on('data', (chunk) => (stdout += chunk));
     child.stderr.on('data', (chunk) => (stderr += chunk));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-    await waitUntil(() => /Credits API on http:\/\/localhost:\d+/.test(stdout), 120_000, () => stdout + stderr);
+    await waitUntil(
+      () => /Credits API on http:\/\/localhost:\d+/.test(stdout),
+      120_000,
+      () => stdout + stderr,
+    );
     const port = Number(/localhost:(\d+)\/graphql/.exec(stdout)![1]);
     const token = await signToken({ subject: 'log-admin', role: 'admin', expiresIn: '5m' }, secretKey(secret));
     const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
@@ -135,14 +176,23 @@ describe('the server process logs JSON on stdout (pglite)', () => {
     });
     expect(response.headers.get('x-request-id')).toBe('spawned-1');
     expect((await fetch(`http://127.0.0.1:${port}/ready`)).status).toBe(200);
-    await waitUntil(() => stdout.includes('"event":"sweeper"'), 30_000, () => stdout);
+    await waitUntil(
+      () => stdout.includes('"event":"sweeper"'),
+      30_000,
+      () => stdout,
+    );
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
 
     const lines = parseLines(stdout);
     const events = new Set(lines.map((line) => line.event));
     for (const event of ['start', 'request', 'sweeper', 'shutdown']) expect(events).toContain(event);
-    expect(lines.find((line) => line.requestId === 'spawned-1')).toMatchObject({ operation: 'Plans', role: 'admin', outcome: 'success', status: 200 });
+    expect(lines.find((line) => line.requestId === 'spawned-1')).toMatchObject({
+      operation: 'Plans',
+      role: 'admin',
+      outcome: 'success',
+      status: 200,
+    });
     // Probes are logged at debug level only.
     expect(lines.find((line) => line.path === '/ready')).toMatchObject({ level: 20 });
     expect(stdout + stderr).not.toContain(token);

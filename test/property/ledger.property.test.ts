@@ -22,10 +22,22 @@ import type { LedgerContext } from '../../src/ledger/context.ts';
 import { CreditError, InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
-import { captureReservation, extendReservation, refundReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import {
+  captureReservation,
+  extendReservation,
+  refundReservation,
+  reserveCredits,
+} from '../../src/ledger/reservations.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import * as M from './model.ts';
-import { checkCaptureWithinTies, checkReserveWithinTies, diff, readSnapshot, type Identities, type Snapshot } from './snapshot.ts';
+import {
+  checkCaptureWithinTies,
+  checkReserveWithinTies,
+  diff,
+  readSnapshot,
+  type Identities,
+  type Snapshot,
+} from './snapshot.ts';
 
 // 500 sequences took about 180 s on the 2-core CI machine (300 took 105 s), so the default is 200.
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 200);
@@ -59,7 +71,8 @@ async function attempt<R>(call: () => Promise<R>): Promise<RealOutcome<R>> {
     return { ok: await call() };
   } catch (error) {
     if (!(error instanceof CreditError)) throw error; // anything else is a bug, not an outcome
-    if (error instanceof InsufficientCreditsError) return { error: error.name, required: error.required, available: error.available };
+    if (error instanceof InsufficientCreditsError)
+      return { error: error.name, required: error.required, available: error.available };
     if (error instanceof ReservationStateError) return { error: error.name, status: error.status };
     return { error: error.name };
   }
@@ -102,7 +115,8 @@ function describeOutcome(o: RealOutcome<unknown> | M.Outcome<unknown>): string {
 function sameError(real: RealOutcome<unknown>, model: M.Outcome<unknown>): boolean {
   if ('ok' in real || 'ok' in model) return 'ok' in real && 'ok' in model;
   if (real.error !== model.error) return false;
-  if (model.error === 'InsufficientCreditsError') return real.required === model.required && real.available === model.available;
+  if (model.error === 'InsufficientCreditsError')
+    return real.required === model.required && real.available === model.available;
   if (model.error === 'ReservationStateError') return real.status === model.status;
   return true;
 }
@@ -119,33 +133,45 @@ interface StepSpec<T, R> {
  * Runs the real call, reads the organization back, and keeps the first alternative of the model
  * whose answer and state both match the database. Fails with every alternative's differences.
  */
-async function step<T, R>(model: Model, real: Real, spec: StepSpec<T, R>): Promise<{ actual: RealOutcome<R>; snapshot: Snapshot; chosen: M.Alternative<T> }> {
+async function step<T, R>(
+  model: Model,
+  real: Real,
+  spec: StepSpec<T, R>,
+): Promise<{ actual: RealOutcome<R>; snapshot: Snapshot; chosen: M.Alternative<T> }> {
   const actual = await attempt(spec.call);
   const snapshot = await readSnapshot(real.database.pglite!, real.organizationId, real.clock.now().getTime());
   const report: string[] = [];
   for (const alternative of spec.alternatives) {
     const reading = alternative.reading ? ` [${alternative.reading}]` : '';
     if (!sameError(actual, alternative.outcome)) {
-      report.push(`model${reading} answered ${describeOutcome(alternative.outcome)}, the ledger ${describeOutcome(actual)}`);
+      report.push(
+        `model${reading} answered ${describeOutcome(alternative.outcome)}, the ledger ${describeOutcome(actual)}`,
+      );
       continue;
     }
     const ids: Identities = { lots: new Map(real.ids.lots), reservations: [...real.ids.reservations] };
     const problems: string[] = [];
-    if ('ok' in actual && 'ok' in alternative.outcome && spec.answer) problems.push(...spec.answer(actual.ok, alternative.outcome.ok, ids, alternative.state));
+    if ('ok' in actual && 'ok' in alternative.outcome && spec.answer)
+      problems.push(...spec.answer(actual.ok, alternative.outcome.ok, ids, alternative.state));
     problems.push(...diff(alternative.state, snapshot, ids));
     if (problems.length === 0) {
       real.ids = ids;
       model.s = alternative.state;
       const selfProblems = M.selfCheck(model.s);
-      if (selfProblems.length > 0) throw new Error(`model broke its own rules after ${spec.label}:\n  ${selfProblems.join('\n  ')}`);
+      if (selfProblems.length > 0)
+        throw new Error(`model broke its own rules after ${spec.label}:\n  ${selfProblems.join('\n  ')}`);
       for (const event of model.s.events) count(event);
       if (alternative.reading) count(`reading: ${alternative.reading}`);
       count(`${spec.label.replace(/\(.*$/, '')}: ${'ok' in actual ? 'ok' : actual.error}`);
       return { actual, snapshot, chosen: alternative };
     }
-    report.push(`model${reading} answered ${describeOutcome(alternative.outcome)} like the ledger, but:\n    ${problems.slice(0, 20).join('\n    ')}`);
+    report.push(
+      `model${reading} answered ${describeOutcome(alternative.outcome)} like the ledger, but:\n    ${problems.slice(0, 20).join('\n    ')}`,
+    );
   }
-  throw new Error(`${spec.label} at ${new Date(real.clock.now()).toISOString()}: the ledger disagrees with the model\n  ${report.join('\n  ')}`);
+  throw new Error(
+    `${spec.label} at ${new Date(real.clock.now()).toISOString()}: the ledger disagrees with the model\n  ${report.join('\n  ')}`,
+  );
 }
 
 function expectNoProblems(problems: string[], what: string): void {
@@ -169,7 +195,10 @@ function pickReservation(s: M.State, pick: Pick): number {
 const formatPick = (p: Pick) => `${p.pending ? 'pending ' : ''}#${p.n}`;
 
 const lotAnswer = (real: { id: string }, model: M.LotAnswer, ids: Identities): string[] => {
-  if (model.replay) return real.id === ids.lots.get(model.lot) ? [] : [`a repeat returned lot ${real.id}, not the original ${ids.lots.get(model.lot)}`];
+  if (model.replay)
+    return real.id === ids.lots.get(model.lot)
+      ? []
+      : [`a repeat returned lot ${real.id}, not the original ${ids.lots.get(model.lot)}`];
   if ([...ids.lots.values()].includes(real.id)) return [`a new grant returned the existing lot ${real.id}`];
   ids.lots.set(model.lot, real.id);
   return [];
@@ -184,12 +213,16 @@ class GrantCommand implements Cmd {
   check = () => true;
   async run(model: Model, real: Real) {
     const input: M.GrantInput = {
-      key: `grant-${real.serial++}`, type: this.type, amount: this.amount, reason: 'property test',
+      key: `grant-${real.serial++}`,
+      type: this.type,
+      amount: this.amount,
+      reason: 'property test',
       expiresAt: this.expiresInMs === null ? null : model.s.now + this.expiresInMs,
     };
     await runGrant(model, real, input, this.toString());
   }
-  toString = () => `grant(${this.type}, ${this.amount}, expiresIn=${this.expiresInMs === null ? 'never' : formatMs(this.expiresInMs)})`;
+  toString = () =>
+    `grant(${this.type}, ${this.amount}, expiresIn=${this.expiresInMs === null ? 'never' : formatMs(this.expiresInMs)})`;
 }
 
 /** Two grants alike but for their amounts, at one moment: lots that tie in consumption order. */
@@ -203,13 +236,17 @@ class TiedGrantsCommand implements Cmd {
   async run(model: Model, real: Real) {
     for (const amount of this.amounts) {
       const input: M.GrantInput = {
-        key: `grant-${real.serial++}`, type: this.type, amount, reason: 'property test',
+        key: `grant-${real.serial++}`,
+        type: this.type,
+        amount,
+        reason: 'property test',
         expiresAt: this.expiresInMs === null ? null : model.s.now + this.expiresInMs,
       };
       await runGrant(model, real, input, this.toString());
     }
   }
-  toString = () => `tiedGrants(${this.type}, ${this.amounts.join(' and ')}, expiresIn=${this.expiresInMs === null ? 'never' : formatMs(this.expiresInMs)})`;
+  toString = () =>
+    `tiedGrants(${this.type}, ${this.amounts.join(' and ')}, expiresIn=${this.expiresInMs === null ? 'never' : formatMs(this.expiresInMs)})`;
 }
 
 /**
@@ -223,7 +260,13 @@ class FillToCapCommand implements Cmd {
     for (let i = 0; i < 3; i += 1) {
       const amount = Math.min(M.GRANT_MAX, M.BALANCE_CAP - this.room - M.held(model.s));
       if (amount < 1) return;
-      const input: M.GrantInput = { key: `grant-${real.serial++}`, type: 'REFERRAL', amount, reason: 'property test', expiresAt: null };
+      const input: M.GrantInput = {
+        key: `grant-${real.serial++}`,
+        type: 'REFERRAL',
+        amount,
+        reason: 'property test',
+        expiresAt: null,
+      };
       await runGrant(model, real, input, this.toString());
     }
   }
@@ -231,7 +274,10 @@ class FillToCapCommand implements Cmd {
 }
 
 class ReplayGrantCommand implements Cmd {
-  constructor(readonly pick: number, readonly conflict: boolean) {}
+  constructor(
+    readonly pick: number,
+    readonly conflict: boolean,
+  ) {}
   check = (m: Readonly<Model>) => m.s.grants.length > 0;
   async run(model: Model, real: Real) {
     const original = model.s.grants[this.pick % model.s.grants.length]!.input;
@@ -245,10 +291,15 @@ async function runGrant(model: Model, real: Real, input: M.GrantInput, label: st
   await step(model, real, {
     label,
     alternatives: M.grant(model.s, input),
-    call: () => grantCredits(real.ctx, {
-      organizationId: real.organizationId, type: input.type, amount: input.amount, reason: input.reason,
-      expiresAt: input.expiresAt === null ? null : new Date(input.expiresAt), idempotencyKey: input.key,
-    }),
+    call: () =>
+      grantCredits(real.ctx, {
+        organizationId: real.organizationId,
+        type: input.type,
+        amount: input.amount,
+        reason: input.reason,
+        expiresAt: input.expiresAt === null ? null : new Date(input.expiresAt),
+        idempotencyKey: input.key,
+      }),
     answer: (lot, m, ids) => lotAnswer(lot, m, ids),
   });
 }
@@ -264,7 +315,10 @@ class PurchaseCommand implements Cmd {
 }
 
 class ReplayPurchaseCommand implements Cmd {
-  constructor(readonly pick: number, readonly conflict: boolean) {}
+  constructor(
+    readonly pick: number,
+    readonly conflict: boolean,
+  ) {}
   check = (m: Readonly<Model>) => m.s.purchases.length > 0;
   async run(model: Model, real: Real) {
     const original = model.s.purchases[this.pick % model.s.purchases.length]!;
@@ -278,18 +332,23 @@ async function runPurchase(model: Model, real: Real, reference: string, packId: 
   await step(model, real, {
     label,
     alternatives: M.purchase(model.s, reference, packId),
-    call: () => purchaseCreditPack(real.ctx, { organizationId: real.organizationId, packId, paymentReference: reference }),
+    call: () =>
+      purchaseCreditPack(real.ctx, { organizationId: real.organizationId, packId, paymentReference: reference }),
     answer: (lot, m, ids) => lotAnswer(lot, m, ids),
   });
 }
 
 class ReserveCommand implements Cmd {
-  constructor(readonly generation: M.Generation, readonly ttlSeconds: number | null) {}
+  constructor(
+    readonly generation: M.Generation,
+    readonly ttlSeconds: number | null,
+  ) {}
   check = () => true;
   async run(model: Model, real: Real) {
     await runReserve(model, real, `reserve-${real.serial++}`, this.generation, this.ttlSeconds, this.toString());
   }
-  toString = () => `reserve(${JSON.stringify(this.generation)} = ${M.costOf(this.generation)}, ttl=${this.ttlSeconds ?? 'default'})`;
+  toString = () =>
+    `reserve(${JSON.stringify(this.generation)} = ${M.costOf(this.generation)}, ttl=${this.ttlSeconds ?? 'default'})`;
 }
 
 /**
@@ -298,45 +357,80 @@ class ReserveCommand implements Cmd {
  * request is chosen from the state; what it must do is still the model's to say.
  */
 class SpanningReserveCommand implements Cmd {
-  constructor(readonly extra: number, readonly ttlSeconds: number | null) {}
+  constructor(
+    readonly extra: number,
+    readonly ttlSeconds: number | null,
+  ) {}
   check = () => true;
   async run(model: Model, real: Real) {
     const first = M.consumptionOrder(model.s)[0]?.available ?? 0;
     const needed = Math.max(1, first + this.extra);
-    const generation: M.Generation = needed <= 100
-      ? { modelId: 'text-draft', count: needed }
-      : { modelId: 'text-premium', count: Math.min(100, Math.ceil(needed / 5)) };
-    await runReserve(model, real, `reserve-${real.serial++}`, generation, this.ttlSeconds, `${this} = ${M.costOf(generation)}`);
+    const generation: M.Generation =
+      needed <= 100
+        ? { modelId: 'text-draft', count: needed }
+        : { modelId: 'text-premium', count: Math.min(100, Math.ceil(needed / 5)) };
+    await runReserve(
+      model,
+      real,
+      `reserve-${real.serial++}`,
+      generation,
+      this.ttlSeconds,
+      `${this} = ${M.costOf(generation)}`,
+    );
   }
   toString = () => `spanningReserve(first group + ${this.extra}, ttl=${this.ttlSeconds ?? 'default'})`;
 }
 
 class ReplayReserveCommand implements Cmd {
-  constructor(readonly pick: number, readonly otherGeneration: M.Generation | null, readonly ttlSeconds: number | null) {}
+  constructor(
+    readonly pick: number,
+    readonly otherGeneration: M.Generation | null,
+    readonly ttlSeconds: number | null,
+  ) {}
   check = (m: Readonly<Model>) => m.s.reservations.length > 0;
   async run(model: Model, real: Real) {
     const original = model.s.reservations[this.pick % model.s.reservations.length]!;
-    await runReserve(model, real, original.idempotencyKey, this.otherGeneration ?? original.generation, this.ttlSeconds, this.toString());
+    await runReserve(
+      model,
+      real,
+      original.idempotencyKey,
+      this.otherGeneration ?? original.generation,
+      this.ttlSeconds,
+      this.toString(),
+    );
   }
-  toString = () => `replayReserve(#${this.pick}${this.otherGeneration ? `, ${JSON.stringify(this.otherGeneration)}` : ''})`;
+  toString = () =>
+    `replayReserve(#${this.pick}${this.otherGeneration ? `, ${JSON.stringify(this.otherGeneration)}` : ''})`;
 }
 
-async function runReserve(model: Model, real: Real, key: string, generation: M.Generation, ttlSeconds: number | null, label: string) {
+async function runReserve(
+  model: Model,
+  real: Real,
+  key: string,
+  generation: M.Generation,
+  ttlSeconds: number | null,
+  label: string,
+) {
   const { actual, snapshot, chosen } = await step(model, real, {
     label: `reservation(${label})`,
     alternatives: M.reserve(model.s, { idempotencyKey: key, generation, ttlSeconds }),
-    call: () => reserveCredits(real.ctx, { organizationId: real.organizationId, idempotencyKey: key, generation, ttlSeconds }),
+    call: () =>
+      reserveCredits(real.ctx, { organizationId: real.organizationId, idempotencyKey: key, generation, ttlSeconds }),
     answer: (r, m, ids, state) => {
       const expected = state.reservations[m.index]!;
       const problems: string[] = [];
       if (m.replay) {
-        if (r.id !== ids.reservations[m.index]) problems.push(`a repeat returned reservation ${r.id}, not the original ${ids.reservations[m.index]}`);
+        if (r.id !== ids.reservations[m.index])
+          problems.push(`a repeat returned reservation ${r.id}, not the original ${ids.reservations[m.index]}`);
       } else {
         if (ids.reservations.includes(r.id)) problems.push(`a new reservation returned the existing ${r.id}`);
         ids.reservations[m.index] = r.id;
       }
       if (r.amount !== expected.amount) problems.push(`answered amount ${r.amount}, model ${expected.amount}`);
-      if (r.expiresAt.getTime() !== expected.expiresAt) problems.push(`answered expiresAt ${r.expiresAt.toISOString()}, model ${new Date(expected.expiresAt).toISOString()}`);
+      if (r.expiresAt.getTime() !== expected.expiresAt)
+        problems.push(
+          `answered expiresAt ${r.expiresAt.toISOString()}, model ${new Date(expected.expiresAt).toISOString()}`,
+        );
       return problems;
     },
   });
@@ -358,7 +452,10 @@ async function runReserve(model: Model, real: Real, key: string, generation: M.G
 }
 
 class CaptureCommand implements Cmd {
-  constructor(readonly pick: Pick, readonly spec: CaptureSpec) {}
+  constructor(
+    readonly pick: Pick,
+    readonly spec: CaptureSpec,
+  ) {}
   check = (m: Readonly<Model>) => m.s.reservations.length > 0;
   async run(model: Model, real: Real) {
     const index = pickReservation(model.s, this.pick);
@@ -372,16 +469,29 @@ class CaptureCommand implements Cmd {
     });
     if ('ok' in actual) {
       const snapshot = await readSnapshot(real.database.pglite!, real.organizationId, real.clock.now().getTime());
-      expectNoProblems(checkCaptureWithinTies(snapshot, id, real.lastLots.get(id) ?? null), `${this}: order of consumption within a tie group`);
+      expectNoProblems(
+        checkCaptureWithinTies(snapshot, id, real.lastLots.get(id) ?? null),
+        `${this}: order of consumption within a tie group`,
+      );
     }
   }
   toString = () => `capture(${formatPick(this.pick)}, ${JSON.stringify(this.spec)})`;
 }
 
-function answerMatches(r: { status: string; capturedAmount: number; refundedAmount: number; expiresAt: Date }, m: M.Reservation): string[] {
-  const real = { status: r.status, captured: r.capturedAmount, refunded: r.refundedAmount, expiresAt: r.expiresAt.getTime() };
+function answerMatches(
+  r: { status: string; capturedAmount: number; refundedAmount: number; expiresAt: Date },
+  m: M.Reservation,
+): string[] {
+  const real = {
+    status: r.status,
+    captured: r.capturedAmount,
+    refunded: r.refundedAmount,
+    expiresAt: r.expiresAt.getTime(),
+  };
   const model = { status: m.status, captured: m.capturedAmount, refunded: m.refundedAmount, expiresAt: m.expiresAt };
-  return JSON.stringify(real) === JSON.stringify(model) ? [] : [`answered ${JSON.stringify(real)}, model ${JSON.stringify(model)}`];
+  return JSON.stringify(real) === JSON.stringify(model)
+    ? []
+    : [`answered ${JSON.stringify(real)}, model ${JSON.stringify(model)}`];
 }
 
 class RefundCommand implements Cmd {
@@ -401,7 +511,11 @@ class RefundCommand implements Cmd {
 }
 
 class ExtendCommand implements Cmd {
-  constructor(readonly pick: Pick, readonly ttlSeconds: number, readonly afterMs: number) {}
+  constructor(
+    readonly pick: Pick,
+    readonly ttlSeconds: number,
+    readonly afterMs: number,
+  ) {}
   check = (m: Readonly<Model>) => m.s.reservations.length > 0;
   async run(model: Model, real: Real) {
     // Some time first, so the reservation has aged and a long extension meets the 24 h lifetime.
@@ -415,21 +529,32 @@ class ExtendCommand implements Cmd {
       answer: (r, m, _ids, state) => answerMatches(r, state.reservations[m.index]!),
     });
   }
-  toString = () => `extend(${formatPick(this.pick)}, ${this.ttlSeconds}s${this.afterMs > 0 ? `, after ${formatMs(this.afterMs)}` : ''})`;
+  toString = () =>
+    `extend(${formatPick(this.pick)}, ${this.ttlSeconds}s${this.afterMs > 0 ? `, after ${formatMs(this.afterMs)}` : ''})`;
 }
 
 class ChangePlanCommand implements Cmd {
-  constructor(readonly planId: string, readonly immediately: boolean) {}
+  constructor(
+    readonly planId: string,
+    readonly immediately: boolean,
+  ) {}
   check = () => true;
   async run(model: Model, real: Real) {
     await step(model, real, {
       label: this.toString(),
       alternatives: M.changePlan(model.s, this.planId, this.immediately),
-      call: () => changePlan(real.ctx, { organizationId: real.organizationId, planId: this.planId, immediately: this.immediately }),
+      call: () =>
+        changePlan(real.ctx, {
+          organizationId: real.organizationId,
+          planId: this.planId,
+          immediately: this.immediately,
+        }),
       answer: (r, m) => {
         const problems: string[] = [];
-        if (m.appliedImmediately !== null && r.appliedImmediately !== m.appliedImmediately) problems.push(`appliedImmediately ${r.appliedImmediately}, model ${m.appliedImmediately}`);
-        if (m.effectiveAt !== null && r.effectiveAt.getTime() !== m.effectiveAt) problems.push(`effectiveAt ${r.effectiveAt.toISOString()}, model ${new Date(m.effectiveAt).toISOString()}`);
+        if (m.appliedImmediately !== null && r.appliedImmediately !== m.appliedImmediately)
+          problems.push(`appliedImmediately ${r.appliedImmediately}, model ${m.appliedImmediately}`);
+        if (m.effectiveAt !== null && r.effectiveAt.getTime() !== m.effectiveAt)
+          problems.push(`effectiveAt ${r.effectiveAt.toISOString()}, model ${new Date(m.effectiveAt).toISOString()}`);
         return problems;
       },
     });
@@ -438,25 +563,36 @@ class ChangePlanCommand implements Cmd {
 }
 
 /** Moves the clock: by a fixed time, or to just past the next deadline the model knows of. */
-type Advance = { kind: 'by'; ms: number } | { kind: 'pastNextDeadline'; extraMs: number } | { kind: 'pastCycleEnd'; extraMs: number };
+type Advance =
+  | { kind: 'by'; ms: number }
+  | { kind: 'pastNextDeadline'; extraMs: number }
+  | { kind: 'pastCycleEnd'; extraMs: number };
 
 function nextDeadline(s: M.State): number {
   const deadlines = [
     s.cycleEnd,
-    ...s.buckets.filter((b) => b.expiresAt !== null && b.expiresAt > s.now && (b.available > 0 || b.reserved > 0)).map((b) => b.expiresAt!),
+    ...s.buckets
+      .filter((b) => b.expiresAt !== null && b.expiresAt > s.now && (b.available > 0 || b.reserved > 0))
+      .map((b) => b.expiresAt!),
     ...s.reservations.filter((r) => r.status === 'PENDING' && r.expiresAt > s.now).map((r) => r.expiresAt),
   ];
   return Math.min(...deadlines);
 }
 
 class AdvanceCommand implements Cmd {
-  constructor(readonly advance: Advance, readonly sweep: boolean) {}
+  constructor(
+    readonly advance: Advance,
+    readonly sweep: boolean,
+  ) {}
   check = () => true;
   async run(model: Model, real: Real) {
     const s = model.s;
-    const to = this.advance.kind === 'by' ? s.now + this.advance.ms
-      : this.advance.kind === 'pastCycleEnd' ? s.cycleEnd + this.advance.extraMs
-      : nextDeadline(s) + this.advance.extraMs;
+    const to =
+      this.advance.kind === 'by'
+        ? s.now + this.advance.ms
+        : this.advance.kind === 'pastCycleEnd'
+          ? s.cycleEnd + this.advance.extraMs
+          : nextDeadline(s) + this.advance.extraMs;
     await advanceClock(model, real, Math.max(0, to - s.now), this.toString());
     if (!this.sweep) return;
     await step(model, real, {
@@ -471,7 +607,10 @@ class AdvanceCommand implements Cmd {
   }
   toString = () => {
     const a = this.advance;
-    const what = a.kind === 'by' ? formatMs(a.ms) : `${a.kind === 'pastCycleEnd' ? 'past cycle end' : 'past next deadline'} +${formatMs(a.extraMs)}`;
+    const what =
+      a.kind === 'by'
+        ? formatMs(a.ms)
+        : `${a.kind === 'pastCycleEnd' ? 'past cycle end' : 'past next deadline'} +${formatMs(a.extraMs)}`;
     return `advance(${what}${this.sweep ? ', sweep' : ''})`;
   };
 }
@@ -515,11 +654,19 @@ const generationArb: fc.Arbitrary<M.Generation> = fc.oneof(
   fc.integer({ min: 1, max: 40 }).map((count) => ({ modelId: 'text-standard', count })),
   fc.integer({ min: 1, max: 20 }).map((count) => ({ modelId: 'text-premium', count })),
   fc.integer({ min: 1, max: 5 }).map((count) => ({ modelId: 'image-draft', resolution: 'SD_480P' as const, count })),
-  fc.integer({ min: 1, max: 8 }).map((count) => ({ modelId: 'image-standard', resolution: 'FHD_1080P' as const, count })),
+  fc
+    .integer({ min: 1, max: 8 })
+    .map((count) => ({ modelId: 'image-standard', resolution: 'FHD_1080P' as const, count })),
   fc.integer({ min: 1, max: 2 }).map((count) => ({ modelId: 'image-premium', resolution: 'UHD_4K' as const, count })),
-  fc.record({ durationSeconds: fc.integer({ min: 1, max: 10 }), count: fc.integer({ min: 1, max: 3 }) }).map((g) => ({ modelId: 'video-draft', resolution: 'SD_480P' as const, ...g })),
-  fc.record({ durationSeconds: fc.integer({ min: 1, max: 8 }), count: fc.integer({ min: 1, max: 2 }) }).map((g) => ({ modelId: 'video-standard', resolution: 'HD_720P' as const, ...g })),
-  fc.integer({ min: 1, max: 4 }).map((durationSeconds) => ({ modelId: 'video-premium', resolution: 'UHD_4K' as const, durationSeconds, count: 1 })),
+  fc
+    .record({ durationSeconds: fc.integer({ min: 1, max: 10 }), count: fc.integer({ min: 1, max: 3 }) })
+    .map((g) => ({ modelId: 'video-draft', resolution: 'SD_480P' as const, ...g })),
+  fc
+    .record({ durationSeconds: fc.integer({ min: 1, max: 8 }), count: fc.integer({ min: 1, max: 2 }) })
+    .map((g) => ({ modelId: 'video-standard', resolution: 'HD_720P' as const, ...g })),
+  fc
+    .integer({ min: 1, max: 4 })
+    .map((durationSeconds) => ({ modelId: 'video-premium', resolution: 'UHD_4K' as const, durationSeconds, count: 1 })),
 );
 
 // Short ones run out between steps; long ones are still held when a cycle ends or a lot expires.
@@ -535,22 +682,47 @@ const extendTtlArb = fc.oneof(
 );
 // Taken modulo the number of reservations (or grants, purchases) so far.
 const pickArb = fc.nat({ max: 50 });
-const reservationPickArb: fc.Arbitrary<Pick> = fc.record({ n: fc.nat({ max: 50 }), pending: fc.boolean() }).map((p) => ({ ...p, pending: p.pending || p.n % 3 !== 0 }));
+const reservationPickArb: fc.Arbitrary<Pick> = fc
+  .record({ n: fc.nat({ max: 50 }), pending: fc.boolean() })
+  .map((p) => ({ ...p, pending: p.pending || p.n % 3 !== 0 }));
 // Expiries from seconds to beyond a billing cycle (PROMOTIONAL and REFERRAL only).
-const expiryArb = fc.option(fc.constantFrom(1_000, 30_000, HOUR_MS, 6 * HOUR_MS, DAY_MS, 20 * DAY_MS, 45 * DAY_MS), { freq: 3 });
+const expiryArb = fc.option(fc.constantFrom(1_000, 30_000, HOUR_MS, 6 * HOUR_MS, DAY_MS, 20 * DAY_MS, 45 * DAY_MS), {
+  freq: 3,
+});
 const grantArb: fc.Arbitrary<Cmd> = fc.oneof(
-  { weight: 2, arbitrary: fc.tuple(fc.constantFrom<M.AccountType>('SUBSCRIPTION', 'PURCHASED'), fc.integer({ min: 1, max: 120 })).map(([t, a]): Cmd => new GrantCommand(t, a, null)) },
-  { weight: 5, arbitrary: fc.tuple(fc.constantFrom<M.AccountType>('PROMOTIONAL', 'REFERRAL'), fc.integer({ min: 1, max: 120 }), expiryArb).map(([t, a, e]): Cmd => new GrantCommand(t, a, e)) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(fc.constantFrom<M.AccountType>('SUBSCRIPTION', 'PURCHASED'), fc.integer({ min: 1, max: 120 }))
+      .map(([t, a]): Cmd => new GrantCommand(t, a, null)),
+  },
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(fc.constantFrom<M.AccountType>('PROMOTIONAL', 'REFERRAL'), fc.integer({ min: 1, max: 120 }), expiryArb)
+      .map(([t, a, e]): Cmd => new GrantCommand(t, a, e)),
+  },
   // Rarely, a grant of the per-grant maximum.
-  { weight: 1, arbitrary: fc.tuple(fc.constantFrom<M.AccountType>('PROMOTIONAL', 'REFERRAL'), fc.option(fc.constant(20 * DAY_MS))).map(([t, e]): Cmd => new GrantCommand(t, M.GRANT_MAX, e)) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.constantFrom<M.AccountType>('PROMOTIONAL', 'REFERRAL'), fc.option(fc.constant(20 * DAY_MS)))
+      .map(([t, e]): Cmd => new GrantCommand(t, M.GRANT_MAX, e)),
+  },
 );
 const advanceArb: fc.Arbitrary<Advance> = fc.oneof(
   { weight: 3, arbitrary: fc.integer({ min: 1, max: 120 }).map((s) => ({ kind: 'by' as const, ms: s * 1000 })) },
   { weight: 3, arbitrary: fc.integer({ min: 1, max: 30 }).map((h) => ({ kind: 'by' as const, ms: h * HOUR_MS })) },
   { weight: 1, arbitrary: fc.integer({ min: 1, max: 35 }).map((d) => ({ kind: 'by' as const, ms: d * DAY_MS })) },
   { weight: 1, arbitrary: fc.integer({ min: 55, max: 100 }).map((d) => ({ kind: 'by' as const, ms: d * DAY_MS })) }, // missed cycles
-  { weight: 4, arbitrary: fc.constantFrom(0, 1, 1000, 60_000).map((extraMs) => ({ kind: 'pastNextDeadline' as const, extraMs })) },
-  { weight: 5, arbitrary: fc.constantFrom(0, 1000, HOUR_MS).map((extraMs) => ({ kind: 'pastCycleEnd' as const, extraMs })) },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom(0, 1, 1000, 60_000).map((extraMs) => ({ kind: 'pastNextDeadline' as const, extraMs })),
+  },
+  {
+    weight: 5,
+    arbitrary: fc.constantFrom(0, 1000, HOUR_MS).map((extraMs) => ({ kind: 'pastCycleEnd' as const, extraMs })),
+  },
 );
 const captureSpecArb: fc.Arbitrary<CaptureSpec> = fc.oneof(
   { weight: 4, arbitrary: fc.constant({ kind: 'full' as const }) },
@@ -565,34 +737,71 @@ const commandArbs: Array<fc.Arbitrary<Cmd>> = [
     // Many small grants of every type and expiry, so reservations span several lots; grants
     // between two clock moves are granted at the same moment, so equal ones tie.
     { weight: 8, arbitrary: grantArb },
-    { weight: 2, arbitrary: fc.tuple(fc.constantFrom<M.AccountType>('SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL'), fc.tuple(fc.integer({ min: 1, max: 60 }), fc.integer({ min: 1, max: 60 })), expiryArb)
-      .map(([t, a, e]): Cmd => new TiedGrantsCommand(t, a, t === 'SUBSCRIPTION' || t === 'PURCHASED' ? null : e)) },
+    {
+      weight: 2,
+      arbitrary: fc
+        .tuple(
+          fc.constantFrom<M.AccountType>('SUBSCRIPTION', 'PURCHASED', 'PROMOTIONAL', 'REFERRAL'),
+          fc.tuple(fc.integer({ min: 1, max: 60 }), fc.integer({ min: 1, max: 60 })),
+          expiryArb,
+        )
+        .map(([t, a, e]): Cmd => new TiedGrantsCommand(t, a, t === 'SUBSCRIPTION' || t === 'PURCHASED' ? null : e)),
+    },
     { weight: 2, arbitrary: fc.tuple(pickArb, fc.boolean()).map(([p, c]): Cmd => new ReplayGrantCommand(p, c)) },
     { weight: 1, arbitrary: fc.constantFrom(0, 50, 500, 3000).map((room): Cmd => new FillToCapCommand(room)) },
     // Packs are large next to everything else; rarer, or they would cover every reservation.
     { weight: 1, arbitrary: fc.constantFrom('pack-500', 'pack-2000').map((p): Cmd => new PurchaseCommand(p)) },
     { weight: 1, arbitrary: fc.tuple(pickArb, fc.boolean()).map(([p, c]): Cmd => new ReplayPurchaseCommand(p, c)) },
     { weight: 10, arbitrary: fc.tuple(generationArb, ttlArb).map(([g, t]): Cmd => new ReserveCommand(g, t)) },
-    { weight: 6, arbitrary: fc.tuple(fc.integer({ min: 1, max: 30 }), ttlArb).map(([e, t]): Cmd => new SpanningReserveCommand(e, t)) },
-    { weight: 2, arbitrary: fc.tuple(pickArb, fc.option(generationArb, { freq: 2 }), ttlArb).map(([p, g, t]): Cmd => new ReplayReserveCommand(p, g, t)) },
-    { weight: 8, arbitrary: fc.tuple(reservationPickArb, captureSpecArb).map(([p, s]): Cmd => new CaptureCommand(p, s)) },
+    {
+      weight: 6,
+      arbitrary: fc
+        .tuple(fc.integer({ min: 1, max: 30 }), ttlArb)
+        .map(([e, t]): Cmd => new SpanningReserveCommand(e, t)),
+    },
+    {
+      weight: 2,
+      arbitrary: fc
+        .tuple(pickArb, fc.option(generationArb, { freq: 2 }), ttlArb)
+        .map(([p, g, t]): Cmd => new ReplayReserveCommand(p, g, t)),
+    },
+    {
+      weight: 8,
+      arbitrary: fc.tuple(reservationPickArb, captureSpecArb).map(([p, s]): Cmd => new CaptureCommand(p, s)),
+    },
     { weight: 3, arbitrary: reservationPickArb.map((p): Cmd => new RefundCommand(p)) },
-    { weight: 4, arbitrary: fc.tuple(reservationPickArb, extendTtlArb, fc.constantFrom(0, 1000, 60_000, HOUR_MS, HOUR_MS)).map(([p, t, a]): Cmd => new ExtendCommand(p, t, a)) },
+    {
+      weight: 4,
+      arbitrary: fc
+        .tuple(reservationPickArb, extendTtlArb, fc.constantFrom(0, 1000, 60_000, HOUR_MS, HOUR_MS))
+        .map(([p, t, a]): Cmd => new ExtendCommand(p, t, a)),
+    },
     { weight: 8, arbitrary: fc.tuple(advanceArb, fc.boolean()).map(([a, sweep]): Cmd => new AdvanceCommand(a, sweep)) },
     // Mostly immediate: an upgrade then applies now, a downgrade is scheduled all the same.
-    { weight: 5, arbitrary: fc.tuple(fc.constantFrom(...M.PLAN_IDS), fc.integer({ min: 0, max: 3 })).map(([p, i]): Cmd => new ChangePlanCommand(p, i > 0)) },
+    {
+      weight: 5,
+      arbitrary: fc
+        .tuple(fc.constantFrom(...M.PLAN_IDS), fc.integer({ min: 0, max: 3 }))
+        .map(([p, i]): Cmd => new ChangePlanCommand(p, i > 0)),
+    },
   ),
 ];
 
 const START_MIN = Date.UTC(2026, 0, 1);
 const START_DAYS = 5 * 366;
-type AnchorSpec = { kind: 'offset'; hours: number } | { kind: 'monthEnd'; day: number } | { kind: 'endsSoon'; hours: number };
+type AnchorSpec =
+  | { kind: 'offset'; hours: number }
+  | { kind: 'monthEnd'; day: number }
+  | { kind: 'endsSoon'; hours: number };
 const setupArb = fc.record({
   startMinute: fc.integer({ min: 0, max: START_DAYS * 1440 }),
   planId: fc.constantFrom('free', 'free', 'free', 'starter', 'pro'),
   anchor: fc.oneof(
     // Some hours either side of the start.
-    { weight: 2, arbitrary: fc.integer({ min: -1000, max: 1000 }).map((hours) => ({ kind: 'offset' as const, hours })) },
+    {
+      weight: 2,
+      arbitrary: fc.integer({ min: -1000, max: 1000 }).map((hours) => ({ kind: 'offset' as const, hours })),
+    },
     // A month's end (31 Jan -> 28 Feb -> 31 Mar).
     { weight: 1, arbitrary: fc.constantFrom(28, 29, 30, 31).map((day) => ({ kind: 'monthEnd' as const, day })) },
     // A cycle ending within hours of the start, while the first reservations are still held.
@@ -623,11 +832,20 @@ let database: Database;
 async function retire(real: Real): Promise<void> {
   await sweepUntilIdle(real.ctx);
   const pg = real.database.pglite!;
-  const pending = await pg.query<{ id: string }>(`select id from reservations where organization_id = $1 and status = 'PENDING'`, [real.organizationId]);
-  for (const { id } of pending.rows) await attempt(() => refundReservation(real.ctx, { reservationId: id, reason: 'end of run' }, null));
+  const pending = await pg.query<{ id: string }>(
+    `select id from reservations where organization_id = $1 and status = 'PENDING'`,
+    [real.organizationId],
+  );
+  for (const { id } of pending.rows)
+    await attempt(() => refundReservation(real.ctx, { reservationId: id, reason: 'end of run' }, null));
   const now = real.clock.now();
-  await pg.query(`update credit_lots set expires_at = '9999-01-01T00:00:00Z' where organization_id = $1 and expires_at > $2`, [real.organizationId, now]);
-  await pg.query(`update organizations set cycle_ends_at = '9999-01-01T00:00:00Z' where id = $1`, [real.organizationId]);
+  await pg.query(
+    `update credit_lots set expires_at = '9999-01-01T00:00:00Z' where organization_id = $1 and expires_at > $2`,
+    [real.organizationId, now],
+  );
+  await pg.query(`update organizations set cycle_ends_at = '9999-01-01T00:00:00Z' where id = $1`, [
+    real.organizationId,
+  ]);
 }
 
 describe('ledger against its model (PGlite)', () => {
@@ -651,9 +869,21 @@ describe('ledger against its model (PGlite)', () => {
         const anchor = anchorFor(start, setup.anchor);
         const clock = new ManualClock(new Date(start));
         const ctx: LedgerContext = { db: database.db, clock };
-        const org = await createOrganization(ctx, { name: 'Property test', planId: setup.planId, billingCycleAnchor: new Date(anchor) });
+        const org = await createOrganization(ctx, {
+          name: 'Property test',
+          planId: setup.planId,
+          billingCycleAnchor: new Date(anchor),
+        });
         const model: Model = { s: M.initialState(start, setup.planId, anchor) };
-        const real: Real = { ctx, clock, database, organizationId: org.id, ids: { lots: new Map(), reservations: [] }, lastLots: new Map(), serial: 0 };
+        const real: Real = {
+          ctx,
+          clock,
+          database,
+          organizationId: org.id,
+          ids: { lots: new Map(), reservations: [] },
+          lastLots: new Map(),
+          serial: 0,
+        };
         runs += 1;
         try {
           const snapshot = await readSnapshot(database.pglite!, org.id, start);
@@ -662,7 +892,12 @@ describe('ledger against its model (PGlite)', () => {
           commandsRun += [...commands].length;
           reservationsMade += model.s.reservations.length;
           // The product's own audit, as a check of the product (the comparison above does not use it).
-          expect(await auditLedger(database.db, { organizationId: org.id, sweptAt: model.s.sweptAt === null ? undefined : new Date(model.s.sweptAt) })).toEqual([]);
+          expect(
+            await auditLedger(database.db, {
+              organizationId: org.id,
+              sweptAt: model.s.sweptAt === null ? undefined : new Date(model.s.sweptAt),
+            }),
+          ).toEqual([]);
         } finally {
           await retire(real);
         }
@@ -676,10 +911,16 @@ describe('ledger against its model (PGlite)', () => {
     });
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     console.log(['coverage:', ...[...tally].sort().map(([k, v]) => `${String(v).padStart(6)}  ${k}`)].join('\n'));
-    console.log(`property test: ${runs} runs, ${commandsRun} commands, ${reservationsMade} reservations in ${seconds} s`);
+    console.log(
+      `property test: ${runs} runs, ${commandsRun} commands, ${reservationsMade} reservations in ${seconds} s`,
+    );
     if (!REPLAYING && NUM_RUNS >= 200) {
       const short = Object.entries(MINIMUM_PER_100_RUNS)
-        .map(([name, per100]) => ({ name, minimum: Math.ceil((per100 * NUM_RUNS) / 100), actual: tally.get(name) ?? 0 }))
+        .map(([name, per100]) => ({
+          name,
+          minimum: Math.ceil((per100 * NUM_RUNS) / 100),
+          actual: tally.get(name) ?? 0,
+        }))
         .filter((x) => x.actual < x.minimum);
       expect(short, 'coverage below the minimum (tally entry, minimum, actual)').toEqual([]);
     }

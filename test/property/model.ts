@@ -30,7 +30,11 @@ export type Resolution = 'SD_480P' | 'HD_720P' | 'FHD_1080P' | 'UHD_4K';
 export const PLAN_ALLOWANCE: Readonly<Record<string, number>> = { free: 100, starter: 1000, pro: 5000, studio: 20000 };
 export const PLAN_IDS = Object.keys(PLAN_ALLOWANCE);
 /** Credit packs catalog. */
-export const PACK_CREDITS: Readonly<Record<string, number>> = { 'pack-500': 500, 'pack-2000': 2000, 'pack-10000': 10000 };
+export const PACK_CREDITS: Readonly<Record<string, number>> = {
+  'pack-500': 500,
+  'pack-2000': 2000,
+  'pack-10000': 10000,
+};
 
 type OutputType = 'IMAGE' | 'VIDEO' | 'TEXT';
 interface CatalogModel {
@@ -41,19 +45,49 @@ interface CatalogModel {
 }
 /** Generation models catalog. */
 export const MODELS: Readonly<Record<string, CatalogModel>> = {
-  'image-draft': { output: 'IMAGE', unitCredits: 1, resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P'], maxDurationSeconds: null },
-  'image-standard': { output: 'IMAGE', unitCredits: 4, resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P', 'UHD_4K'], maxDurationSeconds: null },
-  'image-premium': { output: 'IMAGE', unitCredits: 10, resolutions: ['HD_720P', 'FHD_1080P', 'UHD_4K'], maxDurationSeconds: null },
+  'image-draft': {
+    output: 'IMAGE',
+    unitCredits: 1,
+    resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P'],
+    maxDurationSeconds: null,
+  },
+  'image-standard': {
+    output: 'IMAGE',
+    unitCredits: 4,
+    resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P', 'UHD_4K'],
+    maxDurationSeconds: null,
+  },
+  'image-premium': {
+    output: 'IMAGE',
+    unitCredits: 10,
+    resolutions: ['HD_720P', 'FHD_1080P', 'UHD_4K'],
+    maxDurationSeconds: null,
+  },
   'video-draft': { output: 'VIDEO', unitCredits: 2, resolutions: ['SD_480P', 'HD_720P'], maxDurationSeconds: 10 },
-  'video-standard': { output: 'VIDEO', unitCredits: 5, resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P'], maxDurationSeconds: 30 },
-  'video-premium': { output: 'VIDEO', unitCredits: 12, resolutions: ['HD_720P', 'FHD_1080P', 'UHD_4K'], maxDurationSeconds: 60 },
+  'video-standard': {
+    output: 'VIDEO',
+    unitCredits: 5,
+    resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P'],
+    maxDurationSeconds: 30,
+  },
+  'video-premium': {
+    output: 'VIDEO',
+    unitCredits: 12,
+    resolutions: ['HD_720P', 'FHD_1080P', 'UHD_4K'],
+    maxDurationSeconds: 60,
+  },
   'text-draft': { output: 'TEXT', unitCredits: 1, resolutions: [], maxDurationSeconds: null },
   'text-standard': { output: 'TEXT', unitCredits: 2, resolutions: [], maxDurationSeconds: null },
   'text-premium': { output: 'TEXT', unitCredits: 5, resolutions: [], maxDurationSeconds: null },
 };
 
 /** README "Costs": resolution factors in percent. */
-const RESOLUTION_PERCENT: Readonly<Record<Resolution, number>> = { SD_480P: 50, HD_720P: 100, FHD_1080P: 150, UHD_4K: 400 };
+const RESOLUTION_PERCENT: Readonly<Record<Resolution, number>> = {
+  SD_480P: 50,
+  HD_720P: 100,
+  FHD_1080P: 150,
+  UHD_4K: 400,
+};
 
 // --- limits the README states ---------------------------------------------------------------
 
@@ -87,7 +121,11 @@ export function costOf(g: Generation): number {
   if (model.output === 'TEXT' ? g.resolution !== undefined : !model.resolutions.includes(g.resolution!)) {
     throw new Error(`test bug: ${g.modelId} at ${g.resolution}`);
   }
-  if (model.output === 'VIDEO' ? !(g.durationSeconds! >= 1 && g.durationSeconds! <= model.maxDurationSeconds!) : g.durationSeconds !== undefined) {
+  if (
+    model.output === 'VIDEO'
+      ? !(g.durationSeconds! >= 1 && g.durationSeconds! <= model.maxDurationSeconds!)
+      : g.durationSeconds !== undefined
+  ) {
     throw new Error(`test bug: ${g.modelId} for ${g.durationSeconds}s`);
   }
   const seconds = model.output === 'VIDEO' ? g.durationSeconds! : 1;
@@ -99,8 +137,12 @@ export function costOf(g: Generation): number {
 
 /** README "Idempotency": a repeated reservation must name the same model, resolution, duration and count. */
 export function sameGeneration(a: Generation, b: Generation): boolean {
-  return a.modelId === b.modelId && (a.resolution ?? null) === (b.resolution ?? null) &&
-    (a.durationSeconds ?? null) === (b.durationSeconds ?? null) && a.count === b.count;
+  return (
+    a.modelId === b.modelId &&
+    (a.resolution ?? null) === (b.resolution ?? null) &&
+    (a.durationSeconds ?? null) === (b.durationSeconds ?? null) &&
+    a.count === b.count
+  );
 }
 
 // --- billing cycles (README "Billing cycles") -----------------------------------------------
@@ -158,7 +200,10 @@ export interface Bucket {
   expired: number;
 }
 
-export type LotOrigin = { kind: 'allowance'; cycleEnd: number } | { kind: 'grant'; key: string } | { kind: 'purchase'; reference: string };
+export type LotOrigin =
+  | { kind: 'allowance'; cycleEnd: number }
+  | { kind: 'grant'; key: string }
+  | { kind: 'purchase'; reference: string };
 
 /** One lot's fixed facts (its moving numbers live in its bucket). */
 export interface LotRecord {
@@ -279,7 +324,18 @@ function addLot(s: State, origin: LotOrigin, type: AccountType, amount: number, 
   const key = bucketKey(type, expiresAt, s.now);
   let b = s.buckets.find((x) => x.key === key);
   if (!b) {
-    b = { key, type, expiresAt, createdAt: s.now, lots: 0, granted: 0, available: 0, reserved: 0, consumed: 0, expired: 0 };
+    b = {
+      key,
+      type,
+      expiresAt,
+      createdAt: s.now,
+      lots: 0,
+      granted: 0,
+      available: 0,
+      reserved: 0,
+      consumed: 0,
+      expired: 0,
+    };
     s.buckets.push(b);
   }
   b.lots += 1;
@@ -382,7 +438,9 @@ function allReadings<T>(op: () => Alternative<T>[]): Alternative<T>[] {
     for (const reading of (STRICT_CATCH_UP ? ['full'] : Object.keys(CATCH_UP_READINGS)) as CatchUpReading[]) {
       catchUpReading = reading;
       const label = CATCH_UP_READINGS[reading];
-      all.push(...op().map((a) => (label === undefined ? a : { ...a, reading: a.reading ? `${a.reading}; ${label}` : label })));
+      all.push(
+        ...op().map((a) => (label === undefined ? a : { ...a, reading: a.reading ? `${a.reading}; ${label}` : label })),
+      );
     }
   } finally {
     catchUpReading = 'full';
@@ -430,10 +488,22 @@ function refusedAfterCatchUp<T>(s0: State, caughtUp: State, outcome: Outcome<T>,
 export function initialState(now: number, planId: string, anchor: number): State {
   const cycle = cycleHolding(anchor, now);
   const s: State = {
-    now, anchor, planId, nextPlanId: null, cycleStart: cycle.start, cycleEnd: cycle.end,
-    buckets: [], lots: [], reservations: [], grants: [], purchases: [],
+    now,
+    anchor,
+    planId,
+    nextPlanId: null,
+    cycleStart: cycle.start,
+    cycleEnd: cycle.end,
+    buckets: [],
+    lots: [],
+    reservations: [],
+    grants: [],
+    purchases: [],
     cycles: [{ start: cycle.start, end: cycle.end, plansInForce: [planId], allowanceGranted: 0 }],
-    withheld: 0, caughtUpAt: now, sweptAt: null, events: [],
+    withheld: 0,
+    caughtUpAt: now,
+    sweptAt: null,
+    events: [],
   };
   grantAllowance(s, PLAN_ALLOWANCE[planId]!);
   return s;
@@ -453,7 +523,8 @@ export function grant(s0: State, g: GrantInput): Alternative<LotAnswer>[] {
 }
 
 function grantUnder(s0: State, g: GrantInput): Alternative<LotAnswer>[] {
-  if (!Number.isInteger(g.amount) || g.amount < 1 || g.amount > GRANT_MAX) return [refused(s0, { error: 'InvalidInputError' })];
+  if (!Number.isInteger(g.amount) || g.amount < 1 || g.amount > GRANT_MAX)
+    return [refused(s0, { error: 'InvalidInputError' })];
   const s = draftOf(s0);
   catchUp(s);
   const caughtUp = structuredClone(s);
@@ -465,8 +536,10 @@ function grantUnder(s0: State, g: GrantInput): Alternative<LotAnswer>[] {
     s.events.push('grant replayed');
     return [{ outcome: { ok: { lot: s.grants[existing]!.lot, replay: true } }, state: s }];
   }
-  if (g.expiresAt !== null && g.expiresAt <= s.now) return refusedAfterCatchUp(s0, caughtUp, { error: 'InvalidInputError' });
-  if (held(s) + g.amount > BALANCE_CAP) return refusedAfterCatchUp(s0, caughtUp, { error: 'InvalidInputError' }, 'over the cap');
+  if (g.expiresAt !== null && g.expiresAt <= s.now)
+    return refusedAfterCatchUp(s0, caughtUp, { error: 'InvalidInputError' });
+  if (held(s) + g.amount > BALANCE_CAP)
+    return refusedAfterCatchUp(s0, caughtUp, { error: 'InvalidInputError' }, 'over the cap');
   const expiresAt = g.type === 'SUBSCRIPTION' ? s.cycleEnd : g.type === 'PURCHASED' ? null : g.expiresAt;
   const lot = addLot(s, { kind: 'grant', key: g.key }, g.type, g.amount, expiresAt);
   s.grants.push({ input: g, lot });
@@ -487,11 +560,13 @@ function purchaseUnder(s0: State, reference: string, packId: string): Alternativ
   const caughtUp = structuredClone(s);
   const existing = s.purchases.findIndex((x) => x.reference === reference);
   if (existing >= 0) {
-    if (s.purchases[existing]!.packId !== packId) return refusedAfterCatchUp(s0, caughtUp, { error: 'IdempotencyConflictError' });
+    if (s.purchases[existing]!.packId !== packId)
+      return refusedAfterCatchUp(s0, caughtUp, { error: 'IdempotencyConflictError' });
     s.events.push('purchase replayed');
     return [{ outcome: { ok: { lot: s.purchases[existing]!.lot, replay: true } }, state: s }];
   }
-  if (held(s) + credits > BALANCE_CAP) return refusedAfterCatchUp(s0, caughtUp, { error: 'InvalidInputError' }, 'over the cap');
+  if (held(s) + credits > BALANCE_CAP)
+    return refusedAfterCatchUp(s0, caughtUp, { error: 'InvalidInputError' }, 'over the cap');
   const lot = addLot(s, { kind: 'purchase', reference }, 'PURCHASED', credits, null);
   s.purchases.push({ reference, packId, lot });
   s.events.push('purchase');
@@ -504,19 +579,27 @@ function purchaseUnder(s0: State, reference: string, packId: string): Alternativ
 export function consumptionOrder(s: State): Bucket[] {
   return s.buckets
     .filter((b) => b.available > 0 && isSpendable(b, s.now))
-    .sort((a, b) =>
-      CONSUMPTION_ORDER.indexOf(a.type) - CONSUMPTION_ORDER.indexOf(b.type) ||
-      (a.expiresAt ?? Number.POSITIVE_INFINITY) - (b.expiresAt ?? Number.POSITIVE_INFINITY) ||
-      a.createdAt - b.createdAt);
+    .sort(
+      (a, b) =>
+        CONSUMPTION_ORDER.indexOf(a.type) - CONSUMPTION_ORDER.indexOf(b.type) ||
+        (a.expiresAt ?? Number.POSITIVE_INFINITY) - (b.expiresAt ?? Number.POSITIVE_INFINITY) ||
+        a.createdAt - b.createdAt,
+    );
 }
 
 export type ReservationAnswer = { index: number; replay: boolean };
 
-export function reserve(s0: State, r: { idempotencyKey: string; generation: Generation; ttlSeconds: number | null }): Alternative<ReservationAnswer>[] {
+export function reserve(
+  s0: State,
+  r: { idempotencyKey: string; generation: Generation; ttlSeconds: number | null },
+): Alternative<ReservationAnswer>[] {
   return allReadings(() => reserveUnder(s0, r));
 }
 
-function reserveUnder(s0: State, r: { idempotencyKey: string; generation: Generation; ttlSeconds: number | null }): Alternative<ReservationAnswer>[] {
+function reserveUnder(
+  s0: State,
+  r: { idempotencyKey: string; generation: Generation; ttlSeconds: number | null },
+): Alternative<ReservationAnswer>[] {
   const ttl = r.ttlSeconds ?? TTL_DEFAULT_SECONDS;
   if (!Number.isInteger(ttl) || ttl < 1 || ttl > TTL_MAX_SECONDS) return [refused(s0, { error: 'InvalidInputError' })];
   const s = draftOf(s0);
@@ -524,14 +607,16 @@ function reserveUnder(s0: State, r: { idempotencyKey: string; generation: Genera
   const caughtUp = structuredClone(s);
   const existing = s.reservations.findIndex((x) => x.idempotencyKey === r.idempotencyKey);
   if (existing >= 0) {
-    if (!sameGeneration(s.reservations[existing]!.generation, r.generation)) return refusedAfterCatchUp(s0, caughtUp, { error: 'IdempotencyConflictError' });
+    if (!sameGeneration(s.reservations[existing]!.generation, r.generation))
+      return refusedAfterCatchUp(s0, caughtUp, { error: 'IdempotencyConflictError' });
     s.events.push('reservation replayed');
     return [{ outcome: { ok: { index: existing, replay: true } }, state: s }];
   }
   const cost = costOf(r.generation);
   const order = consumptionOrder(s);
   const total = order.reduce((sum, b) => sum + b.available, 0);
-  if (total < cost) return refusedAfterCatchUp(s0, caughtUp, { error: 'InsufficientCreditsError', required: cost, available: total });
+  if (total < cost)
+    return refusedAfterCatchUp(s0, caughtUp, { error: 'InsufficientCreditsError', required: cost, available: total });
   // Whole cost or nothing; each lot (here: each group of tied lots) gives all it has first.
   const holds: Hold[] = [];
   let remaining = cost;
@@ -544,12 +629,22 @@ function reserveUnder(s0: State, r: { idempotencyKey: string; generation: Genera
     remaining -= take;
   }
   s.reservations.push({
-    idempotencyKey: r.idempotencyKey, generation: r.generation, amount: cost, holds, status: 'PENDING',
-    capturedAmount: 0, refundedAmount: 0, createdAt: s.now, expiresAt: s.now + ttl * 1000, settledAt: null, refundReason: null,
+    idempotencyKey: r.idempotencyKey,
+    generation: r.generation,
+    amount: cost,
+    holds,
+    status: 'PENDING',
+    capturedAmount: 0,
+    refundedAmount: 0,
+    createdAt: s.now,
+    expiresAt: s.now + ttl * 1000,
+    settledAt: null,
+    refundReason: null,
   });
   s.events.push('reservation');
   if (holds.length > 1) s.events.push('reservation spans several tie groups');
-  if (new Set(holds.map((h) => bucket(s, h.bucket).type)).size > 1) s.events.push('reservation spans several account types');
+  if (new Set(holds.map((h) => bucket(s, h.bucket).type)).size > 1)
+    s.events.push('reservation spans several account types');
   return [{ outcome: { ok: { index: s.reservations.length - 1, replay: false } }, state: s }];
 }
 
@@ -612,8 +707,10 @@ export function settleOp(s0: State, index: number, op: ReservationOp): Alternati
 
 function settleOpUnder(s0: State, index: number, op: ReservationOp): Alternative<ReservationAnswer>[] {
   const ok = { ok: { index, replay: false } };
-  if (op.kind === 'capture' && op.amount !== null && op.amount < 1) return [refused(s0, { error: 'InvalidInputError' })];
-  if (op.kind === 'extend' && (op.ttlSeconds < 1 || op.ttlSeconds > TTL_MAX_SECONDS)) return [refused(s0, { error: 'InvalidInputError' })];
+  if (op.kind === 'capture' && op.amount !== null && op.amount < 1)
+    return [refused(s0, { error: 'InvalidInputError' })];
+  if (op.kind === 'extend' && (op.ttlSeconds < 1 || op.ttlSeconds > TTL_MAX_SECONDS))
+    return [refused(s0, { error: 'InvalidInputError' })];
   const s = draftOf(s0);
   catchUp(s);
   const caughtUp = structuredClone(s);
@@ -621,9 +718,15 @@ function settleOpUnder(s0: State, index: number, op: ReservationOp): Alternative
   const overAmount = op.kind === 'capture' && op.amount !== null && op.amount > r.amount;
   // README does not say which check comes first for an over-amount capture of a reservation that
   // is settled or past its time to live: both readings are accepted.
-  const invalid = (reading: string) => refusedAfterCatchUp<ReservationAnswer>(s0, caughtUp, { error: 'InvalidInputError' }, reading);
+  const invalid = (reading: string) =>
+    refusedAfterCatchUp<ReservationAnswer>(s0, caughtUp, { error: 'InvalidInputError' }, reading);
   if (r.status !== 'PENDING') {
-    const alternatives = refusedAfterCatchUp<ReservationAnswer>(s0, caughtUp, { error: 'ReservationStateError', status: r.status }, 'state checked first');
+    const alternatives = refusedAfterCatchUp<ReservationAnswer>(
+      s0,
+      caughtUp,
+      { error: 'ReservationStateError', status: r.status },
+      'state checked first',
+    );
     if (overAmount) alternatives.push(...invalid('amount checked first'));
     return alternatives;
   }
@@ -700,17 +803,27 @@ function changePlanUnder(s0: State, planId: string, immediately: boolean): Alter
     currentCycle(s).plansInForce.push(planId);
     s.events.push('immediate upgrade');
     grantAllowance(s, to - from);
-    alternatives.push({ outcome: { ok: { appliedImmediately: true, effectiveAt: s.now } }, state: s, reading: 'drops the scheduled change' });
+    alternatives.push({
+      outcome: { ok: { appliedImmediately: true, effectiveAt: s.now } },
+      state: s,
+      reading: 'drops the scheduled change',
+    });
     if (keepScheduled) {
       currentCycle(keepScheduled).plansInForce.push(planId);
       keepScheduled.events.push('immediate upgrade');
       grantAllowance(keepScheduled, to - from);
-      alternatives.push({ outcome: { ok: { appliedImmediately: true, effectiveAt: s.now } }, state: keepScheduled, reading: 'keeps the scheduled change' });
+      alternatives.push({
+        outcome: { ok: { appliedImmediately: true, effectiveAt: s.now } },
+        state: keepScheduled,
+        reading: 'keeps the scheduled change',
+      });
     }
     return alternatives;
   }
   s.nextPlanId = planId;
-  s.events.push(to < from ? 'scheduled downgrade' : to === from ? 'scheduled change, same allowance' : 'scheduled upgrade');
+  s.events.push(
+    to < from ? 'scheduled downgrade' : to === from ? 'scheduled change, same allowance' : 'scheduled upgrade',
+  );
   return [{ outcome: { ok: { appliedImmediately: false, effectiveAt: s.cycleEnd } }, state: s }];
 }
 
@@ -775,16 +888,20 @@ export function selfCheck(s: State): string[] {
   const problems: string[] = [];
   for (const b of s.buckets) {
     if (b.available < 0 || b.reserved < 0) problems.push(`bucket ${b.key} negative`);
-    if (b.granted !== b.available + b.reserved + b.consumed + b.expired) problems.push(`bucket ${b.key} does not add up`);
-    if (s.caughtUpAt === s.now && !isSpendable(b, s.now) && b.available > 0) problems.push(`bucket ${b.key} holds available credits after its expiry`);
+    if (b.granted !== b.available + b.reserved + b.consumed + b.expired)
+      problems.push(`bucket ${b.key} does not add up`);
+    if (s.caughtUpAt === s.now && !isSpendable(b, s.now) && b.available > 0)
+      problems.push(`bucket ${b.key} holds available credits after its expiry`);
   }
   for (const c of s.cycles) {
     const largest = Math.max(...c.plansInForce.map((p) => PLAN_ALLOWANCE[p]!));
-    if (c.allowanceGranted > largest) problems.push(`cycle ${new Date(c.start).toISOString()} granted ${c.allowanceGranted} > ${largest}`);
+    if (c.allowanceGranted > largest)
+      problems.push(`cycle ${new Date(c.start).toISOString()} granted ${c.allowanceGranted} > ${largest}`);
   }
   for (const r of s.reservations) {
     if (r.expiresAt > r.createdAt + LIFETIME_MS) problems.push(`reservation ${r.idempotencyKey} outlives 24 h`);
-    if (s.sweptAt === s.now && r.status === 'PENDING' && r.createdAt + LIFETIME_MS <= s.now) problems.push(`reservation ${r.idempotencyKey} pending after 24 h`);
+    if (s.sweptAt === s.now && r.status === 'PENDING' && r.createdAt + LIFETIME_MS <= s.now)
+      problems.push(`reservation ${r.idempotencyKey} pending after 24 h`);
   }
   if (held(s) > BALANCE_CAP) problems.push('over the cap');
   return problems;

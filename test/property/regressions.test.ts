@@ -50,15 +50,23 @@ describe('property test counterexamples (PGlite)', () => {
     const clock = new ManualClock('2026-01-01T00:00:00Z');
     const ctx = { db: database.db, clock };
     const cycleEnd = new Date('2026-01-01T01:00:00Z');
-    const org = await createOrganization(ctx, { name: 'Refund into expired lot', planId: 'free', billingCycleAnchor: cycleEnd });
+    const org = await createOrganization(ctx, {
+      name: 'Refund into expired lot',
+      planId: 'free',
+      billingCycleAnchor: cycleEnd,
+    });
     const reservation = await reserveCredits(ctx, {
-      organizationId: org.id, idempotencyKey: 'held-across-the-cycle-end', ttlSeconds: 86_400,
+      organizationId: org.id,
+      idempotencyKey: 'held-across-the-cycle-end',
+      ttlSeconds: 86_400,
       generation: { modelId: 'text-draft', count: 40 },
     });
     clock.set('2026-01-01T02:00:00Z');
     await refundReservation(ctx, { reservationId: reservation.id, reason: 'regression' }, null);
     const { rows } = await database.pglite!.query<{ available: number; reserved: number }>(
-      'select available, reserved from credit_lots where organization_id = $1 and expires_at = $2', [org.id, cycleEnd]);
+      'select available, reserved from credit_lots where organization_id = $1 and expires_at = $2',
+      [org.id, cycleEnd],
+    );
     expect(rows).toEqual([{ available: 0, reserved: 0 }]);
     expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([]);
   });

@@ -170,7 +170,8 @@ function describeBucketKey(key: string): string {
 export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
   const out: string[] = [];
   const eq = (what: string, real: unknown, model: unknown) => {
-    if (JSON.stringify(real) !== JSON.stringify(model)) out.push(`${what}: database ${JSON.stringify(real)}, model ${JSON.stringify(model)}`);
+    if (JSON.stringify(real) !== JSON.stringify(model))
+      out.push(`${what}: database ${JSON.stringify(real)}, model ${JSON.stringify(model)}`);
   };
 
   // The organization.
@@ -183,9 +184,16 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
   // Each lot against the journal (README "Journal").
   for (const lot of db.lots) {
     const where = `lot ${lot.id} (${describeBucketKey(lotBucketKey(lot))})`;
-    if (lot.available !== lot.journalAvailable || lot.reserved !== lot.journalReserved) out.push(`${where}: cached ${lot.available}/${lot.reserved}, journal ${lot.journalAvailable}/${lot.journalReserved}`);
-    if (lot.granted !== lot.journalGranted) out.push(`${where}: granted ${lot.granted}, GRANT entries ${lot.journalGranted}`);
-    if (lot.granted !== lot.available + lot.reserved + lot.consumed + lot.expired) out.push(`${where}: granted ${lot.granted} != available ${lot.available} + reserved ${lot.reserved} + consumed ${lot.consumed} + expired ${lot.expired}`);
+    if (lot.available !== lot.journalAvailable || lot.reserved !== lot.journalReserved)
+      out.push(
+        `${where}: cached ${lot.available}/${lot.reserved}, journal ${lot.journalAvailable}/${lot.journalReserved}`,
+      );
+    if (lot.granted !== lot.journalGranted)
+      out.push(`${where}: granted ${lot.granted}, GRANT entries ${lot.journalGranted}`);
+    if (lot.granted !== lot.available + lot.reserved + lot.consumed + lot.expired)
+      out.push(
+        `${where}: granted ${lot.granted} != available ${lot.available} + reserved ${lot.reserved} + consumed ${lot.consumed} + expired ${lot.expired}`,
+      );
     if (lot.malformed > 0) out.push(`${where}: ${lot.malformed} entries of the wrong shape`);
     if (lot.earlyExpires > 0) out.push(`${where}: EXPIRE entry before the lot's expiry`);
     if (lot.available < 0 || lot.reserved < 0) out.push(`${where}: negative`);
@@ -208,13 +216,22 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
       return;
     }
     named.add(real.id);
-    eq(`lot ${index} (${lot.origin.kind})`, `${real.type} ${real.granted} expiring ${fmt(real.expiresAt)} granted ${fmt(real.createdAt)}`, facts);
+    eq(
+      `lot ${index} (${lot.origin.kind})`,
+      `${real.type} ${real.granted} expiring ${fmt(real.expiresAt)} granted ${fmt(real.createdAt)}`,
+      facts,
+    );
   });
-  const allowanceDb = db.lots.filter((l) => !named.has(l.id)).map((l) => `${l.type} ${l.granted} expiring ${fmt(l.expiresAt)} granted ${fmt(l.createdAt)}`);
+  const allowanceDb = db.lots
+    .filter((l) => !named.has(l.id))
+    .map((l) => `${l.type} ${l.granted} expiring ${fmt(l.expiresAt)} granted ${fmt(l.createdAt)}`);
   eq('allowance lots', allowanceDb.sort(), allowanceModel.sort());
 
   // Tie groups: the totals of lots that rank equally.
-  const dbBuckets = new Map<string, { lots: number; granted: number; available: number; reserved: number; consumed: number; expired: number }>();
+  const dbBuckets = new Map<
+    string,
+    { lots: number; granted: number; available: number; reserved: number; consumed: number; expired: number }
+  >();
   for (const lot of db.lots) {
     const key = lotBucketKey(lot);
     const b = dbBuckets.get(key) ?? { lots: 0, granted: 0, available: 0, reserved: 0, consumed: 0, expired: 0 };
@@ -229,8 +246,20 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
   const keys = new Set([...dbBuckets.keys(), ...s.buckets.map((b) => b.key)]);
   for (const key of [...keys].sort()) {
     const m = s.buckets.find((b) => b.key === key);
-    eq(`lots ${describeBucketKey(key)}`, dbBuckets.get(key) ?? null,
-      m ? { lots: m.lots, granted: m.granted, available: m.available, reserved: m.reserved, consumed: m.consumed, expired: m.expired } : null);
+    eq(
+      `lots ${describeBucketKey(key)}`,
+      dbBuckets.get(key) ?? null,
+      m
+        ? {
+            lots: m.lots,
+            granted: m.granted,
+            available: m.available,
+            reserved: m.reserved,
+            consumed: m.consumed,
+            expired: m.expired,
+          }
+        : null,
+    );
   }
 
   // Balance per account, derived from the lots (spendable = expiry in the future).
@@ -254,9 +283,29 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
       out.push(`reservation ${r.idempotencyKey} is missing from the database`);
       return;
     }
-    eq(`reservation ${r.idempotencyKey}`,
-      { key: real.idempotencyKey, status: real.status, amount: real.amount, captured: real.capturedAmount, refunded: real.refundedAmount, created: fmt(real.createdAt), expires: fmt(real.expiresAt), settled: real.settledAt !== null },
-      { key: r.idempotencyKey, status: r.status, amount: r.amount, captured: r.capturedAmount, refunded: r.refundedAmount, created: fmt(r.createdAt), expires: fmt(r.expiresAt), settled: r.settledAt !== null });
+    eq(
+      `reservation ${r.idempotencyKey}`,
+      {
+        key: real.idempotencyKey,
+        status: real.status,
+        amount: real.amount,
+        captured: real.capturedAmount,
+        refunded: real.refundedAmount,
+        created: fmt(real.createdAt),
+        expires: fmt(real.expiresAt),
+        settled: real.settledAt !== null,
+      },
+      {
+        key: r.idempotencyKey,
+        status: r.status,
+        amount: r.amount,
+        captured: r.capturedAmount,
+        refunded: r.refundedAmount,
+        created: fmt(r.createdAt),
+        expires: fmt(r.expiresAt),
+        settled: r.settledAt !== null,
+      },
+    );
     if (r.status === 'REFUNDED') eq(`reservation ${r.idempotencyKey} refund reason`, real.refundReason, r.refundReason);
     const perBucket = new Map<string, { reserved: number; captured: number; refunded: number }>();
     for (const m of db.movements.filter((x) => x.reservationId === id)) {
@@ -268,9 +317,17 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
       t.refunded += m.refunded;
       perBucket.set(key, t);
     }
-    const realHolds = [...perBucket].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, t]) => ({ lots: describeBucketKey(k), ...t }));
-    const modelHolds = [...r.holds].sort((a, b) => (a.bucket < b.bucket ? -1 : 1))
-      .map((h) => ({ lots: describeBucketKey(h.bucket), reserved: h.amount, captured: h.captured, refunded: h.refunded }));
+    const realHolds = [...perBucket]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, t]) => ({ lots: describeBucketKey(k), ...t }));
+    const modelHolds = [...r.holds]
+      .sort((a, b) => (a.bucket < b.bucket ? -1 : 1))
+      .map((h) => ({
+        lots: describeBucketKey(h.bucket),
+        reserved: h.amount,
+        captured: h.captured,
+        refunded: h.refunded,
+      }));
     eq(`reservation ${r.idempotencyKey}: taken from, consumed in and returned to`, realHolds, modelHolds);
   });
 
@@ -282,17 +339,28 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
   for (const [end, granted] of allowanceByCycleEnd) {
     const cycle = s.cycles.find((c) => c.end === end);
     const largest = cycle ? Math.max(...cycle.plansInForce.map((p) => M.PLAN_ALLOWANCE[p]!)) : 0;
-    if (granted > largest) out.push(`allowance for the cycle ending ${fmt(end)}: ${granted} granted, the largest plan in force allows ${largest}`);
+    if (granted > largest)
+      out.push(
+        `allowance for the cycle ending ${fmt(end)}: ${granted} granted, the largest plan in force allows ${largest}`,
+      );
   }
   if (s.caughtUpAt === db.now) {
     for (const lot of db.lots) {
-      if (lot.available > 0 && !M.isSpendable(lot, db.now)) out.push(`lot ${lot.id}: ${lot.available} available after its expiry ${fmt(lot.expiresAt)}`);
+      if (lot.available > 0 && !M.isSpendable(lot, db.now))
+        out.push(`lot ${lot.id}: ${lot.available} available after its expiry ${fmt(lot.expiresAt)}`);
     }
   }
   for (const r of db.reservations) {
-    if (r.expiresAt > r.createdAt + M.LIFETIME_MS) out.push(`reservation ${r.idempotencyKey} expires more than 24 h after its creation`);
-    if (s.sweptAt === db.now && r.status === 'PENDING' && (r.expiresAt <= db.now || r.createdAt + M.LIFETIME_MS <= db.now)) {
-      out.push(`reservation ${r.idempotencyKey} still pending after a sweep (created ${fmt(r.createdAt)}, expires ${fmt(r.expiresAt)})`);
+    if (r.expiresAt > r.createdAt + M.LIFETIME_MS)
+      out.push(`reservation ${r.idempotencyKey} expires more than 24 h after its creation`);
+    if (
+      s.sweptAt === db.now &&
+      r.status === 'PENDING' &&
+      (r.expiresAt <= db.now || r.createdAt + M.LIFETIME_MS <= db.now)
+    ) {
+      out.push(
+        `reservation ${r.idempotencyKey} still pending after a sweep (created ${fmt(r.createdAt)}, expires ${fmt(r.expiresAt)})`,
+      );
     }
   }
   return out;
@@ -303,7 +371,10 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
  * touched, so of the lots a new reservation took in one group, at most one kept credits. Returns
  * the problems and the lot the reservation stopped in (known only when it kept credits).
  */
-export function checkReserveWithinTies(db: Snapshot, reservationId: string): { problems: string[]; lastLot: string | null } {
+export function checkReserveWithinTies(
+  db: Snapshot,
+  reservationId: string,
+): { problems: string[]; lastLot: string | null } {
   const lotById = new Map(db.lots.map((l) => [l.id, l]));
   const partialByBucket = new Map<string, string[]>();
   for (const m of db.movements.filter((x) => x.reservationId === reservationId && x.reserved > 0)) {
@@ -316,10 +387,12 @@ export function checkReserveWithinTies(db: Snapshot, reservationId: string): { p
   const problems: string[] = [];
   let lastLot: string | null = null;
   for (const [key, lots] of partialByBucket) {
-    if (lots.length > 1) problems.push(`reservation ${reservationId} left ${lots.length} lots of ${describeBucketKey(key)} partly taken`);
+    if (lots.length > 1)
+      problems.push(`reservation ${reservationId} left ${lots.length} lots of ${describeBucketKey(key)} partly taken`);
     lastLot = lots[0]!;
   }
-  if (partialByBucket.size > 1) problems.push(`reservation ${reservationId} stopped in ${partialByBucket.size} tie groups`);
+  if (partialByBucket.size > 1)
+    problems.push(`reservation ${reservationId} stopped in ${partialByBucket.size} tie groups`);
   return { problems, lastLot };
 }
 
@@ -339,13 +412,16 @@ export function checkCaptureWithinTies(db: Snapshot, reservationId: string, last
       partial.set(key, (partial.get(key) ?? 0) + 1);
     }
   }
-  for (const [key, n] of partial) if (n > 1) problems.push(`capture of ${reservationId} consumed part of ${n} lots of ${describeBucketKey(key)}`);
+  for (const [key, n] of partial)
+    if (n > 1) problems.push(`capture of ${reservationId} consumed part of ${n} lots of ${describeBucketKey(key)}`);
   const last = lastLot === null ? undefined : moves.find((m) => m.lotId === lastLot);
   if (last && last.captured > 0) {
     const key = lotBucketKey(lotById.get(last.lotId)!);
     for (const m of moves) {
       if (m.lotId !== last.lotId && lotBucketKey(lotById.get(m.lotId)!) === key && m.captured < m.reserved) {
-        problems.push(`capture of ${reservationId} consumed from the lot taken last before the others of ${describeBucketKey(key)}`);
+        problems.push(
+          `capture of ${reservationId} consumed from the lot taken last before the others of ${describeBucketKey(key)}`,
+        );
       }
     }
   }

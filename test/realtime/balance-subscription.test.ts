@@ -8,8 +8,24 @@ import { QUERY_ALIASES_MAX } from '../../src/server/protection.ts';
 import { createTestApp, TEST_SECRET, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, PURCHASE_PACK, REFUND } from '../support/operations.ts';
-import { BALANCE_CHANGED, connectWs, subscribeSse, waitUntil, type Recording, type SseSubscription, type WsConnection } from '../support/realtime.ts';
-import { balanceOf, grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
+import {
+  BALANCE_CHANGED,
+  connectWs,
+  subscribeSse,
+  waitUntil,
+  type Recording,
+  type SseSubscription,
+  type WsConnection,
+} from '../support/realtime.ts';
+import {
+  balanceOf,
+  grant,
+  newOrganization,
+  reserve,
+  textCredits,
+  uniqueKey,
+  type TestOrganization,
+} from '../support/scenario.ts';
 
 // Starting an app on a fresh PGlite database (WebAssembly start-up, then every migration) took 20
 // to 40 s on a loaded 2-core machine, more than a test's or hook's default minute allows for sure.
@@ -93,7 +109,11 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
     expect(granted).toMatchObject({ available: 146 });
 
     const purchased = await expectOneEvent(recording, () =>
-      t.gql(PURCHASE_PACK, { input: { organizationId: org.id, packId: 'pack-500', paymentReference: uniqueKey('pay') } }, org.service),
+      t.gql(
+        PURCHASE_PACK,
+        { input: { organizationId: org.id, packId: 'pack-500', paymentReference: uniqueKey('pay') } },
+        org.service,
+      ),
     );
     expect(purchased).toMatchObject({ available: 646 });
 
@@ -211,8 +231,18 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
     await t.database.db.transaction(async (tx) => {
       const batch = { db: tx as unknown as Db, clock: t.clock };
       for (let i = 0; i < 50; i += 1) {
-        await grantCredits(batch, { organizationId: org.id, type: 'PROMOTIONAL', amount: 3, reason: 'burst', idempotencyKey: uniqueKey('burst-grant') });
-        await reserveCredits(batch, { organizationId: org.id, idempotencyKey: uniqueKey('burst-reserve'), generation: textCredits(2) });
+        await grantCredits(batch, {
+          organizationId: org.id,
+          type: 'PROMOTIONAL',
+          amount: 3,
+          reason: 'burst',
+          idempotencyKey: uniqueKey('burst-grant'),
+        });
+        await reserveCredits(batch, {
+          organizationId: org.id,
+          idempotencyKey: uniqueKey('burst-reserve'),
+          generation: textCredits(2),
+        });
       }
     });
     for (const recording of recordings) {
@@ -261,13 +291,18 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
     const org = await newOrganization(t);
     const connection = ws(org.member);
     const aliases = Array.from({ length: QUERY_ALIASES_MAX + 1 }, (_, index) => `v${index}: version`).join(' ');
-    const refused = connection.subscribe(`subscription ($id: ID!) { balanceChanged(organizationId: $id) { ${aliases} } }`, { id: org.id }).recording;
+    const refused = connection.subscribe(
+      `subscription ($id: ID!) { balanceChanged(organizationId: $id) { ${aliases} } }`,
+      { id: org.id },
+    ).recording;
     await refused.waitForEnd();
     expect(refused.events).toEqual([]);
     expect(JSON.stringify(refused.failure)).toContain('Aliases limit');
 
     // The connection stays usable, for queries as well as subscriptions.
-    const query = connection.subscribe(`query ($id: ID!) { balance(organizationId: $id) { version available } }`, { id: org.id }).recording;
+    const query = connection.subscribe(`query ($id: ID!) { balance(organizationId: $id) { version available } }`, {
+      id: org.id,
+    }).recording;
     await query.waitForEnd();
     expect(query.events).toEqual([{ data: { balance: { version: 1, available: 100 } } }]);
     expect(query.completed).toBe(true);

@@ -32,7 +32,12 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
           url.hostname = '127.0.0.1';
           url.port = String(proxy.port);
           url.pathname = `/${database.postgresClient!.options.database}`;
-          return postgres(url.toString(), { max: 1, onnotice: () => {}, connect_timeout: 2, connection: { application_name: 'credits-listener' } });
+          return postgres(url.toString(), {
+            max: 1,
+            onnotice: () => {},
+            connect_timeout: 2,
+            connection: { application_name: 'credits-listener' },
+          });
         },
       }),
     });
@@ -73,7 +78,8 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
   }
 
   async function listenerBackends(): Promise<number> {
-    const [row] = await admin`select count(*)::int as n from pg_stat_activity where datname = ${databaseName} and application_name = 'credits-listener'`;
+    const [row] =
+      await admin`select count(*)::int as n from pg_stat_activity where datname = ${databaseName} and application_name = 'credits-listener'`;
     return row!.n as number;
   }
 

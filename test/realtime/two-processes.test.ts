@@ -28,7 +28,14 @@ interface ServerProcess {
 async function startServer(databaseUrl: string, dataDir: string): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: databaseUrl, AUTH_SECRET: SECRET, PORT: '0', DATA_DIR: dataDir, NODE_ENV: 'test' },
+    env: {
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      AUTH_SECRET: SECRET,
+      PORT: '0',
+      DATA_DIR: dataDir,
+      NODE_ENV: 'test',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -65,7 +72,10 @@ const SIGTERM_EXIT_MS = 25_000;
 
 async function stop(server: ServerProcess): Promise<number | null> {
   server.child.kill('SIGTERM');
-  const code = await Promise.race([server.exited, new Promise<'timeout'>((resolve) => setTimeout(resolve, SIGTERM_EXIT_MS, 'timeout'))]);
+  const code = await Promise.race([
+    server.exited,
+    new Promise<'timeout'>((resolve) => setTimeout(resolve, SIGTERM_EXIT_MS, 'timeout')),
+  ]);
   if (code === 'timeout') {
     server.child.kill('SIGKILL');
     throw new Error(`server did not exit within ${SIGTERM_EXIT_MS} ms after SIGTERM: ${server.output()}`);
@@ -74,59 +84,76 @@ async function stop(server: ServerProcess): Promise<number | null> {
 }
 
 describe.skipIf(!hasPostgres)('live balance across two server processes (postgres)', () => {
-  it('delivers a change made on one process to a subscriber on the other, and resyncs it after the listener is killed', async () => {
-    const { url, drop } = await createPostgresDatabase();
-    const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-two-processes-'));
-    const servers: ServerProcess[] = [];
-    let connection: WsConnection | null = null;
-    const admin = postgres(url, { max: 1, onnotice: () => {} });
-    try {
-      // Both start (and migrate, one after the other under the advisory lock) together.
-      servers.push(...(await Promise.all([startServer(url, dataDir), startServer(url, dataDir)])));
-      const [a, b] = servers as [ServerProcess, ServerProcess];
-      const key = secretKey(SECRET);
-      const adminToken = await signToken({ subject: 'test-admin', role: 'admin', expiresIn: '1h' }, key);
-      const created = await gql(b, CREATE_ORGANIZATION, { input: { name: 'Two processes', planId: 'free' } }, adminToken);
-      const orgId = created.createOrganization.organization.id as string;
-      const member = await signToken({ subject: 'test-member', role: 'member', organizationId: orgId, expiresIn: '1h' }, key);
+  it(
+    'delivers a change made on one process to a subscriber on the other, and resyncs it after the listener is killed',
+    async () => {
+      const { url, drop } = await createPostgresDatabase();
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-two-processes-'));
+      const servers: ServerProcess[] = [];
+      let connection: WsConnection | null = null;
+      const admin = postgres(url, { max: 1, onnotice: () => {} });
+      try {
+        // Both start (and migrate, one after the other under the advisory lock) together.
+        servers.push(...(await Promise.all([startServer(url, dataDir), startServer(url, dataDir)])));
+        const [a, b] = servers as [ServerProcess, ServerProcess];
+        const key = secretKey(SECRET);
+        const adminToken = await signToken({ subject: 'test-admin', role: 'admin', expiresIn: '1h' }, key);
+        const created = await gql(
+          b,
+          CREATE_ORGANIZATION,
+          { input: { name: 'Two processes', planId: 'free' } },
+          adminToken,
+        );
+        const orgId = created.createOrganization.organization.id as string;
+        const member = await signToken(
+          { subject: 'test-member', role: 'member', organizationId: orgId, expiresIn: '1h' },
+          key,
+        );
 
-      connection = connectWs(a.baseUrl, member);
-      const { recording } = connection.subscribe(BALANCE_CHANGED, { id: orgId });
-      await recording.waitFor((r) => r.balances.length === 1);
-      const [first] = recording.versions;
-      expect(recording.lastBalance).toMatchObject({ available: 100, reserved: 0 });
+        connection = connectWs(a.baseUrl, member);
+        const { recording } = connection.subscribe(BALANCE_CHANGED, { id: orgId });
+        await recording.waitFor((r) => r.balances.length === 1);
+        const [first] = recording.versions;
+        expect(recording.lastBalance).toMatchObject({ available: 100, reserved: 0 });
 
-      // Reserved on B, seen on A.
-      const reserveOn = (server: ServerProcess, credits: number) =>
-        gql(server, RESERVE, { input: { organizationId: orgId, idempotencyKey: uniqueKey(), generation: textCredits(credits) } }, member);
-      await reserveOn(b, 10);
-      await recording.waitForVersion(first! + 1);
-      expect(recording.lastBalance).toMatchObject({ available: 90, reserved: 10 });
+        // Reserved on B, seen on A.
+        const reserveOn = (server: ServerProcess, credits: number) =>
+          gql(
+            server,
+            RESERVE,
+            { input: { organizationId: orgId, idempotencyKey: uniqueKey(), generation: textCredits(credits) } },
+            member,
+          );
+        await reserveOn(b, 10);
+        await recording.waitForVersion(first! + 1);
+        expect(recording.lastBalance).toMatchObject({ available: 90, reserved: 10 });
 
-      // Kill every listening backend (both processes'); A reconnects and re-sends the balance.
-      const killed = await admin`
+        // Kill every listening backend (both processes'); A reconnects and re-sends the balance.
+        const killed = await admin`
         select pg_terminate_backend(pid) as terminated from pg_stat_activity
         where datname = current_database() and application_name = 'credits-listener'`;
-      expect(killed.map((row) => row.terminated)).toEqual([true, true]);
-      await recording.waitFor((r) => r.versions.length === 3);
-      expect(recording.versions).toEqual([first, first! + 1, first! + 1]);
+        expect(killed.map((row) => row.terminated)).toEqual([true, true]);
+        await recording.waitFor((r) => r.versions.length === 3);
+        expect(recording.versions).toEqual([first, first! + 1, first! + 1]);
 
-      // And it hears B again.
-      await reserveOn(b, 20);
-      await recording.waitForVersion(first! + 2);
-      expect(recording.lastBalance).toMatchObject({ available: 70, reserved: 30 });
+        // And it hears B again.
+        await reserveOn(b, 20);
+        await recording.waitForVersion(first! + 2);
+        expect(recording.lastBalance).toMatchObject({ available: 70, reserved: 30 });
 
-      // SIGTERM: the open subscription is completed and both processes exit 0.
-      expect(await Promise.all(servers.map(stop))).toEqual([0, 0]);
-      await recording.waitForEnd();
-      expect(recording.completed).toBe(true);
-    } finally {
-      await connection?.dispose();
-      for (const server of servers) if (server.child.exitCode === null) server.child.kill('SIGKILL');
-      await Promise.all(servers.map((server) => server.exited));
-      await admin.end();
-      await drop();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
-  }, SERVER_START_MS + 120_000);
+        // SIGTERM: the open subscription is completed and both processes exit 0.
+        expect(await Promise.all(servers.map(stop))).toEqual([0, 0]);
+        await recording.waitForEnd();
+        expect(recording.completed).toBe(true);
+      } finally {
+        await connection?.dispose();
+        for (const server of servers) if (server.child.exitCode === null) server.child.kill('SIGKILL');
+        await Promise.all(servers.map((server) => server.exited));
+        await admin.end();
+        await drop();
+        rmSync(dataDir, { recursive: true, force: true });
+      }
+    },
+    SERVER_START_MS + 120_000,
+  );
 });

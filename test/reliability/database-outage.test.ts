@@ -41,21 +41,38 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
   let organizationId: string;
   const logged: string[] = [];
 
-  async function post(query: string, variables: Record<string, unknown>, token: string): Promise<RawResponse & { ms: number }> {
+  async function post(
+    query: string,
+    variables: Record<string, unknown>,
+    token: string,
+  ): Promise<RawResponse & { ms: number }> {
     const started = performance.now();
     const response = await app.yoga.fetch('http://localhost/graphql', {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', authorization: `Bearer ${token}` },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/graphql-response+json',
+        authorization: `Bearer ${token}`,
+      },
       body: JSON.stringify({ query, variables }),
     });
     const text = await response.text();
-    return { status: response.status, headers: response.headers, text, body: JSON.parse(text), ms: performance.now() - started };
+    return {
+      status: response.status,
+      headers: response.headers,
+      text,
+      body: JSON.parse(text),
+      ms: performance.now() - started,
+    };
   }
 
   function expectUnavailable(response: RawResponse & { ms: number }) {
     expect(response.status, response.text).toBe(503);
     expect(response.body.errors, response.text).toEqual([
-      expect.objectContaining({ message: expect.stringMatching(/database is unavailable/), extensions: { code: 'SERVICE_UNAVAILABLE' } }),
+      expect.objectContaining({
+        message: expect.stringMatching(/database is unavailable/),
+        extensions: { code: 'SERVICE_UNAVAILABLE' },
+      }),
     ]);
     expect(response.headers.get('retry-after')).toBe('1');
     expect(response.ms).toBeLessThan(ANSWERED_WHILE_DOWN_MS);
@@ -72,7 +89,8 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
       const response = await post(BALANCE, { id: organizationId }, tokens.member);
       if (response.status === 200 && !response.body.errors) return;
       expectUnavailable(response);
-      if (performance.now() - started > RESUME_WITHIN_MS) throw new Error(`not serving ${RESUME_WITHIN_MS} ms after the database came back: ${response.text}`);
+      if (performance.now() - started > RESUME_WITHIN_MS)
+        throw new Error(`not serving ${RESUME_WITHIN_MS} ms after the database came back: ${response.text}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
@@ -114,14 +132,25 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     organizationId = created_.body.data.createOrganization.organization.id;
     const granted = await post(
       GRANT_CREDITS,
-      { input: { organizationId, type: 'PURCHASED', amount: 10_000, reason: 'outage test', idempotencyKey: uniqueKey() } },
+      {
+        input: {
+          organizationId,
+          type: 'PURCHASED',
+          amount: 10_000,
+          reason: 'outage test',
+          idempotencyKey: uniqueKey(),
+        },
+      },
       adminToken,
     );
     expect(granted.body.data.grantCredits.__typename).toBe('GrantCreditsSuccess');
     tokens = {
       admin: adminToken,
       member: await signToken({ subject: 'outage-member', role: 'member', organizationId, expiresIn: '1h' }, authKey),
-      service: await signToken({ subject: 'outage-service', role: 'service', organizationId, expiresIn: '1h' }, authKey),
+      service: await signToken(
+        { subject: 'outage-service', role: 'service', organizationId, expiresIn: '1h' },
+        authKey,
+      ),
     };
   });
 
@@ -140,7 +169,11 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     const ready = async () => {
       const started = performance.now();
       const response = await app.yoga.fetch('http://localhost/ready');
-      return { status: response.status, body: (await response.json()) as Record<string, string>, ms: performance.now() - started };
+      return {
+        status: response.status,
+        body: (await response.json()) as Record<string, string>,
+        ms: performance.now() - started,
+      };
     };
     expect(await ready()).toMatchObject({ status: 200, body: { status: 'ready' } });
 
@@ -165,7 +198,11 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
   });
 
   it('fails fast with SERVICE_UNAVAILABLE while the database is unreachable, and serves again once it is back', async () => {
-    const pending = await post(RESERVE, { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(10) } }, tokens.member);
+    const pending = await post(
+      RESERVE,
+      { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(10) } },
+      tokens.member,
+    );
     const reservationId = pending.body.data.reserveCredits.reservation.id as string;
     const before = await balance();
 
@@ -178,7 +215,13 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     let rounds = 0;
     while (rounds < 3 || performance.now() - outageStarted < 2_500) {
       expectUnavailable(await post(BALANCE, { id: organizationId }, tokens.member));
-      expectUnavailable(await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member));
+      expectUnavailable(
+        await post(
+          RESERVE,
+          { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } },
+          tokens.member,
+        ),
+      );
       expectUnavailable(await post(CAPTURE, { input: { reservationId } }, tokens.service));
       rounds += 1;
     }
@@ -188,8 +231,16 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
 
     // The refused requests changed nothing; their retries now succeed, once.
     expect(await balance()).toEqual(before);
-    const retried = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member);
-    const again = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } }, tokens.member);
+    const retried = await post(
+      RESERVE,
+      { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } },
+      tokens.member,
+    );
+    const again = await post(
+      RESERVE,
+      { input: { organizationId, idempotencyKey: key, generation: textCredits(5) } },
+      tokens.member,
+    );
     expect(retried.body.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
     expect(again.body.data.reserveCredits.reservation.id).toBe(retried.body.data.reserveCredits.reservation.id);
     expect(await reservationsWithKey(key)).toBe(1);
@@ -217,7 +268,9 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     expect(performance.now() - cutAt).toBeLessThan(ANSWERED_WHILE_DOWN_MS);
     await proxy.restore();
 
-    const outcomes = first.map((response) => (response.status === 200 ? response.body.data.reserveCredits.__typename : response.body.errors[0].extensions.code));
+    const outcomes = first.map((response) =>
+      response.status === 200 ? response.body.data.reserveCredits.__typename : response.body.errors[0].extensions.code,
+    );
     for (const outcome of outcomes) expect(['ReserveCreditsSuccess', 'SERVICE_UNAVAILABLE']).toContain(outcome);
     for (const response of first) if (response.status !== 200) expectUnavailable({ ...response, ms: 0 });
     // The cut came after the first answer (a success) and caught the rest of the burst: the
@@ -228,11 +281,14 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
 
     await servingAgain();
     // A client retries every request that did not get an answer it trusts, with the same key.
-    const retried = await Promise.all(keys.map((key, i) => (outcomes[i] === 'ReserveCreditsSuccess' ? first[i]! : reserveWith(key))));
+    const retried = await Promise.all(
+      keys.map((key, i) => (outcomes[i] === 'ReserveCreditsSuccess' ? first[i]! : reserveWith(key))),
+    );
     const ids = retried.map((response) => response.body.data.reserveCredits.reservation.id as string);
     expect(new Set(ids).size).toBe(keys.length);
     for (const [i, response] of first.entries()) {
-      if (outcomes[i] === 'ReserveCreditsSuccess') expect(response.body.data.reserveCredits.reservation.id).toBe(ids[i]);
+      if (outcomes[i] === 'ReserveCreditsSuccess')
+        expect(response.body.data.reserveCredits.reservation.id).toBe(ids[i]);
     }
     for (const key of keys) expect(await reservationsWithKey(key)).toBe(1);
     const after = await balance();
@@ -250,9 +306,15 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
       await blocker`begin`;
       await blocker`select id from organizations where id = ${organizationId} for update`;
       const blockerPid = (await blocker`select pg_backend_pid() as pid`)[0]!.pid as number;
-      const waiting = post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
+      const waiting = post(
+        RESERVE,
+        { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } },
+        tokens.member,
+      );
       const waitingPids = async () =>
-        (await admin`select pid from pg_stat_activity where datname = ${databaseName} and wait_event_type = 'Lock'`).map((row) => row.pid as number);
+        (
+          await admin`select pid from pg_stat_activity where datname = ${databaseName} and wait_event_type = 'Lock'`
+        ).map((row) => row.pid as number);
       await expect.poll(waitingPids, { timeout: 15_000 }).toHaveLength(1);
       const [waitingPid] = await waitingPids();
       // Every backend of the service (its pool, with the waiting reservation, and its listener).
@@ -270,9 +332,15 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
     // Every pooled connection died with its backend; none of them may fail a request now, also
     // when a burst needs every one of them.
     await servingAgain();
-    const reads = await Promise.all(Array.from({ length: 20 }, () => post(BALANCE, { id: organizationId }, tokens.member)));
+    const reads = await Promise.all(
+      Array.from({ length: 20 }, () => post(BALANCE, { id: organizationId }, tokens.member)),
+    );
     for (const read of reads) expect(read.body.errors, read.text).toBeUndefined();
-    const retried = await post(RESERVE, { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } }, tokens.member);
+    const retried = await post(
+      RESERVE,
+      { input: { organizationId, idempotencyKey: key, generation: textCredits(7) } },
+      tokens.member,
+    );
     expect(retried.body.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
     expect(await reservationsWithKey(key)).toBe(1);
     expect(await auditLedger(database.db)).toEqual([]);

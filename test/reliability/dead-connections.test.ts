@@ -42,7 +42,9 @@ describe.skipIf(!hasPostgres)('dead pooled connections (postgres)', () => {
   /** Waits until the pool's backend sleeps in pg_sleep, then terminates it. */
   async function terminateSleepingBackend(): Promise<void> {
     const sleeping = async () =>
-      (await admin`select pid from pg_stat_activity where datname = ${databaseName} and wait_event = 'PgSleep'`).map((row) => row.pid as number);
+      (await admin`select pid from pg_stat_activity where datname = ${databaseName} and wait_event = 'PgSleep'`).map(
+        (row) => row.pid as number,
+      );
     await expect.poll(sleeping, { timeout: 10_000 }).toHaveLength(1);
     const [pid] = await sleeping();
     const [row] = await admin`select pg_terminate_backend(${pid!}::int) as terminated`;
@@ -90,7 +92,9 @@ describe.skipIf(!hasPostgres)('dead pooled connections (postgres)', () => {
 
   it('runs a read again when its connection dies under it, but never a write outside a transaction', async () => {
     // (drizzle runs a statement when it is awaited: `then` starts it now.)
-    const read = database.db.execute(sql`select 42 as answer from pg_sleep(1)`).then((result) => rowsOf<{ answer: number }>(result));
+    const read = database.db
+      .execute(sql`select 42 as answer from pg_sleep(1)`)
+      .then((result) => rowsOf<{ answer: number }>(result));
     await terminateSleepingBackend();
     expect(await read).toEqual([{ answer: 42 }]);
 
@@ -133,7 +137,9 @@ describe.skipIf(!hasPostgres)('dead pooled connections (postgres)', () => {
     );
     await firstInsert;
     const idleInTransaction = async () =>
-      (await admin`select pid from pg_stat_activity where datname = ${databaseName} and state = 'idle in transaction'`).map((row) => row.pid as number);
+      (
+        await admin`select pid from pg_stat_activity where datname = ${databaseName} and state = 'idle in transaction'`
+      ).map((row) => row.pid as number);
     await expect.poll(idleInTransaction, { timeout: 10_000 }).toHaveLength(1);
     const [pid] = await idleInTransaction();
     expect((await admin`select pg_terminate_backend(${pid!}::int) as terminated`)[0]!.terminated).toBe(true);

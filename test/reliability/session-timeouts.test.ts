@@ -37,17 +37,32 @@ describe.skipIf(!hasPostgres)('session timeouts (postgres)', () => {
   });
 
   async function reserve(organizationId: string, idempotencyKey: string) {
-    const token = await signToken({ subject: 'backend', role: 'service', organizationId, expiresIn: '5m' }, secretKey(SECRET));
+    const token = await signToken(
+      { subject: 'backend', role: 'service', organizationId, expiresIn: '5m' },
+      secretKey(SECRET),
+    );
     const response = await app.yoga.fetch('http://localhost/graphql', {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query: RESERVE, variables: { input: { organizationId, idempotencyKey, generation: { modelId: 'text-draft', count: 3 } } } }),
+      body: JSON.stringify({
+        query: RESERVE,
+        variables: { input: { organizationId, idempotencyKey, generation: { modelId: 'text-draft', count: 3 } } },
+      }),
     });
-    return { status: response.status, body: (await response.json()) as { data: any; errors?: Array<{ message: string; extensions: any }> } };
+    return {
+      status: response.status,
+      body: (await response.json()) as { data: any; errors?: Array<{ message: string; extensions: any }> },
+    };
   }
 
   const reservationCount = async (organizationId: string) =>
-    Number(rowsOf<{ n: number }>(await database.db.execute(sql`select count(*)::int as n from reservations where organization_id = ${organizationId}`))[0]!.n);
+    Number(
+      rowsOf<{ n: number }>(
+        await database.db.execute(
+          sql`select count(*)::int as n from reservations where organization_id = ${organizationId}`,
+        ),
+      )[0]!.n,
+    );
 
   it('answers a request stuck behind another lock holder with SERVICE_UNAVAILABLE, writing nothing', async () => {
     const org = await createOrganization({ db: database.db, clock }, { name: 'Stuck', planId: 'free' });

@@ -30,7 +30,16 @@ import { snapshot } from './http.ts';
 
 type Outcome = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'HIDDEN' | 'ALLOWED';
 
-const CALLERS = ['none', 'badSignature', 'expired', 'otherMember', 'otherService', 'member', 'service', 'admin'] as const;
+const CALLERS = [
+  'none',
+  'badSignature',
+  'expired',
+  'otherMember',
+  'otherService',
+  'member',
+  'service',
+  'admin',
+] as const;
 type Caller = (typeof CALLERS)[number];
 
 interface World {
@@ -59,7 +68,13 @@ const F = 'FORBIDDEN';
 const H = 'HIDDEN';
 const U = 'UNAUTHENTICATED';
 
-function outcomes(otherMember: Outcome, otherService: Outcome, member: Outcome, service: Outcome, admin: Outcome): Record<Caller, Outcome> {
+function outcomes(
+  otherMember: Outcome,
+  otherService: Outcome,
+  member: Outcome,
+  service: Outcome,
+  admin: Outcome,
+): Record<Caller, Outcome> {
   return { none: U, badSignature: U, expired: U, otherMember, otherService, member, service, admin };
 }
 
@@ -76,13 +91,29 @@ async function pendingReservation(world: World): Promise<string> {
   return result.reservation.id as string;
 }
 
-const BALANCE_CHANGED = 'subscription ($id: ID!) { balanceChanged(organizationId: $id) { organizationId available version } }';
+const BALANCE_CHANGED =
+  'subscription ($id: ID!) { balanceChanged(organizationId: $id) { organizationId available version } }';
 
 const operations: Operation[] = [
-  { name: 'models', field: 'models', expected: anyValidToken, run: (w, token) => w.t.gql('{ models { id } }', {}, token) },
+  {
+    name: 'models',
+    field: 'models',
+    expected: anyValidToken,
+    run: (w, token) => w.t.gql('{ models { id } }', {}, token),
+  },
   { name: 'plans', field: 'plans', expected: anyValidToken, run: (w, token) => w.t.gql('{ plans { id } }', {}, token) },
-  { name: 'creditPacks', field: 'creditPacks', expected: anyValidToken, run: (w, token) => w.t.gql('{ creditPacks { id } }', {}, token) },
-  { name: 'balance', field: 'balance', expected: ownOrganization, run: (w, token) => w.t.gql(BALANCE, { id: w.own.id }, token) },
+  {
+    name: 'creditPacks',
+    field: 'creditPacks',
+    expected: anyValidToken,
+    run: (w, token) => w.t.gql('{ creditPacks { id } }', {}, token),
+  },
+  {
+    name: 'balance',
+    field: 'balance',
+    expected: ownOrganization,
+    run: (w, token) => w.t.gql(BALANCE, { id: w.own.id }, token),
+  },
   {
     name: 'organization',
     field: 'organization',
@@ -95,7 +126,12 @@ const operations: Operation[] = [
     expected: ownOrganization,
     run: (w, token) => w.t.gql(QUOTE, { id: w.own.id, generation: { modelId: 'text-draft', count: 3 } }, token),
   },
-  { name: 'ledger', field: 'ledger', expected: ownOrganization, run: (w, token) => w.t.gql(LEDGER, { id: w.own.id, first: 5 }, token) },
+  {
+    name: 'ledger',
+    field: 'ledger',
+    expected: ownOrganization,
+    run: (w, token) => w.t.gql(LEDGER, { id: w.own.id, first: 5 }, token),
+  },
   {
     name: 'reservation',
     field: 'reservation',
@@ -115,13 +151,30 @@ const operations: Operation[] = [
     field: 'grantCredits',
     expected: adminOnly,
     run: (w, token) =>
-      w.t.gql(GRANT_CREDITS, { input: { organizationId: w.own.id, type: 'REFERRAL', amount: 5, reason: 'matrix', idempotencyKey: uniqueKey() } }, token),
+      w.t.gql(
+        GRANT_CREDITS,
+        {
+          input: {
+            organizationId: w.own.id,
+            type: 'REFERRAL',
+            amount: 5,
+            reason: 'matrix',
+            idempotencyKey: uniqueKey(),
+          },
+        },
+        token,
+      ),
   },
   {
     name: 'purchaseCreditPack',
     field: 'purchaseCreditPack',
     expected: serviceOfOrganization,
-    run: (w, token) => w.t.gql(PURCHASE_PACK, { input: { organizationId: w.own.id, packId: 'pack-500', paymentReference: uniqueKey('pay') } }, token),
+    run: (w, token) =>
+      w.t.gql(
+        PURCHASE_PACK,
+        { input: { organizationId: w.own.id, packId: 'pack-500', paymentReference: uniqueKey('pay') } },
+        token,
+      ),
   },
   {
     name: 'changePlan',
@@ -134,7 +187,11 @@ const operations: Operation[] = [
     field: 'reserveCredits',
     expected: ownOrganization,
     run: (w, token) =>
-      w.t.gql(RESERVE, { input: { organizationId: w.own.id, idempotencyKey: uniqueKey(), generation: textCredits(1) } }, token),
+      w.t.gql(
+        RESERVE,
+        { input: { organizationId: w.own.id, idempotencyKey: uniqueKey(), generation: textCredits(1) } },
+        token,
+      ),
   },
   {
     name: 'captureReservation',
@@ -173,7 +230,12 @@ const operations: Operation[] = [
  * same context (and so the same token checks) as the WebSocket transport; the stream is then
  * cancelled so the subscription ends.
  */
-async function firstEvent(t: TestApp, query: string, variables: Record<string, unknown>, token: string | null): Promise<GraphQLResponse> {
+async function firstEvent(
+  t: TestApp,
+  query: string,
+  variables: Record<string, unknown>,
+  token: string | null,
+): Promise<GraphQLResponse> {
   const controller = new AbortController();
   const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;

@@ -54,8 +54,16 @@ describe('no "Did you mean" in production, whatever stage produced the error', (
   // The issue's examples, sent without a token: variable coercion of an input field and of an
   // enum value, then validation of a field, an argument and an enum literal.
   const requests = [
-    { query: QUOTE, variables: { id: '00000000-0000-4000-8000-000000000000', generation: { modelId: 'x', resolutio: 'HD_720P' } }, hidden: /"resolution"/ },
-    { query: QUOTE, variables: { id: '00000000-0000-4000-8000-000000000000', generation: { modelId: 'x', resolution: 'HD_72' } }, hidden: /HD_720P|UHD_4K/ },
+    {
+      query: QUOTE,
+      variables: { id: '00000000-0000-4000-8000-000000000000', generation: { modelId: 'x', resolutio: 'HD_720P' } },
+      hidden: /"resolution"/,
+    },
+    {
+      query: QUOTE,
+      variables: { id: '00000000-0000-4000-8000-000000000000', generation: { modelId: 'x', resolution: 'HD_72' } },
+      hidden: /HD_720P|UHD_4K/,
+    },
     { query: '{ plans { nam } }', variables: {}, hidden: /"name"/ },
     { query: '{ balance(organizationI: "x") { available } }', variables: {}, hidden: /"organizationId"/ },
     {
@@ -106,7 +114,9 @@ describe('GraphiQL and compression', () => {
       await t.close();
     }
     expect(loadConfig({ NODE_ENV: 'production', AUTH_SECRET: 'x'.repeat(32) })).toMatchObject({ graphiql: false });
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_SECRET: 'x'.repeat(32), GRAPHIQL: '1' })).toMatchObject({ graphiql: true });
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_SECRET: 'x'.repeat(32), GRAPHIQL: '1' })).toMatchObject({
+      graphiql: true,
+    });
     expect(loadConfig({})).toMatchObject({ graphiql: true });
     expect(() => loadConfig({ GRAPHIQL: 'on' })).toThrow(/GRAPHIQL/);
   });
@@ -125,9 +135,15 @@ describe('GraphiQL and compression', () => {
             res.on('data', (chunk: Buffer) => {
               chunks.push(chunk);
               // An event stream never ends on its own; its first event is enough.
-              if (String(res.headers['content-type']).startsWith('text/event-stream') && Buffer.concat(chunks).includes('event: next')) req.destroy();
+              if (
+                String(res.headers['content-type']).startsWith('text/event-stream') &&
+                Buffer.concat(chunks).includes('event: next')
+              )
+                req.destroy();
             });
-            res.on('close', () => resolve({ status: res.statusCode!, headers: res.headers, raw: Buffer.concat(chunks) }));
+            res.on('close', () =>
+              resolve({ status: res.statusCode!, headers: res.headers, raw: Buffer.concat(chunks) }),
+            );
           });
           req.on('error', (error) => (String(error).includes('socket hang up') ? undefined : reject(error)));
           req.end(body);
@@ -139,18 +155,30 @@ describe('GraphiQL and compression', () => {
       expect(html).toContain('GraphiQL');
       expect(page.raw.length).toBeLessThan(html.length / 2);
 
-      const json = { 'content-type': 'application/json', 'accept-encoding': 'gzip', authorization: `Bearer ${org.member}` };
+      const json = {
+        'content-type': 'application/json',
+        'accept-encoding': 'gzip',
+        authorization: `Bearer ${org.member}`,
+      };
       const small = await get('/graphql', json, JSON.stringify({ query: '{ __typename }' }));
       expect(small.headers['content-encoding']).toBeUndefined();
       expect(JSON.parse(small.raw.toString('utf8'))).toEqual({ data: { __typename: 'Query' } });
 
-      const large = await get('/graphql', json, JSON.stringify({ query: '{ __schema { types { name fields { name } } } }' }));
+      const large = await get(
+        '/graphql',
+        json,
+        JSON.stringify({ query: '{ __schema { types { name fields { name } } } }' }),
+      );
       expect(large.headers['content-encoding']).toBe('gzip');
       const schema = JSON.parse(gunzipSync(large.raw).toString('utf8'));
       expect(schema.data.__schema.types.length).toBeGreaterThan(10);
       expect(large.raw.length).toBeLessThan(JSON.stringify(schema).length);
 
-      const stream = await get('/graphql', { ...json, accept: 'text/event-stream' }, JSON.stringify({ query: BALANCE_CHANGED, variables: { id: org.id } }));
+      const stream = await get(
+        '/graphql',
+        { ...json, accept: 'text/event-stream' },
+        JSON.stringify({ query: BALANCE_CHANGED, variables: { id: org.id } }),
+      );
       // yoga marks its event streams `Content-Encoding: none`.
       expect(stream.headers['content-encoding'] ?? 'none').toBe('none');
       expect(stream.raw.toString('utf8')).toMatch(/event: next/);
@@ -174,7 +202,12 @@ describe('WebSocket frames are bounded like HTTP bodies', () => {
   it('closes with 1009 on an over-long connection_init, before reading the token in it', async () => {
     const { socket, closed, opened } = rawSocket(baseUrl);
     await opened;
-    socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: 'Bearer bad', padding: 'x'.repeat(REQUEST_BODY_BYTES_MAX) } }));
+    socket.send(
+      JSON.stringify({
+        type: 'connection_init',
+        payload: { authorization: 'Bearer bad', padding: 'x'.repeat(REQUEST_BODY_BYTES_MAX) },
+      }),
+    );
     // A parsed init with a bad token would close with 4401.
     expect(await closed).toBe(1009);
   });
@@ -186,11 +219,25 @@ describe('WebSocket frames are bounded like HTTP bodies', () => {
     await waitUntil(() => messages.some((message) => message.type === 'connection_ack'), 5000);
     // Just under the limit: answered as usual (an unknown variable is ignored by graphql-js).
     const fits = 'x'.repeat(REQUEST_BODY_BYTES_MAX - 2000);
-    socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: BALANCE, variables: { id: org.id, padding: fits } } }));
+    socket.send(
+      JSON.stringify({
+        id: '1',
+        type: 'subscribe',
+        payload: { query: BALANCE, variables: { id: org.id, padding: fits } },
+      }),
+    );
     await waitUntil(() => messages.some((message) => message.id === '1' && message.type === 'complete'), 5000);
-    expect(messages.find((message) => message.id === '1' && message.type === 'next')?.payload.data.balance.organizationId).toBe(org.id);
+    expect(
+      messages.find((message) => message.id === '1' && message.type === 'next')?.payload.data.balance.organizationId,
+    ).toBe(org.id);
 
-    socket.send(JSON.stringify({ id: '2', type: 'subscribe', payload: { query: BALANCE, variables: { id: org.id, padding: 'x'.repeat(20 * 1024 * 1024) } } }));
+    socket.send(
+      JSON.stringify({
+        id: '2',
+        type: 'subscribe',
+        payload: { query: BALANCE, variables: { id: org.id, padding: 'x'.repeat(20 * 1024 * 1024) } },
+      }),
+    );
     expect(await closed).toBe(1009);
     expect(messages.filter((message) => message.id === '2')).toEqual([]);
   });
@@ -201,54 +248,109 @@ describe('tokens', () => {
     setup(new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject('s')).sign(key);
   const member = { role: 'member', org: '00000000-0000-4000-8000-000000000001' };
   const admin = { role: 'admin' };
-  const verify = (token: string, policy: TokenPolicy = DEFAULT_TOKEN_POLICY) => verifyAuthorization(`Bearer ${token}`, key, policy);
+  const verify = (token: string, policy: TokenPolicy = DEFAULT_TOKEN_POLICY) =>
+    verifyAuthorization(`Bearer ${token}`, key, policy);
 
   it('requires exp and iat', async () => {
     await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt()))).rejects.toThrow(/"exp"/);
     await expect(verify(await sign(member, (jwt) => jwt.setExpirationTime('1h')))).rejects.toThrow(/"iat"/);
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt().setExpirationTime('1h')))).resolves.toMatchObject({ role: 'member' });
+    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt().setExpirationTime('1h')))).resolves.toMatchObject(
+      { role: 'member' },
+    );
   });
 
   it('refuses lifetimes over 24 hours for members and services and over 1 hour for admins', async () => {
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt().setExpirationTime('24h')))).resolves.toMatchObject({ role: 'member' });
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt().setExpirationTime('25h')))).rejects.toThrow(/lives longer/);
-    await expect(verify(await sign({ ...member, role: 'service' }, (jwt) => jwt.setIssuedAt().setExpirationTime('30d')))).rejects.toThrow(/lives longer/);
-    await expect(verify(await sign(admin, (jwt) => jwt.setIssuedAt().setExpirationTime('1h')))).resolves.toMatchObject({ role: 'admin' });
-    await expect(verify(await sign(admin, (jwt) => jwt.setIssuedAt().setExpirationTime('2h')))).rejects.toThrow(/lives longer/);
+    await expect(
+      verify(await sign(member, (jwt) => jwt.setIssuedAt().setExpirationTime('24h'))),
+    ).resolves.toMatchObject({ role: 'member' });
+    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt().setExpirationTime('25h')))).rejects.toThrow(
+      /lives longer/,
+    );
+    await expect(
+      verify(await sign({ ...member, role: 'service' }, (jwt) => jwt.setIssuedAt().setExpirationTime('30d'))),
+    ).rejects.toThrow(/lives longer/);
+    await expect(verify(await sign(admin, (jwt) => jwt.setIssuedAt().setExpirationTime('1h')))).resolves.toMatchObject({
+      role: 'admin',
+    });
+    await expect(verify(await sign(admin, (jwt) => jwt.setIssuedAt().setExpirationTime('2h')))).rejects.toThrow(
+      /lives longer/,
+    );
     // An old iat cannot be used to stretch a token: it is at most the longest lifetime old.
     const now = nowSeconds();
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt(now - 3 * 24 * 3600).setExpirationTime(now + 3600)))).rejects.toThrow();
-    const longer: TokenPolicy = { ...DEFAULT_TOKEN_POLICY, maxLifetimeSeconds: { member: 48 * 3600, service: 48 * 3600, admin: 7200 } };
-    await expect(verify(await sign(admin, (jwt) => jwt.setIssuedAt().setExpirationTime('2h')), longer)).resolves.toMatchObject({ role: 'admin' });
+    await expect(
+      verify(await sign(member, (jwt) => jwt.setIssuedAt(now - 3 * 24 * 3600).setExpirationTime(now + 3600))),
+    ).rejects.toThrow();
+    const longer: TokenPolicy = {
+      ...DEFAULT_TOKEN_POLICY,
+      maxLifetimeSeconds: { member: 48 * 3600, service: 48 * 3600, admin: 7200 },
+    };
+    await expect(
+      verify(await sign(admin, (jwt) => jwt.setIssuedAt().setExpirationTime('2h')), longer),
+    ).resolves.toMatchObject({ role: 'admin' });
   });
 
   it('checks iss and aud when configured', async () => {
     const policy: TokenPolicy = { ...DEFAULT_TOKEN_POLICY, issuer: 'https://auth.example.com', audience: 'credits' };
     const base = (jwt: SignJWT) => jwt.setIssuedAt().setExpirationTime('1h');
-    await expect(verify(await sign(member, (jwt) => base(jwt).setIssuer('https://auth.example.com').setAudience('credits')), policy)).resolves.toMatchObject({
+    await expect(
+      verify(
+        await sign(member, (jwt) => base(jwt).setIssuer('https://auth.example.com').setAudience('credits')),
+        policy,
+      ),
+    ).resolves.toMatchObject({
       role: 'member',
     });
-    await expect(verify(await sign(member, (jwt) => base(jwt).setIssuer('https://evil.example.com').setAudience('credits')), policy)).rejects.toThrow(/"iss"/);
-    await expect(verify(await sign(member, (jwt) => base(jwt).setIssuer('https://auth.example.com').setAudience('billing')), policy)).rejects.toThrow(/"aud"/);
+    await expect(
+      verify(
+        await sign(member, (jwt) => base(jwt).setIssuer('https://evil.example.com').setAudience('credits')),
+        policy,
+      ),
+    ).rejects.toThrow(/"iss"/);
+    await expect(
+      verify(
+        await sign(member, (jwt) => base(jwt).setIssuer('https://auth.example.com').setAudience('billing')),
+        policy,
+      ),
+    ).rejects.toThrow(/"aud"/);
     await expect(verify(await sign(member, (jwt) => base(jwt)), policy)).rejects.toThrow(/"iss"/);
     // Not configured: neither is required.
-    await expect(verify(await sign(member, (jwt) => base(jwt).setIssuer('anyone')))).resolves.toMatchObject({ role: 'member' });
+    await expect(verify(await sign(member, (jwt) => base(jwt).setIssuer('anyone')))).resolves.toMatchObject({
+      role: 'member',
+    });
   });
 
   it('allows a small clock skew, and no more', async () => {
     const now = nowSeconds();
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt(now - 3600).setExpirationTime(now - 10)))).resolves.toMatchObject({ role: 'member' });
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt(now - 3600).setExpirationTime(now - 60)))).rejects.toThrow(/expired/);
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt(now + 10).setExpirationTime(now + 3600)))).resolves.toMatchObject({ role: 'member' });
-    await expect(verify(await sign(member, (jwt) => jwt.setIssuedAt(now + 600).setExpirationTime(now + 3600)))).rejects.toThrow(/future/);
+    await expect(
+      verify(await sign(member, (jwt) => jwt.setIssuedAt(now - 3600).setExpirationTime(now - 10))),
+    ).resolves.toMatchObject({ role: 'member' });
+    await expect(
+      verify(await sign(member, (jwt) => jwt.setIssuedAt(now - 3600).setExpirationTime(now - 60))),
+    ).rejects.toThrow(/expired/);
+    await expect(
+      verify(await sign(member, (jwt) => jwt.setIssuedAt(now + 10).setExpirationTime(now + 3600))),
+    ).resolves.toMatchObject({ role: 'member' });
+    await expect(
+      verify(await sign(member, (jwt) => jwt.setIssuedAt(now + 600).setExpirationTime(now + 3600))),
+    ).rejects.toThrow(/future/);
   });
 
   it('reads the token rules from the environment', () => {
     expect(loadConfig({}).tokenPolicy).toEqual(DEFAULT_TOKEN_POLICY);
     expect(
-      loadConfig({ TOKEN_MAX_LIFETIME_SECONDS: '3600', ADMIN_TOKEN_MAX_LIFETIME_SECONDS: '600', TOKEN_ISSUER: 'i', TOKEN_AUDIENCE: 'a', TOKEN_CLOCK_SKEW_SECONDS: '5' })
-        .tokenPolicy,
-    ).toEqual({ maxLifetimeSeconds: { member: 3600, service: 3600, admin: 600 }, issuer: 'i', audience: 'a', clockSkewSeconds: 5 });
+      loadConfig({
+        TOKEN_MAX_LIFETIME_SECONDS: '3600',
+        ADMIN_TOKEN_MAX_LIFETIME_SECONDS: '600',
+        TOKEN_ISSUER: 'i',
+        TOKEN_AUDIENCE: 'a',
+        TOKEN_CLOCK_SKEW_SECONDS: '5',
+      }).tokenPolicy,
+    ).toEqual({
+      maxLifetimeSeconds: { member: 3600, service: 3600, admin: 600 },
+      issuer: 'i',
+      audience: 'a',
+      clockSkewSeconds: 5,
+    });
     expect(() => loadConfig({ TOKEN_CLOCK_SKEW_SECONDS: '3600' })).toThrow(/TOKEN_CLOCK_SKEW_SECONDS/);
   });
 
@@ -258,7 +360,11 @@ describe('tokens', () => {
       const org = await newOrganization(t);
       const baseUrl = await listen(t);
       const forever = await sign(member, (jwt) => jwt.setIssuedAt()).then((token) => token);
-      const foreverWithOrg = await new SignJWT({ role: 'member', org: org.id }).setProtectedHeader({ alg: 'HS256' }).setSubject('s').setIssuedAt().sign(key);
+      const foreverWithOrg = await new SignJWT({ role: 'member', org: org.id })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('s')
+        .setIssuedAt()
+        .sign(key);
       const monthAdmin = await signToken({ subject: 'old-admin', role: 'admin', expiresIn: '30d' }, key);
       for (const token of [forever, foreverWithOrg, monthAdmin]) {
         const response = await t.gql(BALANCE, { id: org.id }, token);
@@ -307,14 +413,22 @@ describe('CORS and CSRF', () => {
         const preflight = await send(t, {
           method: 'OPTIONS',
           body: undefined,
-          headers: { origin: other, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' },
+          headers: {
+            origin: other,
+            'access-control-request-method': 'POST',
+            'access-control-request-headers': 'authorization, content-type',
+          },
         });
         expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
       }
       const preflight = await send(t, {
         method: 'OPTIONS',
         body: undefined,
-        headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' },
+        headers: {
+          origin: 'https://app.example.com',
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'authorization',
+        },
       });
       expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
       expect(preflight.headers.get('access-control-allow-headers')).toMatch(/authorization/);
@@ -327,10 +441,10 @@ describe('CORS and CSRF', () => {
     const secret = { AUTH_SECRET: 'x'.repeat(32) };
     expect(loadConfig({ NODE_ENV: 'production', ...secret }).corsOrigins).toEqual([]);
     expect(loadConfig({}).corsOrigins).toBe('*');
-    expect(loadConfig({ NODE_ENV: 'production', CORS_ORIGINS: 'https://a.example, http://localhost:3000', ...secret }).corsOrigins).toEqual([
-      'https://a.example',
-      'http://localhost:3000',
-    ]);
+    expect(
+      loadConfig({ NODE_ENV: 'production', CORS_ORIGINS: 'https://a.example, http://localhost:3000', ...secret })
+        .corsOrigins,
+    ).toEqual(['https://a.example', 'http://localhost:3000']);
     for (const bad of ['null', 'https://a.example/path', 'a.example', 'file:///x']) {
       expect(() => loadConfig({ CORS_ORIGINS: bad })).toThrow(/CORS_ORIGINS/);
     }
@@ -347,9 +461,18 @@ describe('CORS and CSRF', () => {
       });
       expect(form.status).toBe(403);
       expect(form.text).not.toMatch(/available/);
-      const text = await send(t, { body: JSON.stringify({ query: '{ __typename }' }), headers: { 'content-type': 'text/plain' }, token: org.member });
+      const text = await send(t, {
+        body: JSON.stringify({ query: '{ __typename }' }),
+        headers: { 'content-type': 'text/plain' },
+        token: org.member,
+      });
       expect(text.status).toBe(403);
-      const get = await send(t, { method: 'GET', body: undefined, search: `?query=${encodeURIComponent('{ __typename }')}`, headers: { 'content-type': '' } });
+      const get = await send(t, {
+        method: 'GET',
+        body: undefined,
+        search: `?query=${encodeURIComponent('{ __typename }')}`,
+        headers: { 'content-type': '' },
+      });
       expect(get.status).toBe(403);
       // The same GET with the CSRF header, which only a preflighted (allowed) page can add, runs.
       const withHeader = await send(t, {
@@ -372,20 +495,33 @@ describe.each(drivers)('limits (%s)', (driver) => {
     const t = await createTestApp(driver);
     try {
       const org = await newOrganization(t);
-      const fields = Array.from({ length: 15 }, (_, i) => `l${i}: ledger(organizationId: $id, first: $n) { edges { cursor node { id kind amount reason createdAt } } }`).join(' ');
+      const fields = Array.from(
+        { length: 15 },
+        (_, i) =>
+          `l${i}: ledger(organizationId: $id, first: $n) { edges { cursor node { id kind amount reason createdAt } } }`,
+      ).join(' ');
       const query = `query ($id: ID!, $n: Int) { ${fields} }`;
       const big = await send(t, { json: { query, variables: { id: org.id, n: 100 } }, token: org.member });
       expect(big.status).toBe(400);
-      expect(big.body.errors[0]).toMatchObject({ message: expect.stringMatching(/Cost limit/), extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } });
+      expect(big.body.errors[0]).toMatchObject({
+        message: expect.stringMatching(/Cost limit/),
+        extensions: { code: 'GRAPHQL_VALIDATION_FAILED' },
+      });
       expect(big.body.data).toBeUndefined();
       // The literal form is refused the same way; a small page passes.
-      const literal = await send(t, { json: { query: query.replaceAll('$n', '100').replace(', $n: Int', ''), variables: { id: org.id } }, token: org.member });
+      const literal = await send(t, {
+        json: { query: query.replaceAll('$n', '100').replace(', $n: Int', ''), variables: { id: org.id } },
+        token: org.member,
+      });
       expect(literal.status).toBe(400);
       const small = await send(t, { json: { query, variables: { id: org.id, n: 2 } }, token: org.member });
       expect(small.status).toBe(200);
       expect(small.body.errors).toBeUndefined();
       // A declared default counts too.
-      const defaulted = await send(t, { json: { query: query.replace('$n: Int', '$n: Int = 100'), variables: { id: org.id } }, token: org.member });
+      const defaulted = await send(t, {
+        json: { query: query.replace('$n: Int', '$n: Int = 100'), variables: { id: org.id } },
+        token: org.member,
+      });
       expect(defaulted.status).toBe(400);
     } finally {
       await t.close();
@@ -453,10 +589,18 @@ describe.each(drivers)('limits (%s)', (driver) => {
     try {
       const org = await newOrganization(t);
       const other = await newOrganization(t);
-      const second = await signToken({ subject: 'second-member', role: 'member', organizationId: org.id, expiresIn: '1h' }, key);
+      const second = await signToken(
+        { subject: 'second-member', role: 'member', organizationId: org.id, expiresIn: '1h' },
+        key,
+      );
       const read = async (token: string, organization: TestOrganization = org) =>
         (await t.gql(LEDGER, { id: organization.id, first: 5 }, token)).errors?.[0]?.extensions?.code ?? 'ok';
-      expect([await read(org.member), await read(org.member), await read(org.member), await read(org.member)]).toEqual(['ok', 'ok', 'ok', 'RATE_LIMITED']);
+      expect([await read(org.member), await read(org.member), await read(org.member), await read(org.member)]).toEqual([
+        'ok',
+        'ok',
+        'ok',
+        'RATE_LIMITED',
+      ]);
       // The second member's own bucket is full, but the organization has one left for its members.
       expect([await read(second), await read(second)]).toEqual(['ok', 'RATE_LIMITED']);
       const refused = await send(t, { json: { query: LEDGER, variables: { id: org.id } }, token: second });
@@ -485,13 +629,22 @@ describe('configuration of the new limits', () => {
     });
     expect(loadConfig({})).toMatchObject({ host: '127.0.0.1', organizationRateLimit: null });
     expect(loadConfig({ HOST: '0.0.0.0' }).host).toBe('0.0.0.0');
-    expect(loadConfig({ SUBSCRIPTIONS_PER_CONNECTION: '5', SUBSCRIPTIONS_PER_TOKEN: '7' }).subscriptionLimits).toEqual({ perConnection: 5, perToken: 7 });
+    expect(loadConfig({ SUBSCRIPTIONS_PER_CONNECTION: '5', SUBSCRIPTIONS_PER_TOKEN: '7' }).subscriptionLimits).toEqual({
+      perConnection: 5,
+      perToken: 7,
+    });
     expect(() => loadConfig({ SUBSCRIPTIONS_PER_TOKEN: '0' })).toThrow(/SUBSCRIPTIONS_PER_TOKEN/);
-    expect(loadConfig({ ORGANIZATION_RATE_LIMIT: '9', ORGANIZATION_RATE_BURST: '11' }).organizationRateLimit).toEqual({ perSecond: 9, burst: 11 });
+    expect(loadConfig({ ORGANIZATION_RATE_LIMIT: '9', ORGANIZATION_RATE_BURST: '11' }).organizationRateLimit).toEqual({
+      perSecond: 9,
+      burst: 11,
+    });
   });
 
   it('signs development tokens that pass the token rules', async () => {
-    const admin = await signToken({ subject: 'a', role: 'admin', expiresIn: `${DEFAULT_TOKEN_POLICY.maxLifetimeSeconds.admin}s` }, key);
+    const admin = await signToken(
+      { subject: 'a', role: 'admin', expiresIn: `${DEFAULT_TOKEN_POLICY.maxLifetimeSeconds.admin}s` },
+      key,
+    );
     const claims = decodeJwt(admin);
     expect(claims.exp! - claims.iat!).toBe(3600);
     await expect(verifyAuthorization(`Bearer ${admin}`, key)).resolves.toMatchObject({ role: 'admin' });

@@ -50,7 +50,13 @@ interface Case {
 }
 
 // What GraphiQL 3+ asks for when it loads.
-const GRAPHIQL_INTROSPECTION = { descriptions: true, specifiedByUrl: true, directiveIsRepeatable: true, schemaDescription: true, inputValueDeprecation: true };
+const GRAPHIQL_INTROSPECTION = {
+  descriptions: true,
+  specifiedByUrl: true,
+  directiveIsRepeatable: true,
+  schemaDescription: true,
+  inputValueDeprecation: true,
+};
 
 const MISSING_ID = '00000000-0000-4000-8000-000000000000';
 const KB = 1024;
@@ -68,7 +74,14 @@ function grantWith(field: string, value: unknown) {
     json: {
       query: GRANT_CREDITS,
       variables: {
-        input: { organizationId: s.own.id, type: 'PROMOTIONAL', amount: 10, reason: 'test', idempotencyKey: uniqueKey(), [field]: value },
+        input: {
+          organizationId: s.own.id,
+          type: 'PROMOTIONAL',
+          amount: 10,
+          reason: 'test',
+          idempotencyKey: uniqueKey(),
+          [field]: value,
+        },
       },
     },
     token: s.own.admin,
@@ -108,8 +121,16 @@ function stream(bytes: number): ReadableStream<Uint8Array> {
 
 const cases: Case[] = [
   // Transport and request shape.
-  { name: 'malformed JSON', request: () => ({ body: '{"query": "{ plans { id } }"' }), expect: { status: 400, code: 'BAD_REQUEST', message: /invalid JSON/ } },
-  { name: 'a JSON string instead of an object', request: () => ({ body: '"{ plans { id } }"' }), expect: { status: 400, code: 'BAD_REQUEST' } },
+  {
+    name: 'malformed JSON',
+    request: () => ({ body: '{"query": "{ plans { id } }"' }),
+    expect: { status: 400, code: 'BAD_REQUEST', message: /invalid JSON/ },
+  },
+  {
+    name: 'a JSON string instead of an object',
+    request: () => ({ body: '"{ plans { id } }"' }),
+    expect: { status: 400, code: 'BAD_REQUEST' },
+  },
   { name: 'a JSON null body', request: () => ({ body: 'null' }), expect: { status: 400, code: 'BAD_REQUEST' } },
   {
     name: 'batched operations (an array body)',
@@ -118,7 +139,10 @@ const cases: Case[] = [
   },
   {
     name: 'a body over 100 KB',
-    request: (s) => ({ json: { query: '{ plans { id } }', variables: { pad: 'x'.repeat(101 * KB) } }, token: s.own.member }),
+    request: (s) => ({
+      json: { query: '{ plans { id } }', variables: { pad: 'x'.repeat(101 * KB) } },
+      token: s.own.member,
+    }),
     expect: { status: 413, code: 'REQUEST_ENTITY_TOO_LARGE' },
   },
   {
@@ -131,8 +155,16 @@ const cases: Case[] = [
     request: reserveWith({ idempotencyKey: 'k'.repeat(1024 * KB) }),
     expect: { status: 413, code: 'REQUEST_ENTITY_TOO_LARGE' },
   },
-  { name: 'no query at all', request: (s) => ({ json: { variables: {} }, token: s.own.member }), expect: { status: 400, code: 'BAD_REQUEST' } },
-  { name: 'a query that is not a string', request: (s) => ({ json: { query: 42 }, token: s.own.member }), expect: { status: 400, code: 'BAD_REQUEST' } },
+  {
+    name: 'no query at all',
+    request: (s) => ({ json: { variables: {} }, token: s.own.member }),
+    expect: { status: 400, code: 'BAD_REQUEST' },
+  },
+  {
+    name: 'a query that is not a string',
+    request: (s) => ({ json: { query: 42 }, token: s.own.member }),
+    expect: { status: 400, code: 'BAD_REQUEST' },
+  },
   {
     name: 'variables that are not an object',
     request: (s) => ({ json: { query: BALANCE, variables: '{"id": 1}' }, token: s.own.member }),
@@ -142,7 +174,11 @@ const cases: Case[] = [
     // With the CSRF header (without it, simple content types are refused with 403 first; see
     // test/security/hardening.test.ts).
     name: 'an unsupported content type',
-    request: (s) => ({ body: 'query { plans { id } }', headers: { 'content-type': 'text/plain', 'x-graphql-yoga-csrf': '1' }, token: s.own.member }),
+    request: (s) => ({
+      body: 'query { plans { id } }',
+      headers: { 'content-type': 'text/plain', 'x-graphql-yoga-csrf': '1' },
+      token: s.own.member,
+    }),
     expect: { status: 415, emptyBody: true },
   },
   {
@@ -164,8 +200,16 @@ const cases: Case[] = [
     }),
     expect: { status: 405, code: 'BAD_REQUEST' },
   },
-  { name: 'a GraphQL syntax error', request: op('mutation { grantCredits(input: { ', {}, admin), expect: { status: 400, code: 'GRAPHQL_PARSE_FAILED' } },
-  { name: 'an unknown field', request: op('{ plans { id secretCost } }', {}, member), expect: { status: 400, code: 'GRAPHQL_VALIDATION_FAILED' } },
+  {
+    name: 'a GraphQL syntax error',
+    request: op('mutation { grantCredits(input: { ', {}, admin),
+    expect: { status: 400, code: 'GRAPHQL_PARSE_FAILED' },
+  },
+  {
+    name: 'an unknown field',
+    request: op('{ plans { id secretCost } }', {}, member),
+    expect: { status: 400, code: 'GRAPHQL_VALIDATION_FAILED' },
+  },
   {
     name: 'an operation name that is not in the document',
     request: (s) => ({ json: { query: 'query A { plans { id } }', operationName: 'B' }, token: s.own.member }),
@@ -173,15 +217,47 @@ const cases: Case[] = [
   },
 
   // Variables that do not fit their GraphQL types: refused before any resolver runs.
-  { name: 'a string for an Int amount', request: grantWith('amount', 'ten'), expect: { status: 400, variable: 'input.amount' } },
-  { name: 'a huge number (1e20) for an Int amount', request: grantWith('amount', 1e20), expect: { status: 400, variable: 'input.amount' } },
-  { name: 'an amount just past 32-bit Int (2^31)', request: grantWith('amount', 2 ** 31), expect: { status: 400, variable: 'input.amount' } },
+  {
+    name: 'a string for an Int amount',
+    request: grantWith('amount', 'ten'),
+    expect: { status: 400, variable: 'input.amount' },
+  },
+  {
+    name: 'a huge number (1e20) for an Int amount',
+    request: grantWith('amount', 1e20),
+    expect: { status: 400, variable: 'input.amount' },
+  },
+  {
+    name: 'an amount just past 32-bit Int (2^31)',
+    request: grantWith('amount', 2 ** 31),
+    expect: { status: 400, variable: 'input.amount' },
+  },
   { name: 'a fractional amount', request: grantWith('amount', 1.5), expect: { status: 400, variable: 'input.amount' } },
-  { name: 'an unknown account type', request: grantWith('type', 'GOLD'), expect: { status: 400, variable: 'input.type' } },
-  { name: 'a missing required input', request: op(GRANT_CREDITS, {}, admin), expect: { status: 400, variable: '$input' } },
-  { name: 'a DateTime that is not a date', request: grantWith('expiresAt', 'next tuesday'), expect: { status: 400, variable: 'input.expiresAt' } },
-  { name: 'a DateTime without a time zone', request: grantWith('expiresAt', '2026-06-01T00:00:00'), expect: { status: 400, variable: 'input.expiresAt' } },
-  { name: 'an impossible calendar day (30 February)', request: grantWith('expiresAt', '2026-02-30T00:00:00Z'), expect: { status: 400, variable: 'input.expiresAt' } },
+  {
+    name: 'an unknown account type',
+    request: grantWith('type', 'GOLD'),
+    expect: { status: 400, variable: 'input.type' },
+  },
+  {
+    name: 'a missing required input',
+    request: op(GRANT_CREDITS, {}, admin),
+    expect: { status: 400, variable: '$input' },
+  },
+  {
+    name: 'a DateTime that is not a date',
+    request: grantWith('expiresAt', 'next tuesday'),
+    expect: { status: 400, variable: 'input.expiresAt' },
+  },
+  {
+    name: 'a DateTime without a time zone',
+    request: grantWith('expiresAt', '2026-06-01T00:00:00'),
+    expect: { status: 400, variable: 'input.expiresAt' },
+  },
+  {
+    name: 'an impossible calendar day (30 February)',
+    request: grantWith('expiresAt', '2026-02-30T00:00:00Z'),
+    expect: { status: 400, variable: 'input.expiresAt' },
+  },
   {
     name: 'a list where an object is expected',
     request: reserveWith({ generation: [{ modelId: 'text-draft' }] }),
@@ -189,14 +265,26 @@ const cases: Case[] = [
   },
 
   // Values the types allow but the ledger refuses: a typed InvalidInputError naming the field.
-  { name: 'a zero grant', request: grantWith('amount', 0), expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'amount' } },
-  { name: 'a negative grant', request: grantWith('amount', -500), expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'amount' } },
+  {
+    name: 'a zero grant',
+    request: grantWith('amount', 0),
+    expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'amount' },
+  },
+  {
+    name: 'a negative grant',
+    request: grantWith('amount', -500),
+    expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'amount' },
+  },
   {
     name: 'a grant over 1,000,000,000',
     request: grantWith('amount', 1_000_000_001),
     expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'amount' },
   },
-  { name: 'an empty idempotency key', request: grantWith('idempotencyKey', ''), expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'idempotencyKey' } },
+  {
+    name: 'an empty idempotency key',
+    request: grantWith('idempotencyKey', ''),
+    expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'idempotencyKey' },
+  },
   {
     name: 'an idempotency key of 256 characters',
     request: grantWith('idempotencyKey', 'k'.repeat(256)),
@@ -217,10 +305,26 @@ const cases: Case[] = [
     request: grantWith('organizationId', "1' or '1'='1"),
     expect: { status: 200, result: 'grantCredits', typename: 'InvalidInputError', field: 'organizationId' },
   },
-  { name: 'an unknown model', request: reserveWith({}, { modelId: 'gpt-ultra', resolution: null }), expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.modelId' } },
-  { name: 'a count of 0', request: reserveWith({}, { count: 0 }), expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.count' } },
-  { name: 'a negative count', request: reserveWith({}, { count: -3 }), expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.count' } },
-  { name: 'a count of 101', request: reserveWith({}, { count: 101 }), expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.count' } },
+  {
+    name: 'an unknown model',
+    request: reserveWith({}, { modelId: 'gpt-ultra', resolution: null }),
+    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.modelId' },
+  },
+  {
+    name: 'a count of 0',
+    request: reserveWith({}, { count: 0 }),
+    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.count' },
+  },
+  {
+    name: 'a negative count',
+    request: reserveWith({}, { count: -3 }),
+    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.count' },
+  },
+  {
+    name: 'a count of 101',
+    request: reserveWith({}, { count: 101 }),
+    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.count' },
+  },
   {
     name: 'a resolution the model lacks',
     request: reserveWith({}, { modelId: 'image-draft', resolution: 'UHD_4K' }),
@@ -229,25 +333,53 @@ const cases: Case[] = [
   {
     name: 'a video without a duration',
     request: reserveWith({}, { modelId: 'video-standard', resolution: 'HD_720P' }),
-    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.durationSeconds' },
+    expect: {
+      status: 200,
+      result: 'reserveCredits',
+      typename: 'InvalidInputError',
+      field: 'generation.durationSeconds',
+    },
   },
   {
     name: 'a video longer than the model allows',
     request: reserveWith({}, { modelId: 'video-draft', resolution: 'HD_720P', durationSeconds: 11 }),
-    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.durationSeconds' },
+    expect: {
+      status: 200,
+      result: 'reserveCredits',
+      typename: 'InvalidInputError',
+      field: 'generation.durationSeconds',
+    },
   },
   {
     name: 'a negative video duration',
     request: reserveWith({}, { modelId: 'video-draft', resolution: 'HD_720P', durationSeconds: -10 }),
-    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.durationSeconds' },
+    expect: {
+      status: 200,
+      result: 'reserveCredits',
+      typename: 'InvalidInputError',
+      field: 'generation.durationSeconds',
+    },
   },
   {
     name: 'a duration for an image model',
     request: reserveWith({}, { durationSeconds: 5 }),
-    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'generation.durationSeconds' },
+    expect: {
+      status: 200,
+      result: 'reserveCredits',
+      typename: 'InvalidInputError',
+      field: 'generation.durationSeconds',
+    },
   },
-  { name: 'a ttl of 0 seconds', request: reserveWith({ ttlSeconds: 0 }), expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'ttlSeconds' } },
-  { name: 'a ttl over a day', request: reserveWith({ ttlSeconds: 86_401 }), expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'ttlSeconds' } },
+  {
+    name: 'a ttl of 0 seconds',
+    request: reserveWith({ ttlSeconds: 0 }),
+    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'ttlSeconds' },
+  },
+  {
+    name: 'a ttl over a day',
+    request: reserveWith({ ttlSeconds: 86_401 }),
+    expect: { status: 200, result: 'reserveCredits', typename: 'InvalidInputError', field: 'ttlSeconds' },
+  },
   {
     name: 'a reservation idempotency key of 256 characters',
     request: reserveWith({ idempotencyKey: 'k'.repeat(256) }),
@@ -255,12 +387,18 @@ const cases: Case[] = [
   },
   {
     name: 'a capture above the reserved amount',
-    request: (s) => ({ json: { query: CAPTURE, variables: { input: { reservationId: s.ownReservationId, amount: 11 } } }, token: s.own.service }),
+    request: (s) => ({
+      json: { query: CAPTURE, variables: { input: { reservationId: s.ownReservationId, amount: 11 } } },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'captureReservation', typename: 'InvalidInputError', field: 'amount' },
   },
   {
     name: 'a negative capture',
-    request: (s) => ({ json: { query: CAPTURE, variables: { input: { reservationId: s.ownReservationId, amount: -5 } } }, token: s.own.service }),
+    request: (s) => ({
+      json: { query: CAPTURE, variables: { input: { reservationId: s.ownReservationId, amount: -5 } } },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'captureReservation', typename: 'InvalidInputError', field: 'amount' },
   },
   {
@@ -270,17 +408,32 @@ const cases: Case[] = [
   },
   {
     name: 'a negative extension',
-    request: (s) => ({ json: { query: EXTEND, variables: { input: { reservationId: s.ownReservationId, ttlSeconds: -60 } } }, token: s.own.service }),
+    request: (s) => ({
+      json: { query: EXTEND, variables: { input: { reservationId: s.ownReservationId, ttlSeconds: -60 } } },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'extendReservation', typename: 'InvalidInputError', field: 'ttlSeconds' },
   },
   {
     name: 'an unknown credit pack',
-    request: (s) => ({ json: { query: PURCHASE_PACK, variables: { input: { organizationId: s.own.id, packId: 'pack-free-money', paymentReference: uniqueKey() } } }, token: s.own.service }),
+    request: (s) => ({
+      json: {
+        query: PURCHASE_PACK,
+        variables: { input: { organizationId: s.own.id, packId: 'pack-free-money', paymentReference: uniqueKey() } },
+      },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'purchaseCreditPack', typename: 'InvalidInputError', field: 'packId' },
   },
   {
     name: 'an empty payment reference',
-    request: (s) => ({ json: { query: PURCHASE_PACK, variables: { input: { organizationId: s.own.id, packId: 'pack-500', paymentReference: '' } } }, token: s.own.service }),
+    request: (s) => ({
+      json: {
+        query: PURCHASE_PACK,
+        variables: { input: { organizationId: s.own.id, packId: 'pack-500', paymentReference: '' } },
+      },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'purchaseCreditPack', typename: 'InvalidInputError', field: 'paymentReference' },
   },
   {
@@ -295,7 +448,13 @@ const cases: Case[] = [
   },
   {
     name: 'a plan change to an unknown plan',
-    request: (s) => ({ json: { query: CHANGE_PLAN, variables: { input: { organizationId: s.own.id, planId: 'nope', immediately: true } } }, token: s.own.service }),
+    request: (s) => ({
+      json: {
+        query: CHANGE_PLAN,
+        variables: { input: { organizationId: s.own.id, planId: 'nope', immediately: true } },
+      },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'changePlan', typename: 'InvalidInputError', field: 'planId' },
   },
 
@@ -307,7 +466,10 @@ const cases: Case[] = [
   },
   {
     name: "capturing another organization's reservation",
-    request: (s) => ({ json: { query: CAPTURE, variables: { input: { reservationId: s.otherReservationId } } }, token: s.own.service }),
+    request: (s) => ({
+      json: { query: CAPTURE, variables: { input: { reservationId: s.otherReservationId } } },
+      token: s.own.service,
+    }),
     expect: { status: 200, result: 'captureReservation', typename: 'NotFoundError' },
   },
   {
@@ -327,10 +489,17 @@ const cases: Case[] = [
   },
 
   // Bad input on queries: BAD_USER_INPUT naming the field.
-  { name: 'a malformed id for a balance', request: op(BALANCE, { id: 'DROP TABLE organizations' }, member), expect: { status: 200, code: 'BAD_USER_INPUT' } },
+  {
+    name: 'a malformed id for a balance',
+    request: op(BALANCE, { id: 'DROP TABLE organizations' }, member),
+    expect: { status: 200, code: 'BAD_USER_INPUT' },
+  },
   {
     name: 'a cursor that is not base64 of ours',
-    request: (s) => ({ json: { query: LEDGER, variables: { id: s.own.id, after: '!!not-a-cursor!!' } }, token: s.own.member }),
+    request: (s) => ({
+      json: { query: LEDGER, variables: { id: s.own.id, after: '!!not-a-cursor!!' } },
+      token: s.own.member,
+    }),
     expect: { status: 200, code: 'BAD_USER_INPUT' },
   },
   {
@@ -348,25 +517,64 @@ const cases: Case[] = [
   },
   {
     name: 'a quote for an unknown model',
-    request: (s) => ({ json: { query: QUOTE, variables: { id: s.own.id, generation: { modelId: 'nope' } } }, token: s.own.member }),
+    request: (s) => ({
+      json: { query: QUOTE, variables: { id: s.own.id, generation: { modelId: 'nope' } } },
+      token: s.own.member,
+    }),
     expect: { status: 200, code: 'BAD_USER_INPUT' },
   },
 
   // Tokens: every bad one is UNAUTHENTICATED, and nothing runs.
-  { name: 'no token for a mutation', request: (s) => ({ ...reserveWith({})(s), token: null }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
-  { name: 'an expired token', request: (s) => ({ ...reserveWith({})(s), token: s.tokens.expired }), expect: { status: 200, code: 'UNAUTHENTICATED', message: /expired/ } },
-  { name: 'a token signed with another secret', request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.forged }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
-  { name: 'an alg: none token', request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.algNone }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
-  { name: 'an HS512 token', request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.hs512 }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
-  { name: 'a tampered payload', request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.tampered }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
-  { name: 'an unknown role', request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.unknownRole }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
-  { name: 'a member token without an organization', request: (s) => ({ ...reserveWith({})(s), token: s.tokens.memberWithoutOrg }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
+  {
+    name: 'no token for a mutation',
+    request: (s) => ({ ...reserveWith({})(s), token: null }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
+  {
+    name: 'an expired token',
+    request: (s) => ({ ...reserveWith({})(s), token: s.tokens.expired }),
+    expect: { status: 200, code: 'UNAUTHENTICATED', message: /expired/ },
+  },
+  {
+    name: 'a token signed with another secret',
+    request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.forged }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
+  {
+    name: 'an alg: none token',
+    request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.algNone }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
+  {
+    name: 'an HS512 token',
+    request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.hs512 }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
+  {
+    name: 'a tampered payload',
+    request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.tampered }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
+  {
+    name: 'an unknown role',
+    request: (s) => ({ ...grantWith('amount', 10)(s), token: s.tokens.unknownRole }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
+  {
+    name: 'a member token without an organization',
+    request: (s) => ({ ...reserveWith({})(s), token: s.tokens.memberWithoutOrg }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
   {
     name: 'a Basic Authorization header',
     request: (s) => ({ ...reserveWith({})(s), authorization: 'Basic YWRtaW46YWRtaW4=' }),
     expect: { status: 200, code: 'UNAUTHENTICATED' },
   },
-  { name: 'a token that is not a JWT', request: (s) => ({ ...reserveWith({})(s), token: 'not.a.jwt' }), expect: { status: 200, code: 'UNAUTHENTICATED' } },
+  {
+    name: 'a token that is not a JWT',
+    request: (s) => ({ ...reserveWith({})(s), token: 'not.a.jwt' }),
+    expect: { status: 200, code: 'UNAUTHENTICATED' },
+  },
 
   // Query shapes meant to exhaust the server.
   {
@@ -486,11 +694,17 @@ function expectOutcome(response: SentResponse, outcome: Outcome): void {
     expect(matching, context).toBeDefined();
     if (outcome.message) expect(matching!.message).toMatch(outcome.message);
     // A request-level refusal returns no data; a refused field leaves its (non-null) root null.
-    expect(Object.values(response.body.data ?? {}).filter((value) => value !== null), context).toEqual([]);
+    expect(
+      Object.values(response.body.data ?? {}).filter((value) => value !== null),
+      context,
+    ).toEqual([]);
   } else if ('variable' in outcome) {
     expect(response.body.data, context).toBeUndefined();
     const message: string = response.body.errors?.[0]?.message ?? '';
-    expect(message.includes(`at "${outcome.variable}"`) || message.includes(`Variable "${outcome.variable}"`), context).toBe(true);
+    expect(
+      message.includes(`at "${outcome.variable}"`) || message.includes(`Variable "${outcome.variable}"`),
+      context,
+    ).toBe(true);
   } else if ('result' in outcome) {
     expect(response.body.errors, context).toBeUndefined();
     const result = response.body.data[outcome.result];
@@ -504,11 +718,14 @@ function expectOutcome(response: SentResponse, outcome: Outcome): void {
 }
 
 describe.each(drivers)('introspection, suggestions and the mutation rate limit (%s)', (driver) => {
-  it('answers GraphiQL\'s introspection query and suggests field names by default', async () => {
+  it("answers GraphiQL's introspection query and suggests field names by default", async () => {
     const t = await createTestApp(driver);
     try {
       const org = await newOrganization(t);
-      const introspection = await send(t, { json: { query: getIntrospectionQuery(GRAPHIQL_INTROSPECTION) }, token: org.member });
+      const introspection = await send(t, {
+        json: { query: getIntrospectionQuery(GRAPHIQL_INTROSPECTION) },
+        token: org.member,
+      });
       expect(introspection.status).toBe(200);
       expect(introspection.body.errors).toBeUndefined();
       expect(introspection.body.data.__schema.mutationType.name).toBe('Mutation');
@@ -523,7 +740,10 @@ describe.each(drivers)('introspection, suggestions and the mutation rate limit (
     const t = await createTestApp(driver, { app: { introspection: false, fieldSuggestions: false } });
     try {
       const org = await newOrganization(t);
-      for (const query of [getIntrospectionQuery(GRAPHIQL_INTROSPECTION), '{ __type(name: "Balance") { fields { name } } }']) {
+      for (const query of [
+        getIntrospectionQuery(GRAPHIQL_INTROSPECTION),
+        '{ __type(name: "Balance") { fields { name } } }',
+      ]) {
         const response = await send(t, { json: { query }, token: org.member });
         expect(response.status).toBe(400);
         expect(response.body.errors[0]).toMatchObject({ extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } });
@@ -533,7 +753,10 @@ describe.each(drivers)('introspection, suggestions and the mutation rate limit (
       // __typename is not introspection of the schema; clients rely on it for unions.
       const typename = await send(t, { json: { query: '{ __typename plans { id } }' }, token: org.member });
       expect(typename.body).toMatchObject({ data: { __typename: 'Query' } });
-      const typo = await send(t, { json: { query: '{ plans { nam } reservaton(id: "x") { id } }' }, token: org.member });
+      const typo = await send(t, {
+        json: { query: '{ plans { nam } reservaton(id: "x") { id } }' },
+        token: org.member,
+      });
       expect(typo.status).toBe(400);
       expect(typo.text).not.toMatch(/Did you mean/);
       expect(typo.text).not.toMatch(/"name"|reservation\b/);
@@ -549,7 +772,8 @@ describe.each(drivers)('introspection, suggestions and the mutation rate limit (
       // Organizations are created before the limit matters: the admin token has its own bucket.
       const org = await newOrganization(t);
       const neighbour = await newOrganization(t);
-      for (let i = 0; i < 3; i += 1) expect((await reserve(t, org, textCredits(1))).__typename).toBe('ReserveCreditsSuccess');
+      for (let i = 0; i < 3; i += 1)
+        expect((await reserve(t, org, textCredits(1))).__typename).toBe('ReserveCreditsSuccess');
 
       const before = await snapshot(t);
       const limited = await send(t, reserveWith({ organizationId: org.id })({ own: org } as Setup));
@@ -557,7 +781,9 @@ describe.each(drivers)('introspection, suggestions and the mutation rate limit (
       expect(limited.headers.get('retry-after')).toBe('1');
       expect(limited.body.data).toBeUndefined();
       expect(limited.body.errors).toEqual([
-        expect.objectContaining({ extensions: expect.objectContaining({ code: 'RATE_LIMITED', retryAfterSeconds: 1 }) }),
+        expect.objectContaining({
+          extensions: expect.objectContaining({ code: 'RATE_LIMITED', retryAfterSeconds: 1 }),
+        }),
       ]);
       expectNoLeak(limited);
       // Reads draw from the same bucket (issue 13); other tokens are not limited.
@@ -574,7 +800,10 @@ describe.each(drivers)('introspection, suggestions and the mutation rate limit (
           query: `mutation ($a: ReserveCreditsInput!, $b: ReserveCreditsInput!) {
             a: reserveCredits(input: $a) { __typename } b: reserveCredits(input: $b) { __typename } }`,
           variables: Object.fromEntries(
-            ['a', 'b'].map((name) => [name, { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(1) }]),
+            ['a', 'b'].map((name) => [
+              name,
+              { organizationId: org.id, idempotencyKey: uniqueKey(), generation: textCredits(1) },
+            ]),
           ),
         },
         token: org.member,
@@ -604,9 +833,16 @@ describe('protection configuration', () => {
       introspection: true,
       fieldSuggestions: false,
     });
-    expect(loadConfig({ GRAPHQL_INTROSPECTION: 'false' })).toMatchObject({ introspection: false, fieldSuggestions: false });
-    expect(loadConfig({ MUTATION_RATE_LIMIT: '5', MUTATION_RATE_BURST: '10' })).toMatchObject({ mutationRateLimit: { perSecond: 5, burst: 10 } });
-    expect(loadConfig({ NODE_ENV: 'production', MUTATION_RATE_LIMIT: '0', ...secret })).toMatchObject({ mutationRateLimit: null });
+    expect(loadConfig({ GRAPHQL_INTROSPECTION: 'false' })).toMatchObject({
+      introspection: false,
+      fieldSuggestions: false,
+    });
+    expect(loadConfig({ MUTATION_RATE_LIMIT: '5', MUTATION_RATE_BURST: '10' })).toMatchObject({
+      mutationRateLimit: { perSecond: 5, burst: 10 },
+    });
+    expect(loadConfig({ NODE_ENV: 'production', MUTATION_RATE_LIMIT: '0', ...secret })).toMatchObject({
+      mutationRateLimit: null,
+    });
   });
 
   it('refuses malformed settings with one line naming the variable', () => {

@@ -42,10 +42,22 @@ interface Case {
 }
 
 const grantInput = (s: Setup, change: Record<string, unknown>) => ({
-  input: { organizationId: s.own.id, type: 'PROMOTIONAL', amount: 10, reason: 'test', idempotencyKey: uniqueKey(), ...change },
+  input: {
+    organizationId: s.own.id,
+    type: 'PROMOTIONAL',
+    amount: 10,
+    reason: 'test',
+    idempotencyKey: uniqueKey(),
+    ...change,
+  },
 });
 const reserveInput = (s: Setup, change: Record<string, unknown>, generation: Record<string, unknown> = {}) => ({
-  input: { organizationId: s.own.id, idempotencyKey: uniqueKey(), generation: { modelId: 'text-draft', count: 1, ...generation }, ...change },
+  input: {
+    organizationId: s.own.id,
+    idempotencyKey: uniqueKey(),
+    generation: { modelId: 'text-draft', count: 1, ...generation },
+    ...change,
+  },
 });
 const purchaseInput = (s: Setup, change: Record<string, unknown>) => ({
   input: { organizationId: s.own.id, packId: 'pack-500', paymentReference: uniqueKey(), ...change },
@@ -57,34 +69,202 @@ const member = (s: Setup) => s.own.member;
 const service = (s: Setup) => s.own.service;
 
 const unstorable: Case[] = [
-  { name: 'a NUL in a reservation idempotency key', query: RESERVE, variables: (s) => reserveInput(s, { idempotencyKey: NUL }), token: member, result: 'reserveCredits', field: 'idempotencyKey' },
-  { name: 'a lone surrogate in a reservation idempotency key', query: RESERVE, variables: (s) => reserveInput(s, { idempotencyKey: LONE_SURROGATE }), token: member, result: 'reserveCredits', field: 'idempotencyKey' },
-  { name: 'a NUL in a model id', query: RESERVE, variables: (s) => reserveInput(s, {}, { modelId: 'text-draft\u0000' }), token: member, result: 'reserveCredits', field: 'generation.modelId' },
-  { name: 'a NUL in a grant idempotency key', query: GRANT_CREDITS, variables: (s) => grantInput(s, { idempotencyKey: NUL }), token: admin, result: 'grantCredits', field: 'idempotencyKey' },
-  { name: 'a NUL in a grant reason', query: GRANT_CREDITS, variables: (s) => grantInput(s, { reason: NUL }), token: admin, result: 'grantCredits', field: 'reason' },
-  { name: 'a lone surrogate in a grant reason', query: GRANT_CREDITS, variables: (s) => grantInput(s, { reason: LONE_SURROGATE }), token: admin, result: 'grantCredits', field: 'reason' },
-  { name: 'a NUL in a payment reference', query: PURCHASE_PACK, variables: (s) => purchaseInput(s, { paymentReference: NUL }), token: service, result: 'purchaseCreditPack', field: 'paymentReference' },
-  { name: 'a NUL in a pack id', query: PURCHASE_PACK, variables: (s) => purchaseInput(s, { packId: 'pack-500\u0000' }), token: service, result: 'purchaseCreditPack', field: 'packId' },
-  { name: 'a NUL in an organization name', query: CREATE_ORGANIZATION, variables: () => organizationInput({ name: NUL }), token: admin, result: 'createOrganization', field: 'name' },
-  { name: 'a NUL in a plan id', query: CREATE_ORGANIZATION, variables: () => organizationInput({ planId: 'free\u0000' }), token: admin, result: 'createOrganization', field: 'planId' },
-  { name: 'a NUL in an external id', query: CREATE_ORGANIZATION, variables: () => organizationInput({ externalId: NUL }), token: admin, result: 'createOrganization', field: 'externalId' },
-  { name: 'a NUL in a plan change', query: CHANGE_PLAN, variables: (s) => ({ input: { organizationId: s.own.id, planId: 'pro\u0000' } }), token: service, result: 'changePlan', field: 'planId' },
-  { name: 'a NUL in a refund reason', query: REFUND, variables: (s) => ({ input: { reservationId: s.reservationId, reason: NUL } }), token: service, result: 'refundReservation', field: 'reason' },
-  { name: 'a NUL in a reservation id', query: CAPTURE, variables: (s) => ({ input: { reservationId: `${s.reservationId}\u0000` } }), token: service, result: 'captureReservation', field: 'reservationId' },
-  { name: 'a billing anchor in year 0000', query: CREATE_ORGANIZATION, variables: () => organizationInput({ billingCycleAnchor: '0000-01-01T00:00:00Z' }), token: admin, result: 'createOrganization', field: 'billingCycleAnchor' },
-  { name: 'a billing anchor in year 9999', query: CREATE_ORGANIZATION, variables: () => organizationInput({ billingCycleAnchor: '9999-12-31T00:00:00Z' }), token: admin, result: 'createOrganization', field: 'billingCycleAnchor' },
-  { name: 'a billing anchor before 1970', query: CREATE_ORGANIZATION, variables: () => organizationInput({ billingCycleAnchor: '1969-12-31T23:59:59Z' }), token: admin, result: 'createOrganization', field: 'billingCycleAnchor' },
-  { name: 'an expiry in year 9999', query: GRANT_CREDITS, variables: (s) => grantInput(s, { expiresAt: '9999-12-31T23:59:59Z' }), token: admin, result: 'grantCredits', field: 'expiresAt' },
-  { name: 'an expiry in year 3000', query: GRANT_CREDITS, variables: (s) => grantInput(s, { expiresAt: '3000-01-01T00:00:00Z' }), token: admin, result: 'grantCredits', field: 'expiresAt' },
-  { name: 'an expiry in year 0000', query: GRANT_CREDITS, variables: (s) => grantInput(s, { expiresAt: '0000-01-01T00:00:00Z' }), token: admin, result: 'grantCredits', field: 'expiresAt' },
+  {
+    name: 'a NUL in a reservation idempotency key',
+    query: RESERVE,
+    variables: (s) => reserveInput(s, { idempotencyKey: NUL }),
+    token: member,
+    result: 'reserveCredits',
+    field: 'idempotencyKey',
+  },
+  {
+    name: 'a lone surrogate in a reservation idempotency key',
+    query: RESERVE,
+    variables: (s) => reserveInput(s, { idempotencyKey: LONE_SURROGATE }),
+    token: member,
+    result: 'reserveCredits',
+    field: 'idempotencyKey',
+  },
+  {
+    name: 'a NUL in a model id',
+    query: RESERVE,
+    variables: (s) => reserveInput(s, {}, { modelId: 'text-draft\u0000' }),
+    token: member,
+    result: 'reserveCredits',
+    field: 'generation.modelId',
+  },
+  {
+    name: 'a NUL in a grant idempotency key',
+    query: GRANT_CREDITS,
+    variables: (s) => grantInput(s, { idempotencyKey: NUL }),
+    token: admin,
+    result: 'grantCredits',
+    field: 'idempotencyKey',
+  },
+  {
+    name: 'a NUL in a grant reason',
+    query: GRANT_CREDITS,
+    variables: (s) => grantInput(s, { reason: NUL }),
+    token: admin,
+    result: 'grantCredits',
+    field: 'reason',
+  },
+  {
+    name: 'a lone surrogate in a grant reason',
+    query: GRANT_CREDITS,
+    variables: (s) => grantInput(s, { reason: LONE_SURROGATE }),
+    token: admin,
+    result: 'grantCredits',
+    field: 'reason',
+  },
+  {
+    name: 'a NUL in a payment reference',
+    query: PURCHASE_PACK,
+    variables: (s) => purchaseInput(s, { paymentReference: NUL }),
+    token: service,
+    result: 'purchaseCreditPack',
+    field: 'paymentReference',
+  },
+  {
+    name: 'a NUL in a pack id',
+    query: PURCHASE_PACK,
+    variables: (s) => purchaseInput(s, { packId: 'pack-500\u0000' }),
+    token: service,
+    result: 'purchaseCreditPack',
+    field: 'packId',
+  },
+  {
+    name: 'a NUL in an organization name',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ name: NUL }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'name',
+  },
+  {
+    name: 'a NUL in a plan id',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ planId: 'free\u0000' }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'planId',
+  },
+  {
+    name: 'a NUL in an external id',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ externalId: NUL }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'externalId',
+  },
+  {
+    name: 'a NUL in a plan change',
+    query: CHANGE_PLAN,
+    variables: (s) => ({ input: { organizationId: s.own.id, planId: 'pro\u0000' } }),
+    token: service,
+    result: 'changePlan',
+    field: 'planId',
+  },
+  {
+    name: 'a NUL in a refund reason',
+    query: REFUND,
+    variables: (s) => ({ input: { reservationId: s.reservationId, reason: NUL } }),
+    token: service,
+    result: 'refundReservation',
+    field: 'reason',
+  },
+  {
+    name: 'a NUL in a reservation id',
+    query: CAPTURE,
+    variables: (s) => ({ input: { reservationId: `${s.reservationId}\u0000` } }),
+    token: service,
+    result: 'captureReservation',
+    field: 'reservationId',
+  },
+  {
+    name: 'a billing anchor in year 0000',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ billingCycleAnchor: '0000-01-01T00:00:00Z' }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'billingCycleAnchor',
+  },
+  {
+    name: 'a billing anchor in year 9999',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ billingCycleAnchor: '9999-12-31T00:00:00Z' }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'billingCycleAnchor',
+  },
+  {
+    name: 'a billing anchor before 1970',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ billingCycleAnchor: '1969-12-31T23:59:59Z' }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'billingCycleAnchor',
+  },
+  {
+    name: 'an expiry in year 9999',
+    query: GRANT_CREDITS,
+    variables: (s) => grantInput(s, { expiresAt: '9999-12-31T23:59:59Z' }),
+    token: admin,
+    result: 'grantCredits',
+    field: 'expiresAt',
+  },
+  {
+    name: 'an expiry in year 3000',
+    query: GRANT_CREDITS,
+    variables: (s) => grantInput(s, { expiresAt: '3000-01-01T00:00:00Z' }),
+    token: admin,
+    result: 'grantCredits',
+    field: 'expiresAt',
+  },
+  {
+    name: 'an expiry in year 0000',
+    query: GRANT_CREDITS,
+    variables: (s) => grantInput(s, { expiresAt: '0000-01-01T00:00:00Z' }),
+    token: admin,
+    result: 'grantCredits',
+    field: 'expiresAt',
+  },
 ];
 
 // Unknown ids whose whole echo would be long or unprintable.
 const echoed: Case[] = [
-  { name: 'a 60 KB plan id for a new organization', query: CREATE_ORGANIZATION, variables: () => organizationInput({ planId: HUGE }), token: admin, result: 'createOrganization', field: 'planId' },
-  { name: 'a 60 KB plan id for a plan change', query: CHANGE_PLAN, variables: (s) => ({ input: { organizationId: s.own.id, planId: HUGE } }), token: service, result: 'changePlan', field: 'planId' },
-  { name: 'a 60 KB pack id', query: PURCHASE_PACK, variables: (s) => purchaseInput(s, { packId: HUGE }), token: service, result: 'purchaseCreditPack', field: 'packId' },
-  { name: 'a 60 KB model id', query: RESERVE, variables: (s) => reserveInput(s, {}, { modelId: HUGE }), token: member, result: 'reserveCredits', field: 'generation.modelId' },
+  {
+    name: 'a 60 KB plan id for a new organization',
+    query: CREATE_ORGANIZATION,
+    variables: () => organizationInput({ planId: HUGE }),
+    token: admin,
+    result: 'createOrganization',
+    field: 'planId',
+  },
+  {
+    name: 'a 60 KB plan id for a plan change',
+    query: CHANGE_PLAN,
+    variables: (s) => ({ input: { organizationId: s.own.id, planId: HUGE } }),
+    token: service,
+    result: 'changePlan',
+    field: 'planId',
+  },
+  {
+    name: 'a 60 KB pack id',
+    query: PURCHASE_PACK,
+    variables: (s) => purchaseInput(s, { packId: HUGE }),
+    token: service,
+    result: 'purchaseCreditPack',
+    field: 'packId',
+  },
+  {
+    name: 'a 60 KB model id',
+    query: RESERVE,
+    variables: (s) => reserveInput(s, {}, { modelId: HUGE }),
+    token: member,
+    result: 'reserveCredits',
+    field: 'generation.modelId',
+  },
   {
     name: 'a plan id with a right-to-left override, a bell and a line separator',
     query: CREATE_ORGANIZATION,
@@ -117,7 +297,10 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
 
   it.each([...unstorable, ...echoed])('$name: InvalidInputError on $field, nothing written', async (testCase) => {
     const before = await snapshot(t);
-    const response = await send(t, { json: { query: testCase.query, variables: testCase.variables(setup) }, token: testCase.token(setup) });
+    const response = await send(t, {
+      json: { query: testCase.query, variables: testCase.variables(setup) },
+      token: testCase.token(setup),
+    });
     const context = `${response.status} ${response.text.slice(0, 300)}`;
     expect(response.status, context).toBe(200);
     expect(response.body.errors, context).toBeUndefined();
@@ -133,10 +316,15 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
 
   it('refuses a NUL or a 60 KB model id in a quote with a short BAD_USER_INPUT', async () => {
     for (const modelId of ['text-draft\u0000', HUGE]) {
-      const response = await send(t, { json: { query: QUOTE, variables: { id: setup.own.id, generation: { modelId } } }, token: setup.own.member });
+      const response = await send(t, {
+        json: { query: QUOTE, variables: { id: setup.own.id, generation: { modelId } } },
+        token: setup.own.member,
+      });
       expect(response.body.data).toBeNull();
       expect(response.body.errors).toEqual([
-        expect.objectContaining({ extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'generation.modelId' }) }),
+        expect.objectContaining({
+          extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'generation.modelId' }),
+        }),
       ]);
       expect(response.body.errors[0].message.length).toBeLessThanOrEqual(ECHO_MESSAGE_MAX);
       expect(response.text.length).toBeLessThan(1_000);
@@ -147,10 +335,16 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
     const connection = connectWs(await baseUrl(), setup.own.member);
     try {
       const before = await snapshot(t);
-      for (const variables of [reserveInput(setup, { idempotencyKey: NUL }), reserveInput(setup, {}, { modelId: HUGE })]) {
+      for (const variables of [
+        reserveInput(setup, { idempotencyKey: NUL }),
+        reserveInput(setup, {}, { modelId: HUGE }),
+      ]) {
         const result: any = await new Promise((resolve, reject) => {
           let value: unknown;
-          connection.client.subscribe({ query: RESERVE, variables }, { next: (next) => void (value = next), error: reject, complete: () => resolve(value) });
+          connection.client.subscribe(
+            { query: RESERVE, variables },
+            { next: (next) => void (value = next), error: reject, complete: () => resolve(value) },
+          );
         });
         expect(result.errors).toBeUndefined();
         expect(result.data.reserveCredits).toMatchObject({ __typename: 'InvalidInputError' });
@@ -163,12 +357,36 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
   });
 
   // graphql-js's own messages repeat input whole; they are held to the same bound.
-  const graphqlEchoes: Array<{ name: string; request: (s: Setup) => { query: string; variables?: Record<string, unknown> }; token: (s: Setup) => string }> = [
-    { name: 'a 60 KB string for an Int variable', request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { amount: HUGE }) }), token: admin },
-    { name: 'a 60 KB enum value', request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { type: HUGE }) }), token: admin },
-    { name: 'a 60 KB string in a list where an object is expected', request: (s) => ({ query: RESERVE, variables: reserveInput(s, { generation: [HUGE] }) }), token: member },
-    { name: 'an unprintable string for an Int variable', request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { amount: 'ten\u202e\u0007' }) }), token: admin },
-    { name: 'a 60 KB string literal for an Int argument', request: (s) => ({ query: `{ ledger(organizationId: "${s.own.id}", first: "${HUGE}") { edges { cursor } } }` }), token: member },
+  const graphqlEchoes: Array<{
+    name: string;
+    request: (s: Setup) => { query: string; variables?: Record<string, unknown> };
+    token: (s: Setup) => string;
+  }> = [
+    {
+      name: 'a 60 KB string for an Int variable',
+      request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { amount: HUGE }) }),
+      token: admin,
+    },
+    {
+      name: 'a 60 KB enum value',
+      request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { type: HUGE }) }),
+      token: admin,
+    },
+    {
+      name: 'a 60 KB string in a list where an object is expected',
+      request: (s) => ({ query: RESERVE, variables: reserveInput(s, { generation: [HUGE] }) }),
+      token: member,
+    },
+    {
+      name: 'an unprintable string for an Int variable',
+      request: (s) => ({ query: GRANT_CREDITS, variables: grantInput(s, { amount: 'ten\u202e\u0007' }) }),
+      token: admin,
+    },
+    {
+      name: 'a 60 KB string literal for an Int argument',
+      request: (s) => ({ query: `{ ledger(organizationId: "${s.own.id}", first: "${HUGE}") { edges { cursor } } }` }),
+      token: member,
+    },
     { name: 'a syntax error at a 60 KB string', request: () => ({ query: `{ plans "${HUGE}" }` }), token: member },
   ];
 
@@ -208,24 +426,44 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
   it('logs an unexpected database error without the query or its parameters', async () => {
     // A trigger that fails inserts of one reason stands in for any unexpected database failure:
     // the failing statement carries the grant's parameters, and none of them may be logged.
-    await t.database.db.execute(sql.raw(`
+    await t.database.db.execute(
+      sql.raw(`
       create function test_fail_marked_lots() returns trigger language plpgsql as $$
       begin
         if new.reason like 'explode%' then raise exception 'test trigger refused the lot'; end if;
         return new;
-      end $$`));
-    await t.database.db.execute(sql.raw(`
+      end $$`),
+    );
+    await t.database.db.execute(
+      sql.raw(`
       create trigger test_fail_marked_lots before insert on credit_lots
-      for each row execute function test_fail_marked_lots()`));
+      for each row execute function test_fail_marked_lots()`),
+    );
     const secretKey = `secret-key-${uniqueKey()}`;
     const secretReason = `explode-${uniqueKey()}`;
     const printed: string[] = [];
-    const capture = (...args: unknown[]) => void printed.push(args.map((arg) => (arg instanceof Error ? `${arg.message}\n${arg.stack}` : String(arg))).join(' '));
-    const consoleSpies = (['error', 'warn', 'log', 'info', 'debug'] as const).map((method) => vi.spyOn(console, method).mockImplementation(capture));
+    const capture = (...args: unknown[]) =>
+      void printed.push(
+        args.map((arg) => (arg instanceof Error ? `${arg.message}\n${arg.stack}` : String(arg))).join(' '),
+      );
+    const consoleSpies = (['error', 'warn', 'log', 'info', 'debug'] as const).map((method) =>
+      vi.spyOn(console, method).mockImplementation(capture),
+    );
     logged.length = 0;
     try {
       const response = await send(t, {
-        json: { query: GRANT_CREDITS, variables: { input: { organizationId: setup.own.id, type: 'PURCHASED', amount: 5, reason: secretReason, idempotencyKey: secretKey } } },
+        json: {
+          query: GRANT_CREDITS,
+          variables: {
+            input: {
+              organizationId: setup.own.id,
+              type: 'PURCHASED',
+              amount: 5,
+              reason: secretReason,
+              idempotencyKey: secretKey,
+            },
+          },
+        },
         token: setup.own.admin,
       });
       expect(response.body.errors?.[0]?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
@@ -237,7 +475,9 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
     const everything = [...logged, ...printed].join('\n');
     // The failure is logged once, with what an operator needs: the classes and the SQLSTATE.
     expect(logged).toHaveLength(1);
-    expect(logged[0]).toMatch(/^unexpected error GraphQLError at grantCredits <- DrizzleQueryError \(query and parameters not logged\) <- \w+ P0001: test trigger refused the lot/);
+    expect(logged[0]).toMatch(
+      /^unexpected error GraphQLError at grantCredits <- DrizzleQueryError \(query and parameters not logged\) <- \w+ P0001: test trigger refused the lot/,
+    );
     for (const secret of [secretKey, secretReason, setup.own.id, 'insert into', 'params:', 'Failed query']) {
       expect(everything).not.toContain(secret);
     }
@@ -251,7 +491,9 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
     );
     expect(error).toBeInstanceOf(Error);
     const described = describeError(error);
-    expect(described).toMatch(/DrizzleQueryError \(query and parameters not logged\) <- \w+ 22P02: invalid input syntax for type uuid: "…"/);
+    expect(described).toMatch(
+      /DrizzleQueryError \(query and parameters not logged\) <- \w+ 22P02: invalid input syntax for type uuid: "…"/,
+    );
     expect(described).not.toContain(secret);
     expect(described).not.toMatch(/select/i);
   });

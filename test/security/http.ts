@@ -72,7 +72,9 @@ export async function send(t: TestApp, request: RawRequest): Promise<SentRespons
     bodyKind,
     get body(): any {
       if (bodyKind !== 'json' || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-        throw new Error(`expected a JSON object body, got ${bodyKind === 'json' ? `the JSON ${text.slice(0, 100)}` : `${bodyKind} body ${JSON.stringify(text.slice(0, 200))}`} (HTTP ${response.status})`);
+        throw new Error(
+          `expected a JSON object body, got ${bodyKind === 'json' ? `the JSON ${text.slice(0, 100)}` : `${bodyKind} body ${JSON.stringify(text.slice(0, 200))}`} (HTTP ${response.status})`,
+        );
       }
       return parsed;
     },
@@ -123,11 +125,23 @@ export async function badTokens(org: string) {
     algNone: `${base64url({ alg: 'none', typ: 'JWT' })}.${base64url({ ...claims, exp: now + 3600 })}.`,
     // Signed with the right key but another algorithm: the accepted algorithm is pinned to HS256.
     hs512: await new SignJWT(claims).setProtectedHeader({ alg: 'HS512' }).setExpirationTime('1h').sign(key()),
-    unknownRole: await new SignJWT({ role: 'superuser', org }).setProtectedHeader({ alg: 'HS256' }).setSubject('x').setExpirationTime('1h').sign(key()),
-    memberWithoutOrg: await new SignJWT({ role: 'member' }).setProtectedHeader({ alg: 'HS256' }).setSubject('x').setExpirationTime('1h').sign(key()),
+    unknownRole: await new SignJWT({ role: 'superuser', org })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('x')
+      .setExpirationTime('1h')
+      .sign(key()),
+    memberWithoutOrg: await new SignJWT({ role: 'member' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('x')
+      .setExpirationTime('1h')
+      .sign(key()),
     // A valid signature over a payload that was edited afterwards (role raised to admin).
     tampered: await (async () => {
-      const genuine = await new SignJWT({ role: 'member', org }).setProtectedHeader({ alg: 'HS256' }).setSubject('m').setExpirationTime('1h').sign(key());
+      const genuine = await new SignJWT({ role: 'member', org })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('m')
+        .setExpirationTime('1h')
+        .sign(key());
       const [header, , signature] = genuine.split('.');
       return `${header}.${base64url({ role: 'admin', sub: 'm', exp: now + 3600 })}.${signature}`;
     })(),
@@ -150,7 +164,12 @@ export async function snapshot(t: TestApp): Promise<Snapshot> {
         o.balance_version as version
       from organizations o left join credit_lots l on l.organization_id = o.id
       group by o.id order by o.id`),
-  ).map((row) => ({ id: String(row.id), available: Number(row.available), reserved: Number(row.reserved), version: Number(row.version) }));
+  ).map((row) => ({
+    id: String(row.id),
+    available: Number(row.available),
+    reserved: Number(row.reserved),
+    version: Number(row.version),
+  }));
   const counts = rowsOf<Record<string, unknown>>(
     await t.database.db.execute(sql`
       select (select count(*) from organizations)::int as organizations,

@@ -15,10 +15,19 @@ const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-production-'));
 describe('a production process', () => {
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('serves no GraphiQL, no schema hints, no CORS and no form posts, and listens on every interface', { timeout: 180_000 }, async () => {
+  it('serves no GraphiQL, no schema hints, no CORS and no form posts, and listens on every interface', {
+    timeout: 180_000,
+  }, async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd: root,
-      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', AUTH_SECRET: SECRET, PORT: '0', DATA_DIR: dataDir, SWEEP_INTERVAL_MS: '60000' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        NODE_ENV: 'production',
+        AUTH_SECRET: SECRET,
+        PORT: '0',
+        DATA_DIR: dataDir,
+        SWEEP_INTERVAL_MS: '60000',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -42,8 +51,15 @@ describe('a production process', () => {
 
       const token = await signToken({ subject: 'prod', role: 'admin', expiresIn: '10m' }, secretKey(SECRET));
       const post = (body: unknown, headers: Record<string, string> = {}) =>
-        fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...headers }, body: JSON.stringify(body) });
-      const coercion = await post({ query: QUOTE, variables: { id: '00000000-0000-4000-8000-000000000000', generation: { modelId: 'x', resolution: 'HD_72' } } });
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...headers },
+          body: JSON.stringify(body),
+        });
+      const coercion = await post({
+        query: QUOTE,
+        variables: { id: '00000000-0000-4000-8000-000000000000', generation: { modelId: 'x', resolution: 'HD_72' } },
+      });
       const coercionText = await coercion.text();
       expect(coercionText).toMatch(/HD_72/);
       expect(coercionText).not.toMatch(/Did you mean|HD_720P/);

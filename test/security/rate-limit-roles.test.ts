@@ -10,7 +10,11 @@ import { RESERVE } from '../support/operations.ts';
 import { newOrganization, textCredits, uniqueKey } from '../support/scenario.ts';
 
 async function reserveAs(t: TestApp, organizationId: string, token: string): Promise<string> {
-  const result = await t.gql(RESERVE, { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(1) } }, token);
+  const result = await t.gql(
+    RESERVE,
+    { input: { organizationId, idempotencyKey: uniqueKey(), generation: textCredits(1) } },
+    token,
+  );
   return result.errors?.[0]?.extensions?.code ?? result.data.reserveCredits.__typename;
 }
 
@@ -27,13 +31,16 @@ describe('mutation rate limits by role (pglite)', () => {
       const org = await newOrganization(t);
       const other = await newOrganization(t);
       // A member: two, then refused; its service is not affected.
-      expect([await reserveAs(t, org.id, org.member), await reserveAs(t, org.id, org.member), await reserveAs(t, org.id, org.member)]).toEqual([
-        'ReserveCreditsSuccess',
-        'ReserveCreditsSuccess',
-        'RATE_LIMITED',
-      ]);
+      expect([
+        await reserveAs(t, org.id, org.member),
+        await reserveAs(t, org.id, org.member),
+        await reserveAs(t, org.id, org.member),
+      ]).toEqual(['ReserveCreditsSuccess', 'ReserveCreditsSuccess', 'RATE_LIMITED']);
       // Two service tokens of one organization share five.
-      const second = await signToken({ subject: 'another-backend', role: 'service', organizationId: org.id, expiresIn: '1h' }, t.authKey);
+      const second = await signToken(
+        { subject: 'another-backend', role: 'service', organizationId: org.id, expiresIn: '1h' },
+        t.authKey,
+      );
       const outcomes = [];
       for (let i = 0; i < 6; i += 1) outcomes.push(await reserveAs(t, org.id, i % 2 === 0 ? org.service : second));
       expect(outcomes).toEqual([...Array(5).fill('ReserveCreditsSuccess'), 'RATE_LIMITED']);

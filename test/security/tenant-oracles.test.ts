@@ -3,7 +3,15 @@ import { createTestApp, listenOverHttp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { LEDGER, PURCHASE_PACK } from '../support/operations.ts';
 import { connectWs, type WsConnection } from '../support/realtime.ts';
-import { balanceOf, grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
+import {
+  balanceOf,
+  grant,
+  newOrganization,
+  reserve,
+  textCredits,
+  uniqueKey,
+  type TestOrganization,
+} from '../support/scenario.ts';
 import { expectNoLeak, send, snapshot } from './http.ts';
 
 // Nothing one organization does may be observable by another: not through the answer to a
@@ -28,7 +36,11 @@ interface LedgerView {
   hasNextPage: boolean;
 }
 
-async function ledgerPage(t: TestApp, org: TestOrganization, variables: { first?: number; after?: string } = {}): Promise<LedgerView> {
+async function ledgerPage(
+  t: TestApp,
+  org: TestOrganization,
+  variables: { first?: number; after?: string } = {},
+): Promise<LedgerView> {
   const result = await t.gql(LEDGER, { id: org.id, ...variables }, org.member);
   expect(result.errors, JSON.stringify(result.errors)).toBeUndefined();
   const { edges, pageInfo } = result.data.ledger;
@@ -67,14 +79,21 @@ describe.each(drivers)('no cross-tenant oracles (%s)', (driver) => {
       const b = await newOrganization(http);
       const reference = uniqueKey('pi');
       const purchase = (org: TestOrganization, packId = 'pack-500') =>
-        http.gql(PURCHASE_PACK, { input: { organizationId: org.id, packId, paymentReference: reference } }, org.service);
+        http.gql(
+          PURCHASE_PACK,
+          { input: { organizationId: org.id, packId, paymentReference: reference } },
+          org.service,
+        );
 
       const first = (await purchase(a)).data.purchaseCreditPack;
       expect(first.__typename).toBe('PurchaseCreditPackSuccess');
       // B presents the string A used: an ordinary purchase of B's, not a conflict (which would
       // tell B that A used it, and let A squat B's reference).
       const squatted = (await purchase(b)).data.purchaseCreditPack;
-      expect(squatted).toMatchObject({ __typename: 'PurchaseCreditPackSuccess', lot: { granted: 500, type: 'PURCHASED' } });
+      expect(squatted).toMatchObject({
+        __typename: 'PurchaseCreditPackSuccess',
+        lot: { granted: 500, type: 'PURCHASED' },
+      });
       expect(squatted.lot.id).not.toBe(first.lot.id);
       // Each organization's repeat returns its own original lot, and writes nothing.
       const before = await snapshot(t);
@@ -95,16 +114,26 @@ describe.each(drivers)('no cross-tenant oracles (%s)', (driver) => {
       const a = await newOrganization(http);
       const b = await newOrganization(http);
       const used = uniqueKey('pi');
-      await http.gql(PURCHASE_PACK, { input: { organizationId: a.id, packId: 'pack-500', paymentReference: used } }, a.service);
+      await http.gql(
+        PURCHASE_PACK,
+        { input: { organizationId: a.id, packId: 'pack-500', paymentReference: used } },
+        a.service,
+      );
       const fresh = uniqueKey('pi');
       const connection = connectWs(baseUrl, b.service);
       try {
         const answers = await Promise.all(
           [used, fresh].map((reference) =>
-            overWebSocket(connection, PURCHASE_PACK, { input: { organizationId: b.id, packId: 'pack-500', paymentReference: reference } }),
+            overWebSocket(connection, PURCHASE_PACK, {
+              input: { organizationId: b.id, packId: 'pack-500', paymentReference: reference },
+            }),
           ),
         );
-        const shapes = answers.map((answer) => ({ errors: answer.errors, typename: answer.data.purchaseCreditPack.__typename, granted: answer.data.purchaseCreditPack.lot?.granted }));
+        const shapes = answers.map((answer) => ({
+          errors: answer.errors,
+          typename: answer.data.purchaseCreditPack.__typename,
+          granted: answer.data.purchaseCreditPack.lot?.granted,
+        }));
         expect(shapes).toEqual([
           { errors: undefined, typename: 'PurchaseCreditPackSuccess', granted: 500 },
           { errors: undefined, typename: 'PurchaseCreditPackSuccess', granted: 500 },
@@ -115,9 +144,18 @@ describe.each(drivers)('no cross-tenant oracles (%s)', (driver) => {
       // Two organizations presenting one new reference at the same moment both get their pack.
       const raced = uniqueKey('pi');
       const results = await Promise.all(
-        [a, b].map((org) => http.gql(PURCHASE_PACK, { input: { organizationId: org.id, packId: 'pack-2000', paymentReference: raced } }, org.service)),
+        [a, b].map((org) =>
+          http.gql(
+            PURCHASE_PACK,
+            { input: { organizationId: org.id, packId: 'pack-2000', paymentReference: raced } },
+            org.service,
+          ),
+        ),
       );
-      expect(results.map((result) => result.data.purchaseCreditPack.__typename)).toEqual(['PurchaseCreditPackSuccess', 'PurchaseCreditPackSuccess']);
+      expect(results.map((result) => result.data.purchaseCreditPack.__typename)).toEqual([
+        'PurchaseCreditPackSuccess',
+        'PurchaseCreditPackSuccess',
+      ]);
       expect(await t.audit()).toEqual([]);
     });
   });
@@ -132,7 +170,10 @@ describe.each(drivers)('no cross-tenant oracles (%s)', (driver) => {
       await grant(http, busy, 'PURCHASED', 10_000);
       const views: Record<'watched' | 'quiet', string[][]> = { watched: [], quiet: [] };
       for (let step = 0; step < 4; step += 1) {
-        for (const [name, org] of [['watched', watched], ['quiet', quiet]] as const) {
+        for (const [name, org] of [
+          ['watched', watched],
+          ['quiet', quiet],
+        ] as const) {
           if (name === 'watched') {
             for (let i = 0; i < 3 + step; i += 1) await reserve(http, busy, textCredits(1));
           }
@@ -144,7 +185,9 @@ describe.each(drivers)('no cross-tenant oracles (%s)', (driver) => {
       }
       expect(views.watched).toEqual(views.quiet);
       // Ids stay unique across organizations (a client may cache entries by id).
-      const [watchedIds, quietIds] = [await ledgerPage(http, watched), await ledgerPage(http, quiet)].map((page) => page.ids);
+      const [watchedIds, quietIds] = [await ledgerPage(http, watched), await ledgerPage(http, quiet)].map(
+        (page) => page.ids,
+      );
       expect(new Set([...watchedIds!, ...quietIds!]).size).toBe(watchedIds!.length + quietIds!.length);
     });
 
@@ -194,7 +237,11 @@ describe.each(drivers)('no cross-tenant oracles (%s)', (driver) => {
         ['a cursor pointing at a negative entry', a, forged(`ledger:${a.id}:-1`)],
         ['a cursor with an entry number past 2^53', a, forged(`ledger:${a.id}:99999999999999999`)],
         ['a cursor with a NUL byte', a, forged(`ledger:${a.id}:1\u0000`)],
-        ['a cursor with one character changed', a, `${aCursor.slice(0, 10)}${aCursor[10] === 'A' ? 'B' : 'A'}${aCursor.slice(11)}`],
+        [
+          'a cursor with one character changed',
+          a,
+          `${aCursor.slice(0, 10)}${aCursor[10] === 'A' ? 'B' : 'A'}${aCursor.slice(11)}`,
+        ],
         ['a 50 KB cursor', a, 'A'.repeat(50_000)],
         ['a cursor that is not base64', a, '!!not-a-cursor!!'],
       ];

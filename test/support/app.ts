@@ -79,7 +79,10 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
  * A test app for one describe block: opened before its tests, closed after them, and (unless
  * told otherwise) audited after every test, so each test also proves the ledger stayed whole.
  */
-export function useTestApp(driver: Driver, options: { auditAfterEach?: boolean; app?: TestAppOptions['app'] } = {}): TestApp {
+export function useTestApp(
+  driver: Driver,
+  options: { auditAfterEach?: boolean; app?: TestAppOptions['app'] } = {},
+): TestApp {
   const t = {} as TestApp;
   beforeAll(async () => {
     Object.assign(t, await createTestApp(driver, { app: options.app }));

@@ -33,7 +33,11 @@ export class Recording {
 
   /** Polls until `check` holds, failing with what was recorded after `timeoutMs`. */
   async waitFor(check: (recording: this) => boolean, timeoutMs = 10_000): Promise<void> {
-    await waitUntil(() => check(this), timeoutMs, () => `recorded ${JSON.stringify(this.events)}, completed ${this.completed}, failure ${describe(this.failure)}`);
+    await waitUntil(
+      () => check(this),
+      timeoutMs,
+      () => `recorded ${JSON.stringify(this.events)}, completed ${this.completed}, failure ${describe(this.failure)}`,
+    );
   }
 
   waitForVersion(version: number, timeoutMs?: number): Promise<void> {
@@ -41,7 +45,10 @@ export class Recording {
   }
 
   waitForEnd(timeoutMs?: number): Promise<void> {
-    return this.waitFor((recording) => recording.completed || recording.streamEnded || recording.failure !== null, timeoutMs);
+    return this.waitFor(
+      (recording) => recording.completed || recording.streamEnded || recording.failure !== null,
+      timeoutMs,
+    );
   }
 }
 
@@ -50,7 +57,11 @@ function describe(value: unknown): string {
   return value instanceof Error ? value.message : JSON.stringify(value);
 }
 
-export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, explain: () => string = () => ''): Promise<void> {
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  explain: () => string = () => '',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
@@ -115,7 +126,12 @@ export interface SseSubscription {
  * A GraphQL-over-SSE subscription as curl or EventSource would open it: one POST with
  * `accept: text/event-stream`, read as it streams. Events are `next` (JSON data) and `complete`.
  */
-export function subscribeSse(baseUrl: string, token: string | null, query: string, variables: Record<string, unknown>): SseSubscription {
+export function subscribeSse(
+  baseUrl: string,
+  token: string | null,
+  query: string,
+  variables: Record<string, unknown>,
+): SseSubscription {
   const recording = new Recording();
   const abort = new AbortController();
   const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' };
@@ -133,7 +149,7 @@ export function subscribeSse(baseUrl: string, token: string | null, query: strin
       let buffer = '';
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         buffer += decoder.decode(chunk, { stream: true });
-        let boundary;
+        let boundary: number;
         while ((boundary = buffer.indexOf('\n\n')) >= 0) {
           const block = buffer.slice(0, boundary);
           buffer = buffer.slice(boundary + 2);

@@ -17,7 +17,13 @@ export async function newOrganization(
   const admin = await t.token('admin');
   const result = await t.gql(
     CREATE_ORGANIZATION,
-    { input: { name: options.name ?? 'Test org', planId: options.planId ?? 'free', billingCycleAnchor: options.billingCycleAnchor } },
+    {
+      input: {
+        name: options.name ?? 'Test org',
+        planId: options.planId ?? 'free',
+        billingCycleAnchor: options.billingCycleAnchor,
+      },
+    },
     admin,
   );
   expect(result.errors).toBeUndefined();
@@ -83,7 +89,11 @@ export async function grant(
  * up to 100 outputs, which is the simplest way to reserve a chosen amount.
  */
 export function textCredits(credits: number) {
-  for (const [modelId, unit] of [['text-draft', 1], ['text-standard', 2], ['text-premium', 5]] as const) {
+  for (const [modelId, unit] of [
+    ['text-draft', 1],
+    ['text-standard', 2],
+    ['text-premium', 5],
+  ] as const) {
     if (credits % unit === 0 && credits / unit <= 100) return { modelId, count: credits / unit };
   }
   throw new Error(`no text generation costs exactly ${credits} credits`);

@@ -27,7 +27,9 @@ describe('billing cycles', () => {
       startsAt: new Date('2026-02-28T10:00:00Z'),
       endsAt: new Date('2026-03-31T10:00:00Z'),
     });
-    expect(cycleContaining(anchor, new Date('2026-03-31T10:00:00Z')).startsAt).toEqual(new Date('2026-03-31T10:00:00Z'));
+    expect(cycleContaining(anchor, new Date('2026-03-31T10:00:00Z')).startsAt).toEqual(
+      new Date('2026-03-31T10:00:00Z'),
+    );
     expect(cycleContaining(anchor, new Date('2025-11-05T00:00:00Z'))).toEqual({
       startsAt: new Date('2025-10-31T10:00:00Z'),
       endsAt: new Date('2025-11-30T10:00:00Z'),

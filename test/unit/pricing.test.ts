@@ -2,9 +2,21 @@ import { describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../../src/ledger/errors.ts';
 import { priceGeneration, type PricedModel } from '../../src/ledger/pricing.ts';
 
-const image: PricedModel = { id: 'img', outputType: 'IMAGE', unitCredits: 4, resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P', 'UHD_4K'], maxDurationSeconds: null };
+const image: PricedModel = {
+  id: 'img',
+  outputType: 'IMAGE',
+  unitCredits: 4,
+  resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P', 'UHD_4K'],
+  maxDurationSeconds: null,
+};
 const draft: PricedModel = { ...image, id: 'draft', unitCredits: 1 };
-const video: PricedModel = { id: 'vid', outputType: 'VIDEO', unitCredits: 5, resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P'], maxDurationSeconds: 30 };
+const video: PricedModel = {
+  id: 'vid',
+  outputType: 'VIDEO',
+  unitCredits: 5,
+  resolutions: ['SD_480P', 'HD_720P', 'FHD_1080P'],
+  maxDurationSeconds: 30,
+};
 const text: PricedModel = { id: 'txt', outputType: 'TEXT', unitCredits: 2, resolutions: [], maxDurationSeconds: null };
 
 function fieldOf(run: () => unknown): string | null {
@@ -35,7 +47,8 @@ describe('priceGeneration', () => {
 
   it('costs more for higher resolution, longer video, and more outputs', () => {
     const costs = ['SD_480P', 'HD_720P', 'FHD_1080P'].map(
-      (resolution) => priceGeneration(video, { modelId: 'vid', resolution: resolution as never, durationSeconds: 5 }).cost,
+      (resolution) =>
+        priceGeneration(video, { modelId: 'vid', resolution: resolution as never, durationSeconds: 5 }).cost,
     );
     expect(costs).toEqual([...costs].sort((a, b) => a - b));
     expect(new Set(costs).size).toBe(3);
@@ -43,12 +56,24 @@ describe('priceGeneration', () => {
 
   it('names the field of each request the model cannot serve', () => {
     expect(fieldOf(() => priceGeneration(image, { modelId: 'img' }))).toBe('generation.resolution');
-    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'UHD_4K', durationSeconds: 5 }))).toBe('generation.resolution');
-    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'HD_720P' }))).toBe('generation.durationSeconds');
-    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'HD_720P', durationSeconds: 31 }))).toBe('generation.durationSeconds');
-    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'HD_720P', durationSeconds: 0 }))).toBe('generation.durationSeconds');
-    expect(fieldOf(() => priceGeneration(image, { modelId: 'img', resolution: 'HD_720P', durationSeconds: 5 }))).toBe('generation.durationSeconds');
-    expect(fieldOf(() => priceGeneration(text, { modelId: 'txt', resolution: 'HD_720P' }))).toBe('generation.resolution');
+    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'UHD_4K', durationSeconds: 5 }))).toBe(
+      'generation.resolution',
+    );
+    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'HD_720P' }))).toBe(
+      'generation.durationSeconds',
+    );
+    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'HD_720P', durationSeconds: 31 }))).toBe(
+      'generation.durationSeconds',
+    );
+    expect(fieldOf(() => priceGeneration(video, { modelId: 'vid', resolution: 'HD_720P', durationSeconds: 0 }))).toBe(
+      'generation.durationSeconds',
+    );
+    expect(fieldOf(() => priceGeneration(image, { modelId: 'img', resolution: 'HD_720P', durationSeconds: 5 }))).toBe(
+      'generation.durationSeconds',
+    );
+    expect(fieldOf(() => priceGeneration(text, { modelId: 'txt', resolution: 'HD_720P' }))).toBe(
+      'generation.resolution',
+    );
     expect(fieldOf(() => priceGeneration(text, { modelId: 'txt', count: 0 }))).toBe('generation.count');
     expect(fieldOf(() => priceGeneration(text, { modelId: 'txt', count: 101 }))).toBe('generation.count');
     expect(fieldOf(() => priceGeneration(text, { modelId: 'txt', count: 1.5 }))).toBe('generation.count');
