@@ -158,20 +158,22 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
     expect(reserved.data.reserveCredits.__typename).toBe('ReserveCreditsSuccess');
     t.clock.advance(61_000);
     let after: Sample[] = [];
+    const delta = (name: string, labels: Record<string, string> = {}) =>
+      valueOf(after, name, labels) - valueOf(before, name, labels);
+    // The refund is counted once its transaction commits, the sweeper's item once its whole run
+    // ends: wait for both, or a scrape between the two would see only the first.
     await expect
       .poll(
         async () => {
           after = await scrape(base);
-          return (
-            valueOf(after, 'credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' }) -
-            valueOf(before, 'credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' })
-          );
+          return [
+            delta('credits_moved_total', { movement: 'refunded', account_type: 'SUBSCRIPTION' }),
+            delta('credits_sweeper_items_total', { kind: 'reservation-refund' }),
+          ];
         },
         { timeout: 15_000 },
       )
-      .toBe(7);
-    const delta = (name: string, labels: Record<string, string> = {}) =>
-      valueOf(after, name, labels) - valueOf(before, name, labels);
+      .toEqual([7, 1]);
     expect(delta('credits_reservations_total', { outcome: 'refunded', reason: 'expired' })).toBe(1);
     expect(delta('credits_sweeper_items_total', { kind: 'reservation-refund' })).toBe(1);
     expect(delta('credits_sweeper_runs_total')).toBeGreaterThan(0);
