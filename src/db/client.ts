@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { retryOnDeadConnection } from './dead-connections.ts';
+import { requirePatchedDriver } from './patched-driver.ts';
 import { countingPool, type PoolStats } from './pool-stats.ts';
 import { schema } from './schema.ts';
 
@@ -83,6 +84,7 @@ export const SESSION_TIMEOUTS: SessionTimeouts = {
 };
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
+  if (options.databaseUrl) requirePatchedDriver();
   if (options.databaseUrl && (options.migrate ?? true)) await migratePostgresDatabase(options.databaseUrl);
   const database = options.databaseUrl
     ? openPostgres(options.databaseUrl, options.maxConnections ?? 10, { ...SESSION_TIMEOUTS, ...options.timeouts })
