@@ -135,30 +135,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const debugErrors = env.DEBUG_ERRORS === '1';
   if (production && debugErrors) throw new ConfigError('DEBUG_ERRORS cannot be on when NODE_ENV=production.');
   const introspection = flag(env, 'GRAPHQL_INTROSPECTION', !production);
-  const mutationsPerSecond = integer(
-    env,
-    'MUTATION_RATE_LIMIT',
-    production ? MUTATION_RATE_PER_SECOND_PRODUCTION : 0,
-    0,
-    1_000_000,
-  );
-  const mutationBurst = integer(env, 'MUTATION_RATE_BURST', MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
-  const serviceRate = integer(
-    env,
-    'SERVICE_MUTATION_RATE_LIMIT',
-    production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0,
-    0,
-    1_000_000,
-  );
-  const serviceBurst = integer(env, 'SERVICE_MUTATION_RATE_BURST', SERVICE_MUTATION_RATE_BURST_DEFAULT, 1, 1_000_000);
-  const organizationRate = integer(
-    env,
-    'ORGANIZATION_RATE_LIMIT',
-    production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0,
-    0,
-    1_000_000,
-  );
-  const organizationBurst = integer(env, 'ORGANIZATION_RATE_BURST', ORGANIZATION_RATE_BURST_DEFAULT, 1, 1_000_000);
   const logLevel = (env.LOG_LEVEL || 'info') as LevelWithSilent;
   if (!LOG_LEVELS.includes(logLevel))
     throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}.`);
@@ -178,9 +154,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     debugErrors,
     introspection,
     fieldSuggestions: introspection && !production,
-    mutationRateLimit: mutationsPerSecond > 0 ? { perSecond: mutationsPerSecond, burst: mutationBurst } : null,
-    serviceMutationRateLimit: serviceRate > 0 ? { perSecond: serviceRate, burst: serviceBurst } : null,
-    organizationRateLimit: organizationRate > 0 ? { perSecond: organizationRate, burst: organizationBurst } : null,
+    mutationRateLimit: rateLimit(
+      env,
+      'MUTATION_RATE',
+      production ? MUTATION_RATE_PER_SECOND_PRODUCTION : 0,
+      MUTATION_RATE_BURST_DEFAULT,
+    ),
+    serviceMutationRateLimit: rateLimit(
+      env,
+      'SERVICE_MUTATION_RATE',
+      production ? SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION : 0,
+      SERVICE_MUTATION_RATE_BURST_DEFAULT,
+    ),
+    organizationRateLimit: rateLimit(
+      env,
+      'ORGANIZATION_RATE',
+      production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0,
+      ORGANIZATION_RATE_BURST_DEFAULT,
+    ),
     graphiql: flag(env, 'GRAPHIQL', !production),
     corsOrigins: corsOrigins(env, production),
     tokenPolicy: {
@@ -209,4 +200,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsEnabled: !production || metricsToken !== null,
     metricsToken,
   };
+}
+
+/** `<prefix>_LIMIT` per second and `<prefix>_BURST`; null when the limit is 0 (off). */
+function rateLimit(
+  env: NodeJS.ProcessEnv,
+  prefix: string,
+  perSecondDefault: number,
+  burstDefault: number,
+): { perSecond: number; burst: number } | null {
+  const perSecond = integer(env, `${prefix}_LIMIT`, perSecondDefault, 0, 1_000_000);
+  const burst = integer(env, `${prefix}_BURST`, burstDefault, 1, 1_000_000);
+  return perSecond > 0 ? { perSecond, burst } : null;
 }
