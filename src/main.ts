@@ -101,33 +101,18 @@ async function main(): Promise<void> {
     metricsEnabled: config.metricsEnabled,
     metricsToken: config.metricsToken,
   });
+  // The demo organization exists before the first request can ask for it.
+  const demo =
+    !config.production && !config.authSecret ? await seedDemo({ db: database.db, clock: systemClock }) : undefined;
+  if (demo?.created)
+    logger.info(
+      { event: 'demo', organizationId: demo.organization.id },
+      `Seeded "${demo.organization.name}" on the Pro plan with a purchased pack`,
+    );
+
   const port = await app.listen(config.port, config.host);
-  const where = config.databaseUrl ? 'PostgreSQL' : `embedded PGlite in ${config.dataDir}`;
-  logger.info(
-    {
-      event: 'start',
-      port,
-      host: config.host,
-      driver: database.driver,
-      production: config.production,
-      metrics: config.metricsEnabled,
-      sweepIntervalMs: config.sweepIntervalMs,
-    },
-    `Credits API on http://localhost:${port}/graphql (${where}; listening on ${config.host})`,
-  );
-  if (!config.metricsEnabled)
-    logger.warn({ event: 'start' }, 'GET /metrics is off: set METRICS_TOKEN to serve it in production');
-
-  if (!config.production && !config.authSecret) {
-    const { organization, created } = await seedDemo({ db: database.db, clock: systemClock });
-    if (created)
-      logger.info(
-        { event: 'demo', organizationId: organization.id },
-        `Seeded "${organization.name}" on the Pro plan with a purchased pack`,
-      );
-    await printDemoTokens(config, organization.id, authKey);
-  }
-
+  // Signals are handled from the moment the server listens, before the start line says so: a
+  // supervisor that stops the process as soon as it reads that line must get a clean shutdown.
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -149,6 +134,23 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  const where = config.databaseUrl ? 'PostgreSQL' : `embedded PGlite in ${config.dataDir}`;
+  logger.info(
+    {
+      event: 'start',
+      port,
+      host: config.host,
+      driver: database.driver,
+      production: config.production,
+      metrics: config.metricsEnabled,
+      sweepIntervalMs: config.sweepIntervalMs,
+    },
+    `Credits API on http://localhost:${port}/graphql (${where}; listening on ${config.host})`,
+  );
+  if (!config.metricsEnabled)
+    logger.warn({ event: 'start' }, 'GET /metrics is off: set METRICS_TOKEN to serve it in production');
+
+  if (demo) await printDemoTokens(config, demo.organization.id, authKey);
 }
 
 main().catch((error: unknown) => {
