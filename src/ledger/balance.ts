@@ -1,10 +1,11 @@
 import { and, eq, gt, or, sql } from 'drizzle-orm';
 import type { Queryable } from '../db/client.ts';
 import { creditLots, organizations } from '../db/schema.ts';
+import { accountPriority, isExpired } from './allocation.ts';
 import { invariant } from './errors.ts';
 import type { EntryDraft } from './journal.ts';
 import { ACCOUNT_TYPES, type AccountType } from './enums.ts';
-import { CONSUMPTION_ORDER, accountPriority, isExpired, notExpired, type CreditLot } from './lots.ts';
+import { CONSUMPTION_ORDER, notExpired, type CreditLot } from './lots.ts';
 
 export interface CreditAccount {
   type: AccountType;

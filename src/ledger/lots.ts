@@ -2,20 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, gt, inArray, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { creditLots, withheldCredits } from '../db/schema.ts';
-import { ACCOUNT_TYPES, type AccountType, type LotSource } from './enums.ts';
+import { isExpired } from './allocation.ts';
+import type { AccountType, LotSource } from './enums.ts';
 import { InvalidInputError } from './errors.ts';
 import { postEntries } from './journal.ts';
 import { BALANCE_CREDITS_MAX } from './limits.ts';
 
 export type CreditLot = typeof creditLots.$inferSelect;
-
-export function accountPriority(type: AccountType): number {
-  return ACCOUNT_TYPES.indexOf(type) + 1;
-}
-
-export function isExpired(lot: Pick<CreditLot, 'expiresAt'>, now: Date): boolean {
-  return lot.expiresAt !== null && lot.expiresAt.getTime() <= now.getTime();
-}
 
 /** A lot's not-yet-expired condition, as SQL. */
 export function notExpired(now: Date) {
@@ -79,8 +72,9 @@ export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | nul
 }
 
 /**
- * Consumption order: account type priority (the enum's declaration order, which is ACCOUNT_TYPES),
- * then the soonest expiry (never-expiring last), then the oldest.
+ * Consumption order in SQL: account type priority (the enum's declaration order, which is
+ * ACCOUNT_TYPES), then the soonest expiry (never-expiring last), then the oldest; the same order
+ * as `compareConsumption` (src/ledger/allocation.ts), which allocation sorts by.
  */
 export const CONSUMPTION_ORDER = [
   asc(creditLots.type),

@@ -5,10 +5,10 @@ import type { Db, Tx } from '../db/client.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
 import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
+import { afterTaking, allocateCost } from './allocation.ts';
 import { CreditError, IdempotencyConflictError, InsufficientCreditsError } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
-import { isExpired } from './lots.ts';
 import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import type { PricedGeneration } from './pricing.ts';
 import type { Reservation } from './reservations.ts';
@@ -133,9 +133,8 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
   const now = clock.now();
   const cycle = await ensureCurrentCycle(tx, locked, now);
   const balanceBefore = cycle.changed ? await balanceLots(tx, organizationId) : lotsAtLock;
-  const lots = balanceBefore
-    .filter((lot) => lot.available > 0 && !isExpired(lot, now))
-    .map((lot) => ({ id: lot.id, available: lot.available }));
+  // What is left for the next request of the batch, in memory.
+  let lots = balanceBefore;
 
   const outcomes: Array<Reservation | CreditError> = [];
   const created: Reservation[] = [];
@@ -146,11 +145,12 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
       outcomes.push(replayOrConflict(prior, item.priced));
       continue;
     }
-    const taken = takeFromLots(lots, item.priced.cost);
+    const taken = allocateCost(lots, item.priced.cost, now);
     if (taken instanceof InsufficientCreditsError) {
       outcomes.push(taken);
       continue;
     }
+    lots = afterTaking(lots, taken);
     const reservation = newReservation(item, now);
     known.set(item.idempotencyKey, reservation);
     created.push(reservation);
@@ -217,28 +217,4 @@ function replayOrConflict(existing: Reservation, priced: PricedGeneration): Rese
   return same
     ? existing
     : new IdempotencyConflictError('This idempotency key was already used for a different generation.');
-}
-
-/**
- * Takes `cost` from the lots in the order given (the consumption order), lowering their
- * in-memory balances so the next request of the batch sees what is left; takes nothing and
- * reports what was available when they hold less.
- */
-function takeFromLots(
-  lots: Array<{ id: string; available: number }>,
-  cost: number,
-): Array<{ lotId: string; amount: number }> | InsufficientCreditsError {
-  const available = lots.reduce((sum, lot) => sum + lot.available, 0);
-  if (available < cost) return new InsufficientCreditsError(cost, available);
-  const taken: Array<{ lotId: string; amount: number }> = [];
-  let remaining = cost;
-  for (const lot of lots) {
-    if (remaining === 0) break;
-    const amount = Math.min(lot.available, remaining);
-    if (amount === 0) continue;
-    lot.available -= amount;
-    remaining -= amount;
-    taken.push({ lotId: lot.id, amount });
-  }
-  return taken;
 }

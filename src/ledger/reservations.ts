@@ -3,11 +3,12 @@ import type { Clock } from '../clock.ts';
 import type { Queryable, Tx } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
+import { isExpired, splitSettlement } from './allocation.ts';
 import { CreditError, InvalidInputError, NotFoundError, ReservationStateError, invariant } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
 import type { AccountType } from './enums.ts';
-import { expireDueLots, isExpired, type CreditLot } from './lots.ts';
+import { expireDueLots, type CreditLot } from './lots.ts';
 import { RESERVATION_LIFETIME_SECONDS_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX } from './limits.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
 import type { GenerationRequest } from './pricing.ts';
@@ -146,9 +147,9 @@ async function lockReservation(
 
 /**
  * Consumes `captureAmount` of a pending reservation and returns the rest to the lots it came
- * from, in one statement with the settlement and the announcement. Captured credits are taken in
- * allocation order, so the refund goes back to the lots taken last. Credits returned to a lot
- * that has expired meanwhile expire at once.
+ * from, in one statement with the settlement and the announcement. How the amount splits over the
+ * lots is `splitSettlement`'s rule (captured in allocation order, refunded to the lots taken
+ * last). Credits returned to a lot that has expired meanwhile expire at once.
  */
 async function settle(
   tx: Tx,
@@ -160,12 +161,8 @@ async function settle(
   invariant(reservation.status === 'PENDING', `settling a ${reservation.status} reservation`);
   const drafts: EntryDraft[] = [];
   const base = { organizationId: reservation.organizationId, reservationId: reservation.id, createdAt: now };
-  let toCapture = captureAmount;
   let refundedIntoExpired = false;
-  for (const allocation of allocations) {
-    const captured = Math.min(allocation.amount, toCapture);
-    const refunded = allocation.amount - captured;
-    toCapture -= captured;
+  for (const { allocation, captured, refunded } of splitSettlement(allocations, captureAmount)) {
     if (captured > 0) {
       drafts.push({ ...base, lotId: allocation.lotId, kind: 'CAPTURE', availableChange: 0, reservedChange: -captured });
     }
@@ -181,7 +178,6 @@ async function settle(
       if (isExpired({ expiresAt: allocation.lotExpiresAt }, now)) refundedIntoExpired = true;
     }
   }
-  invariant(toCapture === 0, `reservation ${reservation.id} holds less than it claims`);
   const settlement = {
     reservationId: reservation.id,
     status: captureAmount > 0 ? 'CAPTURED' : 'REFUNDED',

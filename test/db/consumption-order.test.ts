@@ -5,7 +5,7 @@ import { rowsOf } from '../../src/db/client.ts';
 import { accountType, entryKind, lotSource, modelTier, outputType, reservationStatus } from '../../src/db/schema.ts';
 import { balanceLots, getBalance } from '../../src/ledger/balance.ts';
 import { ACCOUNT_TYPES } from '../../src/ledger/enums.ts';
-import { accountPriority } from '../../src/ledger/lots.ts';
+import { accountPriority } from '../../src/ledger/allocation.ts';
 import { schema } from '../../src/schema/index.ts';
 import { useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
