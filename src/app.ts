@@ -76,12 +76,25 @@ export interface RealtimeOptions {
   listenTimeoutMs?: number;
 }
 
+/**
+ * The service, built but idle: constructing it opens nothing, starts no timer and registers
+ * nothing outside itself (as graphql-yoga's `buildApp()` with its start/stop), so a caller decides
+ * when background work begins and a test can build one without cleaning up after it.
+ */
 export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   server: Server;
   notifier: BalanceNotifier<Balance>;
   metrics: Metrics;
+  /**
+   * Starts the background work: the balance listener, the sweeper and the movement metrics. Done
+   * once however often it is called; `listen()` calls it. Tests that send requests in process
+   * (`yoga.fetch`) and need live balances, metrics or a sweeper call it themselves.
+   */
+  start(): Promise<void>;
+  /** Starts the background work if need be, then accepts connections on `port`. */
   listen(port: number, host?: string): Promise<number>;
+  /** Stops whatever was started, and the server; safe to call without a start, and twice. */
   stop(): Promise<void>;
 }
 
@@ -108,7 +121,6 @@ export function createApp(options: AppOptions): App {
           : null,
     log: log('listener'),
   });
-  const notifierStarted = notifier.start();
   // Learns of an unreachable database from failed requests, and probes until it answers again.
   const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log('database'));
   const tokenPolicy = options.tokenPolicy ?? DEFAULT_TOKEN_POLICY;
@@ -132,7 +144,6 @@ export function createApp(options: AppOptions): App {
     }),
     useReadiness(new ReadinessCheck(options.database.db, databaseHealth)),
   ];
-  const stopObservingMovements = observeMovements((db, movements) => metrics.movements(db, movements));
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
@@ -199,44 +210,24 @@ export function createApp(options: AppOptions): App {
     },
   });
 
+  let started: Promise<void> | null = null;
+  let stopObservingMovements: (() => void) | null = null;
   let sweeper: Sweeper | null = null;
-  if (options.sweepIntervalMs !== null) {
-    sweeper = startSweeper(
-      { db: options.database.db, clock: options.clock },
-      options.sweepIntervalMs,
-      (error) => {
-        metrics.sweeperFailures.inc({ scope: 'run' });
-        log('sweeper')('sweep failed', error);
-      },
-      (item, error, failures) => {
-        metrics.sweeperFailures.inc({ scope: 'item' });
-        log('sweeper')(
-          `sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`,
-          error,
-        );
-      },
-      (result, durationMs) => {
-        metrics.sweeperRun(result, durationMs);
-        const worked =
-          result.refundedReservations + result.resetOrganizations + result.expiredLotOrganizations + result.failedItems;
-        // A line for every run that did something; idle runs (every second) only at debug level.
-        logger[worked > 0 ? 'info' : 'debug'](
-          { event: 'sweeper', ...result, durationMs: Math.round(durationMs) },
-          'sweep',
-        );
-      },
-    );
-  }
-
   let stopping: Promise<void> | null = null;
+  const start = (): Promise<void> => {
+    if (stopping) return Promise.reject(new Error('The app was stopped; build a new one.'));
+    started ??= startBackground();
+    return started;
+  };
   return {
     yoga,
     server,
     notifier,
     metrics,
+    start,
     listen: async (port, host = '127.0.0.1') => {
       // Subscribers are only served once changes can be heard.
-      await notifierStarted;
+      await start();
       return new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(port, host, () => {
@@ -252,11 +243,22 @@ export function createApp(options: AppOptions): App {
     },
   };
 
+  // The sweeper and the movement observer are in place before the first await, so a stop that
+  // comes while the listener is still starting finds them.
+  async function startBackground(): Promise<void> {
+    stopObservingMovements = observeMovements((db, movements) => metrics.movements(db, movements));
+    metrics.collectProcessMetrics();
+    if (options.sweepIntervalMs !== null) {
+      sweeper = startAppSweeper(options, options.sweepIntervalMs, metrics, logger, log('sweeper'));
+    }
+    await notifier.start();
+  }
+
   async function shutdown(): Promise<void> {
-    stopObservingMovements();
+    stopObservingMovements?.();
     await sweeper?.stop();
     await databaseHealth.stop();
-    await notifierStarted;
+    await started;
     // Stop accepting first; then complete every open subscription (SSE streams end with a
     // `complete` event, graphql-ws sends `complete` before closing with 1001) and close the listener.
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -271,4 +273,36 @@ export function createApp(options: AppOptions): App {
     await closed;
     clearTimeout(straggling);
   }
+}
+
+/** The sweeper, with its failures and runs counted in the metrics and logged. */
+function startAppSweeper(
+  options: AppOptions,
+  intervalMs: number,
+  metrics: Metrics,
+  logger: Logger,
+  log: (message: string, error?: unknown) => void,
+): Sweeper {
+  return startSweeper(
+    { db: options.database.db, clock: options.clock },
+    intervalMs,
+    (error) => {
+      metrics.sweeperFailures.inc({ scope: 'run' });
+      log('sweep failed', error);
+    },
+    (item, error, failures) => {
+      metrics.sweeperFailures.inc({ scope: 'item' });
+      log(`sweep of ${item.kind} ${item.id} failed (${failures} time(s) in a row; retried with backoff)`, error);
+    },
+    (result, durationMs) => {
+      metrics.sweeperRun(result, durationMs);
+      const worked =
+        result.refundedReservations + result.resetOrganizations + result.expiredLotOrganizations + result.failedItems;
+      // A line for every run that did something; idle runs (every second) only at debug level.
+      logger[worked > 0 ? 'info' : 'debug'](
+        { event: 'sweeper', ...result, durationMs: Math.round(durationMs) },
+        'sweep',
+      );
+    },
+  );
 }

@@ -15,10 +15,7 @@ export interface WebSocketEndpoint {
 
 type Enveloped = ReturnType<YogaServerInstance<Record<string, unknown>, Record<string, unknown>>['getEnveloped']>;
 
-interface EnvelopedRoot {
-  execute: Enveloped['execute'];
-  subscribe: Enveloped['subscribe'];
-}
+type EnvelopedOperation = Pick<Enveloped, 'execute' | 'subscribe'>;
 
 /**
  * Serves the graphql-transport-ws protocol (graphql-ws) on `path` of the HTTP server. Every
@@ -46,11 +43,21 @@ export function serveGraphQLOverWebSocket(options: {
     options.maskError ? errors.map((error) => toGraphQLError(options.maskError!(error))) : [...errors];
   // The acknowledged connections; graphql-ws keeps each one's running operations in `subscriptions`.
   const connections = new Set<{ readonly subscriptions: Readonly<Record<string, unknown>> }>();
+  // Each operation's execute and subscribe, from the envelop pipeline `onSubscribe` built for it.
+  // graphql-ws hands `execute`/`subscribe` nothing but the arguments `onSubscribe` returned, the
+  // same object, so that object is the key; yoga's example parks the functions in `rootValue`
+  // instead, which would make them the root value every resolver is handed.
+  const operations = new WeakMap<ExecutionArgs, EnvelopedOperation>();
+  const enveloped = (args: ExecutionArgs): EnvelopedOperation => {
+    const operation = operations.get(args);
+    if (!operation) throw new Error('An operation reached execution without passing onSubscribe.');
+    return operation;
+  };
 
   const disposable = useServer(
     {
-      execute: (args) => ((args as ExecutionArgs).rootValue as EnvelopedRoot).execute(args as ExecutionArgs),
-      subscribe: (args) => ((args as ExecutionArgs).rootValue as EnvelopedRoot).subscribe(args as ExecutionArgs),
+      execute: (args) => enveloped(args).execute(args),
+      subscribe: (args) => enveloped(args).subscribe(args),
       onConnect: async (ctx) => {
         if (!(await options.authenticate(ctx.connectionParams))) {
           // graphql-ws would answer `false` with 4403 Forbidden; a missing or bad token is 4401.
@@ -80,16 +87,16 @@ export function serveGraphQLOverWebSocket(options: {
           if (error instanceof GraphQLError) return masked([error]);
           throw error;
         }
-        const args = {
+        const args: ExecutionArgs = {
           schema,
           operationName: params.operationName,
           document,
           variableValues: params.variables,
           contextValue: await contextFactory(),
-          rootValue: { execute, subscribe } satisfies EnvelopedRoot,
         };
         const errors = validate(args.schema, args.document);
         if (errors.length > 0) return masked(errors);
+        operations.set(args, { execute, subscribe });
         return args;
       },
     },

@@ -69,10 +69,18 @@ export class Metrics {
   readonly subscriptions: Gauge<'transport'>;
   readonly #movements: CreditMovements;
 
+  /**
+   * Adds the process metrics (CPU, memory, event loop delay, GC). Not done on construction:
+   * prom-client starts sampling the event loop and observing GC for them, for good, so only a
+   * started app does it, once.
+   */
+  collectProcessMetrics(): void {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
   constructor(sources: MetricsSources) {
     this.#sources = sources;
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
     this.operations = new Counter({
       name: 'credits_graphql_operations_total',
       help: 'GraphQL operations executed, by operation name, type and outcome (success, a typed error, or an error code).',

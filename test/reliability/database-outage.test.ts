@@ -127,6 +127,7 @@ describe.skipIf(!hasPostgres)('database outage (postgres)', () => {
       sweepIntervalMs: 200,
       log: (message) => logged.push(message),
     });
+    await app.start();
     const adminToken = await signToken({ subject: 'outage-admin', role: 'admin', expiresIn: '1h' }, authKey);
     const created_ = await post(CREATE_ORGANIZATION, { input: { name: 'Outage org', planId: 'free' } }, adminToken);
     organizationId = created_.body.data.createOrganization.organization.id;

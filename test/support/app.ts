@@ -49,6 +49,9 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
     sweepIntervalMs: null,
     ...options.app,
   });
+  // Building the app starts nothing; tests send requests in process, so they start its listener,
+  // movement metrics and (when asked for) sweeper here, as listen() would.
+  await app.start();
   return {
     app,
     database,
