@@ -1,7 +1,8 @@
 import { signToken, type Role } from '../auth/tokens.ts';
 import { systemClock } from '../clock.ts';
 import type { Config } from '../config.ts';
-import { auditLedger, type Violation } from '../ledger/audit.ts';
+import { auditLedger } from '../ledger/audit.ts';
+import type { Violation } from '../ledger/audit-checks.ts';
 import { InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { findOrganization } from '../ledger/organizations.ts';
 import { resetCycle, sweepUntilIdle } from '../ledger/sweeper.ts';

@@ -1,0 +1,211 @@
+import { describe, expect, it } from 'vitest';
+import {
+  allocationHoldsWhatItMay,
+  cycleAllowanceBounded,
+  journalNumberedWithoutGaps,
+  type LotRow,
+  lotGrantedOnce,
+  lotMatchesJournal,
+  lotNotNegative,
+  lotWithinGrant,
+  organizationConserves,
+  type ReservationRow,
+  reservationMatchesJournal,
+  reservationStatusAgrees,
+} from '../../src/ledger/audit-checks.ts';
+import { reservationsFollowConsumptionOrder } from '../../src/ledger/audit-order.ts';
+
+// Each check on hand-built rows: whole rows pass, and each kind of damage is named. The database
+// cases (test/cli/audit-invariants.test.ts) show that the queries bring such rows to the checks.
+
+const ORG = 'org-1';
+
+// A lot granted 100: 60 available, 30 reserved, 10 consumed, and a journal that agrees.
+const wholeLot: LotRow = {
+  lotId: 'lot-1',
+  organizationId: ORG,
+  granted: 100,
+  available: 60,
+  reserved: 30,
+  journalAvailable: 60,
+  journalReserved: 30,
+  journalGranted: 100,
+  grantEntries: 1,
+};
+
+describe('lot checks', () => {
+  it('pass a lot whose cache agrees with its journal', () => {
+    for (const check of [lotMatchesJournal, lotGrantedOnce, lotNotNegative, lotWithinGrant]) {
+      expect(check(wholeLot)).toEqual([]);
+    }
+  });
+
+  it('name each cached number that differs from the journal', () => {
+    expect(lotMatchesJournal({ ...wholeLot, available: 53, reserved: 31 })).toEqual([
+      { organizationId: ORG, lotId: 'lot-1', message: 'available 53 but the journal says 60' },
+      { organizationId: ORG, lotId: 'lot-1', message: 'reserved 31 but the journal says 30' },
+    ]);
+    expect(lotMatchesJournal({ ...wholeLot, journalGranted: 90 })).toEqual([
+      { organizationId: ORG, lotId: 'lot-1', message: 'granted 100 but the journal granted 90' },
+    ]);
+  });
+
+  it('name a lot granted twice or never', () => {
+    expect(lotGrantedOnce({ ...wholeLot, grantEntries: 2 })[0]?.message).toBe(
+      '2 GRANT entries; a lot is granted exactly once',
+    );
+    expect(lotGrantedOnce({ ...wholeLot, grantEntries: 0 })).toHaveLength(1);
+  });
+
+  it('name a negative lot and a lot holding more than it was granted', () => {
+    expect(lotNotNegative({ ...wholeLot, reserved: -1 })[0]?.message).toBe('negative lot (60, -1)');
+    expect(lotWithinGrant({ ...wholeLot, available: 71 })[0]?.message).toBe('holds 71 + 30, more than the 100 granted');
+    expect(lotWithinGrant({ ...wholeLot, available: 70 })).toEqual([]);
+  });
+});
+
+describe('journal numbering', () => {
+  it('passes 1 to n and names a gap or a late start', () => {
+    expect(journalNumberedWithoutGaps({ organizationId: ORG, entries: 5, first: 1, last: 5 })).toEqual([]);
+    expect(journalNumberedWithoutGaps({ organizationId: ORG, entries: 5, first: 1, last: 6 })).toEqual([
+      { organizationId: ORG, message: '5 entries numbered 1 to 6; a journal is numbered 1 to n without gaps' },
+    ]);
+    expect(journalNumberedWithoutGaps({ organizationId: ORG, entries: 5, first: 2, last: 5 })).toHaveLength(1);
+  });
+});
+
+describe('reservation checks', () => {
+  // Reserved 50, captured 40, refunded 10.
+  const captured: ReservationRow = {
+    reservationId: 'r-1',
+    organizationId: ORG,
+    status: 'CAPTURED',
+    amount: 50,
+    capturedAmount: 40,
+    refundedAmount: 10,
+    reserved: 50,
+    held: 0,
+    captured: 40,
+    refunded: 10,
+  };
+
+  it('pass a settled and a pending reservation that match their entries', () => {
+    const pending = {
+      ...captured,
+      status: 'PENDING',
+      capturedAmount: 0,
+      refundedAmount: 0,
+      held: 50,
+      captured: 0,
+      refunded: 0,
+    };
+    for (const r of [captured, pending]) {
+      expect(reservationMatchesJournal(r)).toEqual([]);
+      expect(reservationStatusAgrees(r)).toEqual([]);
+    }
+  });
+
+  it('name a settled reservation that still holds credits, and amounts the journal does not show', () => {
+    expect(reservationMatchesJournal({ ...captured, held: 5, refunded: 5 }).map((v) => v.message)).toEqual([
+      'CAPTURED reservation: held 0 but the journal says 5',
+      'CAPTURED reservation: refunded 10 but the journal says 5',
+    ]);
+  });
+
+  it('name a status that disagrees with what was captured', () => {
+    expect(reservationStatusAgrees({ ...captured, status: 'REFUNDED' })[0]?.message).toBe(
+      'REFUNDED reservation with 40 captured',
+    );
+    expect(reservationStatusAgrees({ ...captured, capturedAmount: 0 })[0]?.message).toBe(
+      'CAPTURED reservation with 0 captured',
+    );
+  });
+
+  it('name a lot that gave back more than it held, or still holds credits of a settled reservation', () => {
+    const allocation = { reservationId: 'r-1', lotId: 'lot-1', organizationId: ORG, status: 'PENDING', held: 10 };
+    expect(allocationHoldsWhatItMay(allocation)).toEqual([]);
+    expect(allocationHoldsWhatItMay({ ...allocation, held: -10 })).toHaveLength(1);
+    expect(allocationHoldsWhatItMay({ ...allocation, status: 'REFUNDED' })).toEqual([
+      {
+        organizationId: ORG,
+        reservationId: 'r-1',
+        lotId: 'lot-1',
+        message: 'REFUNDED reservation holds 10 in this lot',
+      },
+    ]);
+  });
+});
+
+describe('organization and cycle checks', () => {
+  it('passes granted = available + reserved + consumed + expired, and names the books that do not close', () => {
+    const totals = { organizationId: ORG, granted: 200, available: 100, reserved: 30, consumed: 60, expired: 10 };
+    expect(organizationConserves(totals)).toEqual([]);
+    expect(organizationConserves({ ...totals, consumed: 59 })[0]?.message).toBe(
+      'granted 200 != available 100 + reserved 30 + consumed 59 + expired 10',
+    );
+  });
+
+  it('bounds a cycle allowance by the largest plan, and names unlabelled allowance lots', () => {
+    const cycle = { organizationId: ORG, cycleStartsAt: '2026-01-01', granted: 1000, largest: 1000, unlabelled: 0 };
+    expect(cycleAllowanceBounded(cycle)).toEqual([]);
+    expect(cycleAllowanceBounded({ ...cycle, granted: 1100 })[0]?.message).toMatch(
+      /granted 1100 allowance credits, more than the largest plan's 1000$/,
+    );
+    expect(cycleAllowanceBounded({ ...cycle, unlabelled: 2 })[0]?.message).toBe(
+      '2 allowance lot(s) without a plan or billing cycle',
+    );
+  });
+});
+
+describe('consumption order replay', () => {
+  const at = '2026-01-10T00:00:00.000Z';
+  const lots = [
+    {
+      lotId: 'sub',
+      organizationId: ORG,
+      type: 'SUBSCRIPTION' as const,
+      expiresAt: '2026-02-01T00:00:00.000Z',
+      createdAt: at,
+      firstExpiredAt: null,
+    },
+    {
+      lotId: 'bought',
+      organizationId: ORG,
+      type: 'PURCHASED' as const,
+      expiresAt: null,
+      createdAt: at,
+      firstExpiredAt: null,
+    },
+  ];
+  const grants = [
+    { lotId: 'sub', reservationId: null, kind: 'GRANT', availableChange: 30, createdAt: at },
+    { lotId: 'bought', reservationId: null, kind: 'GRANT', availableChange: 100, createdAt: at },
+  ];
+  const reserve = (lotId: string, amount: number) => ({
+    lotId,
+    reservationId: 'r-1',
+    kind: 'RESERVE',
+    availableChange: -amount,
+    createdAt: '2026-01-11T00:00:00.000Z',
+  });
+
+  it('passes a reservation that emptied the subscription lot before taking purchased credits', () => {
+    expect(reservationsFollowConsumptionOrder(lots, [...grants, reserve('sub', 30), reserve('bought', 5)])).toEqual([]);
+  });
+
+  it('names a reservation that took purchased credits while subscription credits were left', () => {
+    expect(reservationsFollowConsumptionOrder(lots, [...grants, reserve('sub', 20), reserve('bought', 15)])).toEqual([
+      {
+        organizationId: ORG,
+        reservationId: 'r-1',
+        message: 'skipped 10 credits of lot sub, which comes first in consumption order',
+      },
+    ]);
+  });
+
+  it('names a reservation that took more than a lot held', () => {
+    expect(reservationsFollowConsumptionOrder(lots, [...grants, reserve('sub', 31)])[0]?.message).toBe(
+      'took credits from a lot that could not give them (sub)',
+    );
+  });
+});
