@@ -56,42 +56,61 @@ function expiryRank(lot: SpendableLot): number {
 }
 
 /**
- * Takes `cost` credits from the lots that are spendable at `now` (unexpired, holding available
- * credits), in consumption order, each lot giving as much as it has before the next is touched.
- * All or nothing: when they hold less than the cost, nothing is taken and the error says how much
- * they hold. The lots may come in any order; callers that read them in consumption order already
- * pay only a linear pass for the sort.
+ * The lots that can pay at `now` (unexpired, holding available credits), in consumption order:
+ * the list `allocateCost` takes from. A batch sorts once and allocates many times.
  */
-export function allocateCost<T extends SpendableLot>(
-  lots: readonly T[],
+export function spendableInOrder<T extends SpendableLot>(lots: readonly T[], now: Date): T[] {
+  return lots.filter((lot) => lot.available > 0 && !isExpired(lot, now)).sort(compareConsumption);
+}
+
+/**
+ * Takes `cost` credits from the lots in the order given, which is the consumption order
+ * (`spendableInOrder`), each lot giving as much as it has before the next is touched. All or
+ * nothing: when they hold less than the cost, nothing is taken and the error says how much they
+ * hold.
+ */
+export function allocateCost(
+  lots: ReadonlyArray<Pick<SpendableLot, 'id' | 'available'>>,
   cost: number,
-  now: Date,
 ): LotPart[] | InsufficientCreditsError {
   invariant(Number.isSafeInteger(cost) && cost > 0, `a cost is a positive whole number of credits, not ${cost}`);
-  const spendable = lots.filter((lot) => lot.available > 0 && !isExpired(lot, now)).sort(compareConsumption);
-  const available = spendable.reduce((sum, lot) => sum + lot.available, 0);
+  const available = lots.reduce((sum, lot) => sum + lot.available, 0);
   if (available < cost) return new InsufficientCreditsError(cost, available);
   const parts: LotPart[] = [];
   let remaining = cost;
-  for (const lot of spendable) {
+  for (const lot of lots) {
     if (remaining === 0) break;
     const amount = Math.min(lot.available, remaining);
+    if (amount === 0) continue;
     parts.push({ lotId: lot.id, amount });
     remaining -= amount;
   }
   return parts;
 }
 
-/** The lots as they are once the parts were taken from them (the lots passed are not changed). */
-export function afterTaking<T extends SpendableLot>(lots: readonly T[], parts: readonly LotPart[]): T[] {
+/**
+ * The lots as they are once the parts were taken from them (the lots passed are not changed).
+ * Parts come from the front of a list in consumption order, so the walk stops at the last lot a
+ * part names: a batch of many requests over many lots stays linear in what it takes.
+ */
+export function afterTaking<T extends Pick<SpendableLot, 'id' | 'available'>>(
+  lots: readonly T[],
+  parts: readonly LotPart[],
+): T[] {
   const taken = new Map<string, number>();
   for (const part of parts) taken.set(part.lotId, (taken.get(part.lotId) ?? 0) + part.amount);
-  return lots.map((lot) => {
+  const after = lots.slice();
+  let unmatched = taken.size;
+  for (let i = 0; i < after.length && unmatched > 0; i++) {
+    const lot = after[i]!;
     const amount = taken.get(lot.id);
-    if (amount === undefined) return lot;
+    if (amount === undefined) continue;
     invariant(amount <= lot.available, `lot ${lot.id} gives ${amount} credits but holds ${lot.available}`);
-    return { ...lot, available: lot.available - amount };
-  });
+    after[i] = { ...lot, available: lot.available - amount };
+    unmatched -= 1;
+  }
+  invariant(unmatched === 0, 'credits were taken from a lot that is not in the list');
+  return after;
 }
 
 /**

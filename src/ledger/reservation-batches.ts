@@ -5,7 +5,7 @@ import type { Db, Tx } from '../db/client.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
 import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
-import { afterTaking, allocateCost } from './allocation.ts';
+import { afterTaking, allocateCost, spendableInOrder } from './allocation.ts';
 import { CreditError, IdempotencyConflictError, InsufficientCreditsError } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
 import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
@@ -133,8 +133,8 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
   const now = clock.now();
   const cycle = await ensureCurrentCycle(tx, locked, now);
   const balanceBefore = cycle.changed ? await balanceLots(tx, organizationId) : lotsAtLock;
-  // What is left for the next request of the batch, in memory.
-  let lots = balanceBefore;
+  // What is left for the next request of the batch, in memory, sorted once for the whole batch.
+  let lots = spendableInOrder(balanceBefore, now);
 
   const outcomes: Array<Reservation | CreditError> = [];
   const created: Reservation[] = [];
@@ -145,7 +145,7 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
       outcomes.push(replayOrConflict(prior, item.priced));
       continue;
     }
-    const taken = allocateCost(lots, item.priced.cost, now);
+    const taken = allocateCost(lots, item.priced.cost);
     if (taken instanceof InsufficientCreditsError) {
       outcomes.push(taken);
       continue;

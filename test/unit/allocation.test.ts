@@ -5,6 +5,7 @@ import {
   allocateCost,
   type LotPart,
   type SpendableLot,
+  spendableInOrder,
   splitSettlement,
 } from '../../src/ledger/allocation.ts';
 import type { AccountType } from '../../src/ledger/enums.ts';
@@ -26,18 +27,21 @@ function lot(type: AccountType, available: number, more: Partial<SpendableLot> =
   return { id: `lot-${lotNumber}`, type, available, expiresAt: null, createdAt: daysFromNow(-30), ...more };
 }
 
+/** The rule as a batch applies it: the spendable lots, sorted once, then the cost taken from them. */
+const allocate = (lots: SpendableLot[], cost: number) => allocateCost(spendableInOrder(lots, NOW), cost);
+
 function taken(parts: LotPart[] | InsufficientCreditsError): Array<[string, number]> {
   if (parts instanceof InsufficientCreditsError) throw parts;
   return parts.map((part) => [part.lotId, part.amount]);
 }
 
-describe('allocateCost: consumption order', () => {
+describe('spendableInOrder and allocateCost: consumption order', () => {
   it('takes subscription, then purchased, then promotional, then referral credits, whatever order the lots come in', () => {
     const referral = lot('REFERRAL', 10);
     const promotional = lot('PROMOTIONAL', 10);
     const purchased = lot('PURCHASED', 10);
     const subscription = lot('SUBSCRIPTION', 10, { expiresAt: daysFromNow(10) });
-    expect(taken(allocateCost([referral, promotional, purchased, subscription], 35, NOW))).toEqual([
+    expect(taken(allocate([referral, promotional, purchased, subscription], 35))).toEqual([
       [subscription.id, 10],
       [purchased.id, 10],
       [promotional.id, 10],
@@ -48,18 +52,18 @@ describe('allocateCost: consumption order', () => {
   it('empties a lot before touching the next and leaves later lots alone', () => {
     const subscription = lot('SUBSCRIPTION', 30, { expiresAt: daysFromNow(10) });
     const purchased = lot('PURCHASED', 100);
-    expect(taken(allocateCost([purchased, subscription], 50, NOW))).toEqual([
+    expect(taken(allocate([purchased, subscription], 50))).toEqual([
       [subscription.id, 30],
       [purchased.id, 20],
     ]);
-    expect(taken(allocateCost([purchased, subscription], 12, NOW))).toEqual([[subscription.id, 12]]);
+    expect(taken(allocate([purchased, subscription], 12))).toEqual([[subscription.id, 12]]);
   });
 
   it('within a type, takes the soonest expiry first and credits that never expire last', () => {
     const permanent = lot('PROMOTIONAL', 5, { createdAt: daysFromNow(-90) });
     const late = lot('PROMOTIONAL', 5, { expiresAt: daysFromNow(20), createdAt: daysFromNow(-60) });
     const soon = lot('PROMOTIONAL', 5, { expiresAt: daysFromNow(2), createdAt: daysFromNow(-1) });
-    expect(taken(allocateCost([permanent, late, soon], 12, NOW))).toEqual([
+    expect(taken(allocate([permanent, late, soon], 12))).toEqual([
       [soon.id, 5],
       [late.id, 5],
       [permanent.id, 2],
@@ -69,7 +73,7 @@ describe('allocateCost: consumption order', () => {
   it('among lots of one type and expiry, takes the oldest first', () => {
     const newer = lot('PURCHASED', 5, { createdAt: daysFromNow(-1) });
     const older = lot('PURCHASED', 5, { createdAt: daysFromNow(-10) });
-    expect(taken(allocateCost([newer, older], 7, NOW))).toEqual([
+    expect(taken(allocate([newer, older], 7))).toEqual([
       [older.id, 5],
       [newer.id, 2],
     ]);
@@ -79,24 +83,35 @@ describe('allocateCost: consumption order', () => {
     const expired = lot('SUBSCRIPTION', 50, { expiresAt: NOW });
     const empty = lot('PURCHASED', 0, { createdAt: daysFromNow(-100) });
     const purchased = lot('PURCHASED', 40);
-    expect(taken(allocateCost([expired, empty, purchased], 25, NOW))).toEqual([[purchased.id, 25]]);
+    expect(taken(allocate([expired, empty, purchased], 25))).toEqual([[purchased.id, 25]]);
   });
 
   it('takes nothing when the spendable lots hold less than the cost, and says how much they hold', () => {
     const lots = [lot('SUBSCRIPTION', 100, { expiresAt: daysFromNow(-1) }), lot('PURCHASED', 8), lot('REFERRAL', 2)];
-    const outcome = allocateCost(lots, 11, NOW);
+    const outcome = allocate(lots, 11);
     expect(outcome).toBeInstanceOf(InsufficientCreditsError);
     expect(outcome).toMatchObject({ required: 11, available: 10 });
-    expect(taken(allocateCost(lots, 10, NOW))).toEqual([
+    expect(taken(allocate(lots, 10))).toEqual([
       [lots[1]!.id, 8],
       [lots[2]!.id, 2],
     ]);
   });
 
+  it('takes from the lots in the order it is given them, skipping empty ones', () => {
+    const lots = [
+      { id: 'b', available: 3 },
+      { id: 'empty', available: 0 },
+      { id: 'a', available: 10 },
+    ];
+    expect(taken(allocateCost(lots, 5))).toEqual([
+      ['b', 3],
+      ['a', 2],
+    ]);
+  });
+
   it('refuses a cost that is not a positive whole number of credits (a bug in the caller)', () => {
     const lots = [lot('PURCHASED', 10)];
-    for (const cost of [0, -1, 1.5, Number.NaN])
-      expect(() => allocateCost(lots, cost, NOW)).toThrow(InvariantViolation);
+    for (const cost of [0, -1, 1.5, Number.NaN]) expect(() => allocate(lots, cost)).toThrow(InvariantViolation);
   });
 });
 
@@ -112,7 +127,7 @@ describe('afterTaking', () => {
     expect(after.map((l) => l.available)).toEqual([0, 80]);
     expect(lots.map((l) => l.available)).toEqual([30, 100]);
     // A batch's next request sees only what is left.
-    expect(taken(allocateCost(after, 5, NOW))).toEqual([[purchased.id, 5]]);
+    expect(taken(allocate(after, 5))).toEqual([[purchased.id, 5]]);
   });
 
   it('refuses to take more than a lot holds', () => {
@@ -203,7 +218,7 @@ describe('allocateCost: properties', () => {
     fc.assert(
       fc.property(lotsArbitrary, fc.integer({ min: 1, max: 400 }), (lots, cost) => {
         const held = lots.filter(spendable).reduce((sum, l) => sum + l.available, 0);
-        const outcome = allocateCost(lots, cost, NOW);
+        const outcome = allocate(lots, cost);
         if (held < cost) {
           expect(outcome).toBeInstanceOf(InsufficientCreditsError);
           expect((outcome as InsufficientCreditsError).available).toBe(held);
@@ -237,7 +252,7 @@ describe('allocateCost: properties', () => {
         let left = lots;
         for (const cost of costs) {
           const before = left.filter(spendable).reduce((sum, l) => sum + l.available, 0);
-          const outcome = allocateCost(left, cost, NOW);
+          const outcome = allocate(left, cost);
           if (outcome instanceof InsufficientCreditsError) {
             expect(before).toBeLessThan(cost);
             continue;
