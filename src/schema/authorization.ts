@@ -51,6 +51,15 @@ export function authorizeOrganization(ctx: GraphQLContext, organizationId: strin
   return normalised;
 }
 
+/**
+ * An id that names no organization, given to a field that reads or computes from one and cannot
+ * answer null, is bad input naming the argument (README, API). Callers run this only when their
+ * answer came out empty, the one case where the organization may be missing.
+ */
+export function noSuchOrganization(): InvalidInputError {
+  return new InvalidInputError('organizationId names no organization.', 'organizationId');
+}
+
 /** The organization a caller's reads and writes are confined to; null means any (admin). */
 export function organizationScope(viewer: Viewer): string | null {
   return viewer.organizationId;

@@ -4,7 +4,7 @@ import { listLedgerEntries, type LedgerEntry } from '../ledger/journal.ts';
 import { LEDGER_PAGE_DEFAULT, LEDGER_PAGE_MAX } from '../ledger/limits.ts';
 import { findOrganization } from '../ledger/organizations.ts';
 import { requireIntInRange } from '../ledger/validation.ts';
-import { asQueryInput, authorizeOrganization } from './authorization.ts';
+import { asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 
 // Every kind must be described (the Record says so); the order is the database enum's.
@@ -89,8 +89,9 @@ function decodeCursor(cursor: string, organizationId: string): number {
 builder.queryField('ledger', (t) =>
   t.field({
     type: LedgerEntryConnection,
-    nullable: true,
-    description: "The organization's journal, newest first; null when no organization has this id.",
+    description:
+      "The organization's journal, newest first. An id that names no organization is bad input " +
+      '(BAD_USER_INPUT on organizationId).',
     authScopes: { member: true, service: true, admin: true },
     // Only forward paging: the relay plugin's `last` and `before` are not offered.
     args: {
@@ -111,7 +112,7 @@ builder.queryField('ledger', (t) =>
         const before = args.after ? decodeCursor(args.after, organizationId) : null;
         const page = await listLedgerEntries(ctx.db, organizationId, first, before);
         // An empty page is the only one that may belong to no organization: entries name theirs.
-        if (page.entries.length === 0 && !(await findOrganization(ctx.db, organizationId))) return null;
+        if (page.entries.length === 0 && !(await findOrganization(ctx.db, organizationId))) throw noSuchOrganization();
         const edges = page.entries.map((entry) => ({ cursor: encodeCursor(entry), node: entry }));
         return {
           edges,

@@ -1,7 +1,6 @@
-import { InvalidInputError } from '../ledger/errors.ts';
 import { findOrganization } from '../ledger/organizations.ts';
 import { quoteGeneration, type CreditQuote } from '../ledger/quotes.ts';
-import { asQueryInput, authorizeOrganization } from './authorization.ts';
+import { asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 import { GenerationInput, generationRequest } from './reservations.ts';
 
@@ -34,7 +33,7 @@ builder.queryField('creditQuote', (t) =>
         const quote = await quoteGeneration(ctx, organizationId, generationRequest(args.generation));
         // Only an empty balance may belong to no organization: lots name theirs.
         if (quote.available === 0 && !(await findOrganization(ctx.db, organizationId))) {
-          throw new InvalidInputError('organizationId names no organization.', 'organizationId');
+          throw noSuchOrganization();
         }
         return quote;
       }),

@@ -1,10 +1,15 @@
-import { GraphQLError } from 'graphql';
 import type { Viewer } from '../auth/tokens.ts';
 import type { GraphQLContext } from '../context.ts';
 import type { Balance } from '../ledger/balance.ts';
 import { untilDeadline } from '../realtime/deadline.ts';
 import { releasingOnEnd } from '../realtime/subscription-slots.ts';
-import { asQueryInput, authorizeOrganization, requireViewer, unauthenticated } from './authorization.ts';
+import {
+  asQueryInput,
+  authorizeOrganization,
+  noSuchOrganization,
+  requireViewer,
+  unauthenticated,
+} from './authorization.ts';
 import { BalanceType, findBalance } from './balance.ts';
 import { builder } from './builder.ts';
 
@@ -18,10 +23,10 @@ function callerKey(viewer: Viewer): string {
 /** The last event of a subscription whose token expired; resolving it reports UNAUTHENTICATED. */
 const TOKEN_EXPIRED = Symbol('token expired');
 
-/** A subscription streams a balance, so one of an organization that does not exist is an error. */
+/** A subscription streams a balance, so an organization that does not exist is bad input. */
 async function requireBalance(ctx: GraphQLContext, organizationId: string): Promise<Balance> {
   const balance = await findBalance(ctx, organizationId);
-  if (!balance) throw new GraphQLError('No such organization.', { extensions: { code: 'NOT_FOUND' } });
+  if (!balance) throw noSuchOrganization();
   return balance;
 }
 
@@ -32,7 +37,7 @@ builder.subscriptionField('balanceChanged', (t) =>
       "The organization's balance now, then again after every change to it. Versions only grow; " +
       'after a reconnect of the server to its database the current balance is sent again. ' +
       'The subscription ends with UNAUTHENTICATED when the token expires. An id that names no ' +
-      'organization ends it at once with NOT_FOUND: there is no balance to send.',
+      'organization is bad input (BAD_USER_INPUT on organizationId): there is no balance to send.',
     authScopes: { member: true, service: true, admin: true },
     args: { organizationId: t.arg.id({ required: true }) },
     subscribe: (_root, args, ctx) =>

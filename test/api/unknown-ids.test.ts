@@ -5,12 +5,13 @@ import { BALANCE, LEDGER, QUOTE, RESERVATION } from '../support/operations.ts';
 import { subscribeSse } from '../support/realtime.ts';
 import { newOrganization, reserve, textCredits, type TestOrganization } from '../support/scenario.ts';
 
-// One rule for ids that name nothing, over real HTTP (README, "Unknown ids"): a query that returns
-// the object an id names (organization, reservation, balance, ledger) answers null with no error;
-// creditQuote, which computes from its ids, refuses one that names nothing as bad input, as it
-// refuses an unknown model; the balance subscription, which has nothing to stream, ends with
-// NOT_FOUND. A member or service whose token does not name the organization is FORBIDDEN first,
-// whether or not it exists (contract decision 9).
+// The rule for ids that name nothing, over real HTTP (README, API): a query that returns the
+// object an id names (organization, reservation, balance) answers null with no error; a field
+// that reads or computes from an organization and cannot be null (ledger, creditQuote,
+// balanceChanged) refuses an organization id that names nothing as BAD_USER_INPUT on
+// organizationId, as it refuses a foreign cursor or an unknown model. A member or service whose
+// token does not name the organization is FORBIDDEN first, whether or not it exists (contract
+// decision 9).
 
 const MISSING_ID = '00000000-0000-4000-8000-000000000000';
 const ORGANIZATION = 'query ($id: ID!) { organization(id: $id) { id name } }';
@@ -45,6 +46,13 @@ describe.each(drivers)('ids that name nothing (%s)', (driver) => {
     expect(response.data).toEqual({ [field]: null });
   }
 
+  function expectNoSuchOrganization(response: GraphQLResponse) {
+    expect(response.status).toBe(200);
+    expect(response.data ?? null).toBeNull();
+    expect(response.errors).toHaveLength(1);
+    expect(response.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'organizationId' });
+  }
+
   describe.each(CALLERS)('as %s', (caller) => {
     it('answers organization with null', async () => {
       expectNull(await http.gql(ORGANIZATION, { id: MISSING_ID }, tokens[caller]), 'organization');
@@ -54,10 +62,10 @@ describe.each(drivers)('ids that name nothing (%s)', (driver) => {
       expectNull(await http.gql(BALANCE, { id: MISSING_ID }, tokens[caller]), 'balance');
     });
 
-    it('answers ledger with null, also when given a cursor bound to that id', async () => {
-      expectNull(await http.gql(LEDGER, { id: MISSING_ID, first: 5 }, tokens[caller]), 'ledger');
+    it('refuses ledger as bad input naming organizationId, also when given a cursor bound to that id', async () => {
+      expectNoSuchOrganization(await http.gql(LEDGER, { id: MISSING_ID, first: 5 }, tokens[caller]));
       const forged = Buffer.from(`ledger:${MISSING_ID}:7`).toString('base64url');
-      expectNull(await http.gql(LEDGER, { id: MISSING_ID, after: forged }, tokens[caller]), 'ledger');
+      expectNoSuchOrganization(await http.gql(LEDGER, { id: MISSING_ID, after: forged }, tokens[caller]));
     });
 
     it('answers reservation with null', async () => {
@@ -65,18 +73,15 @@ describe.each(drivers)('ids that name nothing (%s)', (driver) => {
     });
 
     it('refuses creditQuote as bad input naming organizationId', async () => {
-      const response = await http.gql(QUOTE, { id: MISSING_ID, generation: textCredits(1) }, tokens[caller]);
-      expect(response.data).toBeNull();
-      expect(response.errors).toHaveLength(1);
-      expect(response.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'organizationId' });
+      expectNoSuchOrganization(await http.gql(QUOTE, { id: MISSING_ID, generation: textCredits(1) }, tokens[caller]));
     });
 
-    it('ends the balance subscription with NOT_FOUND', async () => {
+    it('refuses the balance subscription as bad input naming organizationId, before any event', async () => {
       const subscription = subscribeSse(baseUrl, tokens[caller], BALANCE_CHANGED, { id: MISSING_ID });
       try {
         await subscription.recording.waitFor((r) => r.events.length > 0 || r.streamEnded || r.failure !== null);
         expect(subscription.recording.events).toHaveLength(1);
-        expect(subscription.recording.events[0]?.errors?.map((error) => error.extensions?.code)).toEqual(['NOT_FOUND']);
+        expectNoSuchOrganization({ status: 200, ...subscription.recording.events[0]! } as GraphQLResponse);
       } finally {
         subscription.close();
       }
