@@ -1,18 +1,36 @@
 import SchemaBuilder from '@pothos/core';
 import ErrorsPlugin from '@pothos/plugin-errors';
+import RelayPlugin from '@pothos/plugin-relay';
+import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { GraphQLError, Kind } from 'graphql';
 import type { GraphQLContext } from '../context.ts';
+import { refusal, roleScopes } from './authorization.ts';
 import { noteResolvedError } from './resolved-errors.ts';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
   DefaultFieldNullability: false;
+  // One scope per role: a field lists the roles that may call it (`{ service: true, admin: true }`).
+  AuthScopes: { member: boolean; service: boolean; admin: boolean };
   Scalars: {
     DateTime: { Input: Date; Output: Date };
   };
 }>({
-  plugins: [ErrorsPlugin],
+  // Scope auth comes first, so it wraps the other plugins and refuses a caller before anything of
+  // the field runs; its refusals are GraphQL errors, which the errors plugin passes through.
+  plugins: [ScopeAuthPlugin, ErrorsPlugin, RelayPlugin],
   defaultFieldNullability: false,
+  scopeAuth: {
+    authScopes: roleScopes,
+    // A subscription is refused when it starts, not at its first event.
+    authorizeOnSubscribe: true,
+    unauthorizedError: (_parent, ctx) => refusal(ctx),
+  },
+  relay: {
+    // No object is fetched by a global id: the root `node` and `nodes` fields are not offered.
+    nodeQueryOptions: false,
+    nodesQueryOptions: false,
+  },
   errors: {
     directResult: true,
     // Typed errors are answers, not failures; logs and metrics still want to know which.

@@ -7,7 +7,6 @@ import {
   type Plan,
 } from '../ledger/catalog.ts';
 import type { Resolution } from '../ledger/pricing.ts';
-import { requireViewer } from './authorization.ts';
 import { builder } from './builder.ts';
 import { ModelTierEnum, OutputTypeEnum, ResolutionEnum } from './enums.ts';
 
@@ -50,24 +49,18 @@ export const CreditPackType = builder.objectRef<CreditPack>('CreditPack').implem
 builder.queryFields((t) => ({
   models: t.field({
     type: [GenerationModelType],
+    authScopes: { member: true, service: true, admin: true },
     args: { outputType: t.arg({ type: OutputTypeEnum, required: false }) },
-    resolve: (_root, args, ctx) => {
-      requireViewer(ctx);
-      return listModels(ctx.db, args.outputType);
-    },
+    resolve: (_root, args, ctx) => listModels(ctx.db, args.outputType),
   }),
   plans: t.field({
     type: [PlanType],
-    resolve: (_root, _args, ctx) => {
-      requireViewer(ctx);
-      return listPlans(ctx.db);
-    },
+    authScopes: { member: true, service: true, admin: true },
+    resolve: (_root, _args, ctx) => listPlans(ctx.db),
   }),
   creditPacks: t.field({
     type: [CreditPackType],
-    resolve: (_root, _args, ctx) => {
-      requireViewer(ctx);
-      return listCreditPacks(ctx.db);
-    },
+    authScopes: { member: true, service: true, admin: true },
+    resolve: (_root, _args, ctx) => listCreditPacks(ctx.db),
   }),
 }));

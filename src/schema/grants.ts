@@ -1,7 +1,7 @@
 import { IdempotencyConflictError, InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../ledger/grants.ts';
 import type { CreditLot } from '../ledger/lots.ts';
-import { authorize, authorizeOrganization } from './authorization.ts';
+import { authorizeOrganization } from './authorization.ts';
 import { BalanceType, CreditLotType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { CreditAccountTypeEnum } from './enums.ts';
@@ -56,10 +56,10 @@ builder.mutationFields((t) => ({
   grantCredits: t.field({
     type: GrantCreditsSuccess,
     description: 'Grants credits as a new lot (admin).',
+    authScopes: { admin: true },
     errors: { types: [InvalidInputError, NotFoundError, IdempotencyConflictError] },
     args: { input: t.arg({ type: GrantCreditsInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      authorize(ctx, 'admin');
       const lot = await grantCredits(ctx, { ...input, organizationId: String(input.organizationId) });
       return { lot };
     },
@@ -67,12 +67,12 @@ builder.mutationFields((t) => ({
   purchaseCreditPack: t.field({
     type: PurchaseCreditPackSuccess,
     description: 'Grants a bought credit pack, once per payment reference of the organization (service or admin).',
+    authScopes: { service: true, admin: true },
     errors: { types: [InvalidInputError, NotFoundError, IdempotencyConflictError] },
     args: { input: t.arg({ type: PurchaseCreditPackInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      authorizeOrganization(ctx, String(input.organizationId), 'service');
       const lot = await purchaseCreditPack(ctx, {
-        organizationId: String(input.organizationId),
+        organizationId: authorizeOrganization(ctx, input.organizationId),
         packId: String(input.packId),
         paymentReference: input.paymentReference,
       });

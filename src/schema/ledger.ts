@@ -2,8 +2,9 @@ import { ENTRY_KINDS, type EntryKind } from '../ledger/enums.ts';
 import { InvalidInputError } from '../ledger/errors.ts';
 import { listLedgerEntries, type LedgerEntry } from '../ledger/journal.ts';
 import { LEDGER_PAGE_DEFAULT, LEDGER_PAGE_MAX } from '../ledger/limits.ts';
+import { findOrganization } from '../ledger/organizations.ts';
 import { requireIntInRange } from '../ledger/validation.ts';
-import { asQueryInput, authorizeOrganization } from './authorization.ts';
+import { asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 
 // Every kind must be described (the Record says so); the order is the database enum's.
@@ -43,40 +44,18 @@ const LedgerEntryType = builder.objectRef<LedgerEntry>('LedgerEntry').implement(
   }),
 });
 
-const LedgerEntryEdge = builder.objectRef<LedgerEntry>('LedgerEntryEdge').implement({
-  fields: (t) => ({
-    cursor: t.string({ resolve: (entry) => encodeCursor(entry) }),
-    node: t.field({ type: LedgerEntryType, resolve: (entry) => entry }),
-  }),
-});
-
-interface PageInfo {
-  hasNextPage: boolean;
-  hasPreviousPage: boolean;
-  startCursor: string | null;
-  endCursor: string | null;
-}
-
-const PageInfoType = builder.objectRef<PageInfo>('PageInfo').implement({
-  fields: (t) => ({
-    hasNextPage: t.exposeBoolean('hasNextPage'),
-    hasPreviousPage: t.exposeBoolean('hasPreviousPage'),
-    startCursor: t.exposeString('startCursor', { nullable: true }),
-    endCursor: t.exposeString('endCursor', { nullable: true }),
-  }),
-});
-
-interface LedgerConnection {
-  edges: LedgerEntry[];
-  pageInfo: PageInfo;
-}
-
-const LedgerEntryConnection = builder.objectRef<LedgerConnection>('LedgerEntryConnection').implement({
-  fields: (t) => ({
-    edges: t.field({ type: [LedgerEntryEdge], resolve: (connection) => connection.edges }),
-    pageInfo: t.field({ type: PageInfoType, resolve: (connection) => connection.pageInfo }),
-  }),
-});
+// The relay plugin makes the connection, its edge and PageInfo; the names are the ones clients
+// already use. Pages, cursors and their bounds stay ours (below): exact, opaque and bound to
+// the organization.
+const LedgerEntryConnection = builder.connectionObject(
+  {
+    type: LedgerEntryType,
+    name: 'LedgerEntryConnection',
+    edgesNullable: { list: false, items: false },
+    nodeNullable: false,
+  },
+  { name: 'LedgerEntryEdge' },
+);
 
 // An entry is shown by its organization and its entry number (its place in that organization's
 // journal), never by the global row id, which would count every organization's writes. A cursor
@@ -110,7 +89,11 @@ function decodeCursor(cursor: string, organizationId: string): number {
 builder.queryField('ledger', (t) =>
   t.field({
     type: LedgerEntryConnection,
-    description: "The organization's journal, newest first.",
+    description:
+      "The organization's journal, newest first. An id that names no organization is bad input " +
+      '(BAD_USER_INPUT on organizationId).',
+    authScopes: { member: true, service: true, admin: true },
+    // Only forward paging: the relay plugin's `last` and `before` are not offered.
     args: {
       organizationId: t.arg.id({ required: true }),
       first: t.arg.int({
@@ -124,20 +107,20 @@ builder.queryField('ledger', (t) =>
     },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => {
-        authorizeOrganization(ctx, String(args.organizationId), 'member');
+        const organizationId = authorizeOrganization(ctx, args.organizationId);
         const first = requireIntInRange(args.first ?? LEDGER_PAGE_DEFAULT, 1, LEDGER_PAGE_MAX, 'first');
-        const organizationId = String(args.organizationId).toLowerCase();
         const before = args.after ? decodeCursor(args.after, organizationId) : null;
         const page = await listLedgerEntries(ctx.db, organizationId, first, before);
-        const firstEntry = page.entries[0];
-        const lastEntry = page.entries.at(-1);
+        // An empty page is the only one that may belong to no organization: entries name theirs.
+        if (page.entries.length === 0 && !(await findOrganization(ctx.db, organizationId))) throw noSuchOrganization();
+        const edges = page.entries.map((entry) => ({ cursor: encodeCursor(entry), node: entry }));
         return {
-          edges: page.entries,
+          edges,
           pageInfo: {
             hasNextPage: page.hasNextPage,
             hasPreviousPage: before !== null,
-            startCursor: firstEntry ? encodeCursor(firstEntry) : null,
-            endCursor: lastEntry ? encodeCursor(lastEntry) : null,
+            startCursor: edges[0]?.cursor ?? null,
+            endCursor: edges.at(-1)?.cursor ?? null,
           },
         };
       }),

@@ -8,7 +8,7 @@ import {
   type Organization,
   type PlanChange,
 } from '../ledger/organizations.ts';
-import { asQueryInput, authorize, authorizeOrganization } from './authorization.ts';
+import { asQueryInput, authorizeOrganization } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { PlanType } from './catalog.ts';
@@ -97,12 +97,11 @@ builder.queryField('organization', (t) =>
   t.field({
     type: OrganizationType,
     nullable: true,
+    description: 'The organization with this id; null when there is none.',
+    authScopes: { member: true, service: true, admin: true },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, args, ctx) =>
-      asQueryInput(async () => {
-        authorizeOrganization(ctx, String(args.id), 'member');
-        return (await findOrganization(ctx.db, String(args.id).toLowerCase())) ?? null;
-      }),
+      asQueryInput(async () => (await findOrganization(ctx.db, authorizeOrganization(ctx, args.id))) ?? null),
   }),
 );
 
@@ -110,10 +109,10 @@ builder.mutationFields((t) => ({
   createOrganization: t.field({
     type: CreateOrganizationSuccess,
     description: "Starts the organization's first billing cycle with its plan's full allowance (admin).",
+    authScopes: { admin: true },
     errors: { types: [InvalidInputError, IdempotencyConflictError] },
     args: { input: t.arg({ type: CreateOrganizationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      authorize(ctx, 'admin');
       const organization = await createOrganization(ctx, {
         name: input.name,
         planId: String(input.planId),
@@ -127,15 +126,14 @@ builder.mutationFields((t) => ({
     type: ChangePlanSuccess,
     description:
       'Changes the plan at the next billing cycle; with `immediately`, an upgrade takes effect now (service or admin).',
+    authScopes: { service: true, admin: true },
     errors: { types: [InvalidInputError, NotFoundError] },
     args: { input: t.arg({ type: ChangePlanInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      authorizeOrganization(ctx, String(input.organizationId), 'service');
-      return changePlan(ctx, {
-        organizationId: String(input.organizationId),
+    resolve: async (_root, { input }, ctx) =>
+      changePlan(ctx, {
+        organizationId: authorizeOrganization(ctx, input.organizationId),
         planId: String(input.planId),
         immediately: input.immediately,
-      });
-    },
+      }),
   }),
 }));

@@ -1,5 +1,6 @@
+import { findOrganization } from '../ledger/organizations.ts';
 import { quoteGeneration, type CreditQuote } from '../ledger/quotes.ts';
-import { asQueryInput, authorizeOrganization } from './authorization.ts';
+import { asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 import { GenerationInput, generationRequest } from './reservations.ts';
 
@@ -18,14 +19,23 @@ const CreditQuoteType = builder.objectRef<CreditQuote>('CreditQuote').implement(
 builder.queryField('creditQuote', (t) =>
   t.field({
     type: CreditQuoteType,
+    description:
+      'Prices a generation for an organization. Like an unknown model, an id that names no organization ' +
+      'is bad input (BAD_USER_INPUT on organizationId): there is nothing to price against.',
+    authScopes: { member: true, service: true, admin: true },
     args: {
       organizationId: t.arg.id({ required: true }),
       generation: t.arg({ type: GenerationInput, required: true }),
     },
     resolve: (_root, args, ctx) =>
-      asQueryInput(() => {
-        authorizeOrganization(ctx, String(args.organizationId), 'member');
-        return quoteGeneration(ctx, String(args.organizationId), generationRequest(args.generation));
+      asQueryInput(async () => {
+        const organizationId = authorizeOrganization(ctx, args.organizationId);
+        const quote = await quoteGeneration(ctx, organizationId, generationRequest(args.generation));
+        // Only an empty balance may belong to no organization: lots name theirs.
+        if (quote.available === 0 && !(await findOrganization(ctx.db, organizationId))) {
+          throw noSuchOrganization();
+        }
+        return quote;
       }),
   }),
 );

@@ -20,7 +20,7 @@ import {
   type Reservation,
 } from '../ledger/reservations.ts';
 import { requireUuid } from '../ledger/validation.ts';
-import { asQueryInput, authorize, authorizeOrganization, organizationScope } from './authorization.ts';
+import { asQueryInput, authorizeOrganization, organizationScope, requireViewer } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { CreditAccountTypeEnum, ReservationStatusEnum, ResolutionEnum } from './enums.ts';
@@ -167,10 +167,12 @@ builder.queryField('reservation', (t) =>
   t.field({
     type: ReservationType,
     nullable: true,
+    description: "The reservation with this id; null when there is none, or it is another organization's.",
+    authScopes: { member: true, service: true, admin: true },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => {
-        const viewer = authorize(ctx, 'member');
+        const viewer = requireViewer(ctx);
         const id = requireUuid(String(args.id), 'id');
         return (await findReservation(ctx.db, id, organizationScope(viewer))) ?? null;
       }),
@@ -181,13 +183,14 @@ builder.mutationFields((t) => ({
   reserveCredits: t.field({
     type: ReserveCreditsSuccess,
     description: 'Pre-deducts the cost of a generation before it runs.',
+    authScopes: { member: true, service: true, admin: true },
     errors: { types: [InvalidInputError, NotFoundError, InsufficientCreditsError, IdempotencyConflictError] },
     args: { input: t.arg({ type: ReserveCreditsInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      authorizeOrganization(ctx, String(input.organizationId), 'member');
+      const organizationId = authorizeOrganization(ctx, input.organizationId);
       return withBalance(ctx, (ledger) =>
         reserveCredits(ledger, {
-          organizationId: String(input.organizationId),
+          organizationId,
           idempotencyKey: input.idempotencyKey,
           generation: generationRequest(input.generation),
           ttlSeconds: input.ttlSeconds,
@@ -198,10 +201,11 @@ builder.mutationFields((t) => ({
   captureReservation: t.field({
     type: CaptureReservationSuccess,
     description: 'Consumes held credits after a successful generation; capturing less refunds the rest.',
+    authScopes: { service: true, admin: true },
     errors: { types: settlementErrors },
     args: { input: t.arg({ type: CaptureReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      const viewer = authorize(ctx, 'service');
+      const viewer = requireViewer(ctx);
       return withBalance(ctx, (ledger) =>
         captureReservation(
           ledger,
@@ -214,10 +218,11 @@ builder.mutationFields((t) => ({
   refundReservation: t.field({
     type: RefundReservationSuccess,
     description: 'Returns every held credit to the lots it came from, after a failed generation.',
+    authScopes: { service: true, admin: true },
     errors: { types: settlementErrors },
     args: { input: t.arg({ type: RefundReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      const viewer = authorize(ctx, 'service');
+      const viewer = requireViewer(ctx);
       return withBalance(ctx, (ledger) =>
         refundReservation(
           ledger,
@@ -230,10 +235,11 @@ builder.mutationFields((t) => ({
   extendReservation: t.field({
     type: ExtendReservationSuccess,
     description: 'Pushes out the automatic refund of a pending reservation (long videos).',
+    authScopes: { service: true, admin: true },
     errors: { types: settlementErrors },
     args: { input: t.arg({ type: ExtendReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      const viewer = authorize(ctx, 'service');
+      const viewer = requireViewer(ctx);
       const reservation = await extendReservation(
         ctx,
         { reservationId: String(input.reservationId), ttlSeconds: input.ttlSeconds },

@@ -1,9 +1,16 @@
 import type { Viewer } from '../auth/tokens.ts';
+import type { GraphQLContext } from '../context.ts';
 import type { Balance } from '../ledger/balance.ts';
 import { untilDeadline } from '../realtime/deadline.ts';
 import { releasingOnEnd } from '../realtime/subscription-slots.ts';
-import { asQueryInput, authorizeOrganization, unauthenticated } from './authorization.ts';
-import { BalanceType, loadBalance } from './balance.ts';
+import {
+  asQueryInput,
+  authorizeOrganization,
+  noSuchOrganization,
+  requireViewer,
+  unauthenticated,
+} from './authorization.ts';
+import { BalanceType, findBalance } from './balance.ts';
 import { builder } from './builder.ts';
 
 builder.subscriptionType({});
@@ -16,24 +23,33 @@ function callerKey(viewer: Viewer): string {
 /** The last event of a subscription whose token expired; resolving it reports UNAUTHENTICATED. */
 const TOKEN_EXPIRED = Symbol('token expired');
 
+/** A subscription streams a balance, so an organization that does not exist is bad input. */
+async function requireBalance(ctx: GraphQLContext, organizationId: string): Promise<Balance> {
+  const balance = await findBalance(ctx, organizationId);
+  if (!balance) throw noSuchOrganization();
+  return balance;
+}
+
 builder.subscriptionField('balanceChanged', (t) =>
   t.field({
     type: BalanceType,
     description:
       "The organization's balance now, then again after every change to it. Versions only grow; " +
       'after a reconnect of the server to its database the current balance is sent again. ' +
-      'The subscription ends with UNAUTHENTICATED when the token expires.',
+      'The subscription ends with UNAUTHENTICATED when the token expires. An id that names no ' +
+      'organization is bad input (BAD_USER_INPUT on organizationId): there is no balance to send.',
+    authScopes: { member: true, service: true, admin: true },
     args: { organizationId: t.arg.id({ required: true }) },
     subscribe: (_root, args, ctx) =>
       asQueryInput(async (): Promise<AsyncIterableIterator<Balance | typeof TOKEN_EXPIRED>> => {
-        const viewer = authorizeOrganization(ctx, String(args.organizationId), 'member');
-        const organizationId = String(args.organizationId).toLowerCase();
+        const organizationId = authorizeOrganization(ctx, args.organizationId);
+        const viewer = requireViewer(ctx);
         const release = ctx.subscriptionSlots.acquire({ token: callerKey(viewer), connection: ctx.connection });
         // Registering before the first read means no change committed in between is missed; the
         // stream drops whichever of the two states turns out older.
         const stream = ctx.notifier.subscribe(organizationId);
         try {
-          stream.offer(await loadBalance(ctx, organizationId));
+          stream.offer(await requireBalance(ctx, organizationId));
         } catch (error) {
           release();
           await stream.return();
