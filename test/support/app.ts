@@ -69,7 +69,7 @@ export interface AppBlock {
   app?: TestAppOptions['app'];
 }
 
-/** The test apps of one file: one per describe block, opened for its first test, closed after its last. */
+/** The test apps of one file: one per describe block, opened before its first test, closed after its last. */
 class TestApps {
   private readonly opened = new Map<AppBlock, Promise<TestApp>>();
 
@@ -124,6 +124,11 @@ export function useTestApp(
 ): AppBlock {
   const block: AppBlock = { driver, app: options.app };
   it.override('appBlock', block);
+  // Opened before the block's first test, so that a slow start (PGlite's initdb takes tens of
+  // seconds on a loaded machine) counts against the hook timeout, not that test's.
+  it.beforeAll(async ({ testApps }) => {
+    await testApps.open(block);
+  });
   it.afterAll(({ testApps }) => testApps.close(block));
   if (options.auditAfterEach ?? true) {
     it.afterEach(async ({ t }) => {
