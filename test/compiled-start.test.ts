@@ -1,12 +1,14 @@
 // `npm start` runs the compiled JavaScript in dist/ (built by its prestart step), not TypeScript
 // through tsx: this builds it as `npm start` would and serves a request from the result.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { secretKey, signToken } from '../src/auth/tokens.ts';
+import { gql } from './support/graphql.ts';
+import { startServer } from './support/server-process.ts';
 
 const SECRET = 'compiled-start-secret-long-enough-for-hs256';
 
@@ -26,8 +28,10 @@ describe('compiled production start', () => {
     expect(pkg.scripts.prestart).toMatch(/build/);
     await promisify(execFile)('npm', ['run', '--silent', 'build'], { cwd: root, timeout: 170_000 });
 
-    const child = spawn(process.execPath, ['dist/main.js'], {
-      cwd: root,
+    // As long as the test may take: how fast a loaded machine builds and starts is not what this
+    // test is about.
+    const server = await startServer({
+      args: ['dist/main.js'],
       env: {
         PATH: process.env.PATH ?? '',
         PORT: '0',
@@ -35,29 +39,12 @@ describe('compiled production start', () => {
         AUTH_SECRET: SECRET,
         SWEEP_INTERVAL_MS: '60000',
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      startMs: 180_000,
     });
-    let stdout = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const { child, url } = server;
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        const check = () => {
-          const match = /Credits API on (http:\/\/localhost:\d+\/graphql)/.exec(stdout);
-          if (match) resolve(match[1]!);
-        };
-        child.stdout.on('data', check);
-        void exited.then((code) => reject(new Error(`exited with ${code} before serving: ${stdout}`)));
-      });
-      const response = await fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          authorization: `Bearer ${await signToken({ subject: 'compiled', role: 'admin', expiresIn: '5m' }, secretKey(SECRET))}`,
-        },
-        body: JSON.stringify({ query: '{ plans { id } }' }),
-      });
-      const body = await response.json();
+      const token = await signToken({ subject: 'compiled', role: 'admin', expiresIn: '5m' }, secretKey(SECRET));
+      const body = await gql(url, '{ plans { id } }', undefined, { token });
       expect(body, JSON.stringify(body)).toMatchObject({
         data: { plans: [{ id: 'free' }, { id: 'starter' }, { id: 'pro' }, { id: 'studio' }] },
       });
@@ -71,7 +58,7 @@ describe('compiled production start', () => {
       expect(rssKb / 1024).toBeLessThan(450);
     } finally {
       child.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      expect(await server.exited).toBe(0);
     }
   });
 });

@@ -1,12 +1,11 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { decodeJwt } from 'jose';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-
-const root = path.resolve(import.meta.dirname, '..');
+import { gql } from './support/graphql.ts';
+import { spawnServer, startServer, stopServer } from './support/server-process.ts';
 
 describe('configuration', () => {
   it('uses the documented defaults', () => {
@@ -44,57 +43,14 @@ describe('configuration', () => {
   });
 });
 
-interface Started {
-  stdout: string;
-  stderr: string;
-  code: number | null;
-}
-
-function run(env: Record<string, string>, until: (out: string) => boolean, timeoutMs = 90_000) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const result: Started = { stdout: '', stderr: '', code: null };
-  const exited = new Promise<Started>((resolve) => {
-    child.on('exit', (code) => {
-      result.code = code;
-      resolve(result);
-    });
-  });
-  const ready = new Promise<Started>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready: ${result.stdout}${result.stderr}`)), timeoutMs);
-    const check = () => {
-      if (until(result.stdout)) {
-        clearTimeout(timer);
-        resolve(result);
-      }
-    };
-    child.stdout.on('data', (chunk) => {
-      result.stdout += chunk;
-      check();
-    });
-    child.stderr.on('data', (chunk) => {
-      result.stderr += chunk;
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      resolve(result);
-    });
-  });
-  return { child, ready, exited };
-}
-
 describe('npm start', () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-start-'));
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it('stops with one clear line in production without AUTH_SECRET', async () => {
-    const { exited } = run({ NODE_ENV: 'production' }, () => false);
-    const result = await exited;
-    expect(result.code).toBe(1);
-    expect(result.stderr.trim().split('\n')).toEqual([
+    const server = spawnServer({ env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production' } });
+    expect(await server.exited).toBe(1);
+    expect(server.stderr().trim().split('\n')).toEqual([
       'Configuration error: AUTH_SECRET is required when NODE_ENV=production.',
     ]);
   });
@@ -104,12 +60,12 @@ describe('npm start', () => {
   }, async () => {
     // A secret file left readable by others (a copy, a loose umask) is made owner-only on start.
     writeFileSync(path.join(dataDir, 'auth-secret'), 'a-development-secret-from-an-earlier-start', { mode: 0o644 });
-    const { child, ready, exited } = run(
-      { DATA_DIR: dataDir, PORT: '0' },
-      (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')),
-    );
-    const out = (await ready).stdout;
-    const port = Number(/localhost:(\d+)\/graphql/.exec(out)?.[1]);
+    const server = await startServer({
+      env: { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, PORT: '0' },
+      ready: (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')),
+    });
+    const { port, url } = server;
+    const out = server.stdout();
     const organizationId = /Organization: (\S+)/.exec(out)?.[1];
     const member = /member:\s+\{"Authorization": "(Bearer [^"]+)"\}/.exec(out)?.[1];
     const admin = /admin:\s+\{"Authorization": "Bearer ([^"]+)"\}/.exec(out)?.[1];
@@ -127,32 +83,22 @@ describe('npm start', () => {
     const lifetime = (token: string) => decodeJwt(token).exp! - decodeJwt(token).iat!;
     expect(lifetime(member!.slice('Bearer '.length))).toBe(24 * 3600);
     expect(lifetime(admin!)).toBe(3600);
-    const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: member! },
-      body: JSON.stringify({
-        query: `{ balance(organizationId: "${organizationId}") { available accounts { type available } } }`,
-      }),
-    });
-    const body = (await response.json()) as any;
-    expect(body.data.balance.accounts.slice(0, 2)).toEqual([
+    const { data } = await gql(
+      url,
+      `{ balance(organizationId: "${organizationId}") { available accounts { type available } } }`,
+      {},
+      { headers: { authorization: member! } },
+    );
+    expect(data.balance.accounts.slice(0, 2)).toEqual([
       { type: 'SUBSCRIPTION', available: 5000 },
       { type: 'PURCHASED', available: 2000 },
     ]);
-    const page = await fetch(`http://127.0.0.1:${port}/graphql`, { headers: { accept: 'text/html' } });
+    const page = await fetch(url, { headers: { accept: 'text/html' } });
     expect(await page.text()).toContain('GraphiQL');
     // The server gives its graceful shutdown 5 s and then exits 1 on its own, so exit code 0 is
     // what proves a clean stop in time; the wait below is only there so a hung process fails the
     // test with a clear message instead of the test timeout.
-    child.kill('SIGTERM');
-    const result = await Promise.race([
-      exited,
-      new Promise<never>((_, reject) => {
-        const timer = setTimeout(() => reject(new Error('the server did not exit within 30 s of SIGTERM')), 30_000);
-        void exited.then(() => clearTimeout(timer));
-      }),
-    ]);
-    expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/SIGTERM received, shutting down/);
+    expect(await stopServer(server, 30_000)).toBe(0);
+    expect(server.stdout()).toMatch(/SIGTERM received, shutting down/);
   });
 });

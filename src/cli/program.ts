@@ -21,6 +21,15 @@ function role(value: string): Role {
   return value as Role;
 }
 
+/** A command about one organization, named by `--org`. */
+function organizationCommand(program: Command, name: string, description: string, run: (id: string) => Promise<void>) {
+  program
+    .command(name)
+    .description(description)
+    .requiredOption('--org <id>', 'organization id', organizationId)
+    .action((options: { org: string }) => run(options.org));
+}
+
 /**
  * The `credits` command line. Each command opens the database the server uses (DATABASE_URL, or
  * the embedded one in DATA_DIR), runs the same ledger function the API would, and exits.
@@ -73,11 +82,12 @@ export function buildProgram(): Command {
         grantCommand(cliConfig(), output(), options),
     );
 
-  program
-    .command('balance')
-    .description('balance by account type in consumption order, and each lot with its expiry')
-    .requiredOption('--org <id>', 'organization id', organizationId)
-    .action((options: { org: string }) => balanceCommand(cliConfig(), output(), options.org));
+  organizationCommand(
+    program,
+    'balance',
+    'balance by account type in consumption order, and each lot with its expiry',
+    (id) => balanceCommand(cliConfig(), output(), id),
+  );
 
   program
     .command('token')
@@ -90,11 +100,12 @@ export function buildProgram(): Command {
       tokenCommand(cliConfig(), output(), options),
     );
 
-  program
-    .command('reset')
-    .description("start an organization's billing cycle now, if its current one has ended")
-    .requiredOption('--org <id>', 'organization id', organizationId)
-    .action((options: { org: string }) => resetCommand(cliConfig(), output(), options.org));
+  organizationCommand(
+    program,
+    'reset',
+    "start an organization's billing cycle now, if its current one has ended",
+    (id) => resetCommand(cliConfig(), output(), id),
+  );
 
   program
     .command('sweep')

@@ -1,4 +1,5 @@
 import { GraphQLError } from 'graphql';
+import { onceClosed } from './once-closed.ts';
 
 /** How many subscriptions may be open at once. */
 export interface SubscriptionLimits {
@@ -71,28 +72,5 @@ function tooMany(message: string): GraphQLError {
 
 /** Passes `source` through and calls `release` once, when it ends or is closed. */
 export function releasingOnEnd<T>(source: AsyncIterableIterator<T>, release: () => void): AsyncIterableIterator<T> {
-  return {
-    async next() {
-      try {
-        const result = await source.next();
-        if (result.done) release();
-        return result;
-      } catch (error) {
-        release();
-        throw error;
-      }
-    },
-    async return() {
-      release();
-      return (await source.return?.()) ?? { value: undefined, done: true };
-    },
-    async throw(error?: unknown) {
-      release();
-      if (source.throw) return source.throw(error);
-      throw error;
-    },
-    [Symbol.asyncIterator]() {
-      return this;
-    },
-  };
+  return onceClosed(source, release);
 }

@@ -152,60 +152,41 @@ export class Metrics {
   #sourceMetrics(registers: Registry[]): void {
     const { poolStats, notifierStats, databaseAvailable } = this.#sources;
     if (poolStats) {
-      new Gauge({
-        name: 'credits_db_pool_size',
-        help: 'Connections the database pool may open.',
+      gaugeOf(registers, 'credits_db_pool_size', 'Connections the database pool may open.', () => poolStats().size);
+      gaugeOf(
         registers,
-        collect() {
-          this.set(poolStats().size);
-        },
-      });
-      new Gauge({
-        name: 'credits_db_pool_active',
-        help: 'Statements and transactions running on pooled connections.',
+        'credits_db_pool_active',
+        'Statements and transactions running on pooled connections.',
+        () => poolStats().active,
+      );
+      gaugeOf(
         registers,
-        collect() {
-          this.set(poolStats().active);
-        },
-      });
-      new Gauge({
-        name: 'credits_db_waiting_queries',
-        help: 'Statements and transactions waiting for a pooled connection.',
-        registers,
-        collect() {
-          this.set(poolStats().waiting);
-        },
-      });
+        'credits_db_waiting_queries',
+        'Statements and transactions waiting for a pooled connection.',
+        () => poolStats().waiting,
+      );
     }
     if (notifierStats) {
-      new Counter({
-        name: 'credits_listener_reconnects_total',
-        help: 'Times the balance listener started listening again after its first start (a reconnect or a watchdog restart).',
+      counterOf(
         registers,
-        collect() {
-          this.reset();
-          this.inc(Math.max(0, notifierStats().listens - 1));
-        },
-      });
-      new Counter({
-        name: 'credits_listener_restarts_total',
-        help: 'Times the watchdog replaced a listener that stopped hearing its channel.',
+        'credits_listener_reconnects_total',
+        'Times the balance listener started listening again after its first start (a reconnect or a watchdog restart).',
+        () => Math.max(0, notifierStats().listens - 1),
+      );
+      counterOf(
         registers,
-        collect() {
-          this.reset();
-          this.inc(notifierStats().restarts);
-        },
-      });
+        'credits_listener_restarts_total',
+        'Times the watchdog replaced a listener that stopped hearing its channel.',
+        () => notifierStats().restarts,
+      );
     }
     if (databaseAvailable) {
-      new Gauge({
-        name: 'credits_database_up',
-        help: '1 while the database answers, 0 while requests are refused because it cannot be reached.',
+      gaugeOf(
         registers,
-        collect() {
-          this.set(databaseAvailable() ? 1 : 0);
-        },
-      });
+        'credits_database_up',
+        '1 while the database answers, 0 while requests are refused because it cannot be reached.',
+        () => (databaseAvailable() ? 1 : 0),
+      );
     }
   }
 
@@ -352,4 +333,32 @@ class CreditMovements {
     if (this.#types.size >= LOT_TYPES_CACHED_MAX) this.#types.delete(this.#types.keys().next().value!);
     this.#types.set(id, type);
   }
+}
+
+/** A gauge whose value lives elsewhere: `read` is asked for it whenever /metrics is scraped. */
+function gaugeOf(registers: Registry[], name: string, help: string, read: () => number): void {
+  new Gauge({
+    name,
+    help,
+    registers,
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/**
+ * A counter whose total is kept elsewhere (by the notifier): `read` is asked for it whenever
+ * /metrics is scraped, and the counter shows that total as it is.
+ */
+function counterOf(registers: Registry[], name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
 }

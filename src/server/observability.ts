@@ -3,6 +3,7 @@ import { GraphQLError, getOperationAST, type DocumentNode, type ExecutionResult 
 import type { Plugin } from 'graphql-yoga';
 import type { GraphQLContext } from '../context.ts';
 import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
+import { onceClosed } from '../realtime/once-closed.ts';
 import { collectResolvedErrors } from '../schema/resolved-errors.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics, OperationType, Transport } from './metrics.ts';
@@ -247,39 +248,4 @@ function authorizedScrape(request: Request, token: string | null): boolean {
 
 function isAsyncIterable<T>(value: unknown): value is AsyncIterableIterator<T> {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
-}
-
-/** `iterator`, calling `onClose` once when it ends: done, returned (unsubscribed) or thrown. */
-function onceClosed<T>(iterator: AsyncIterableIterator<T>, onClose: () => void): AsyncIterableIterator<T> {
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    onClose();
-  };
-  const wrapped: AsyncIterableIterator<T> = {
-    async next(...args: [] | [unknown]) {
-      try {
-        const step = await iterator.next(...args);
-        if (step.done) close();
-        return step;
-      } catch (error) {
-        close();
-        throw error;
-      }
-    },
-    async return(value?: unknown) {
-      close();
-      return iterator.return ? iterator.return(value) : { done: true, value: value as T };
-    },
-    async throw(error?: unknown) {
-      close();
-      if (iterator.throw) return iterator.throw(error);
-      throw error;
-    },
-    [Symbol.asyncIterator]() {
-      return wrapped;
-    },
-  };
-  return wrapped;
 }

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { useTestApp } from '../support/app.ts';
+import { describe, expect } from 'vitest';
+import { it, useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, REFUND } from '../support/operations.ts';
 import { balanceOf, grant, newOrganization, reserve, textCredits } from '../support/scenario.ts';
@@ -9,9 +9,9 @@ import { balanceOf, grant, newOrganization, reserve, textCredits } from '../supp
 // what the `balance` query reads right afterwards, in every case: several lots and types, expired
 // lots with credits still held, partial captures, a refund into an expired lot, a new cycle.
 describe.each(drivers)('the balance a write answers with (%s)', (driver) => {
-  const t = useTestApp(driver);
+  useTestApp(driver);
 
-  it('equals a fresh read after reserves, partial captures and refunds across types and expiries', async () => {
+  it('equals a fresh read after reserves, partial captures and refunds across types and expiries', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t); // 100 subscription credits
     await grant(t, org, 'PURCHASED', 30);
@@ -45,7 +45,7 @@ describe.each(drivers)('the balance a write answers with (%s)', (driver) => {
     });
   });
 
-  it('equals a fresh read when the write first starts a new billing cycle', async () => {
+  it('equals a fresh read when the write first starts a new billing cycle', async ({ t }) => {
     t.clock.set('2026-03-01T00:00:00Z');
     const org = await newOrganization(t);
     t.clock.set('2026-03-31T12:00:00Z');
@@ -60,7 +60,7 @@ describe.each(drivers)('the balance a write answers with (%s)', (driver) => {
     expect(next.balance).toMatchObject({ available: 90, reserved: 10 });
   });
 
-  it('leaves out a lot that a full capture emptied, as a read does', async () => {
+  it('leaves out a lot that a full capture emptied, as a read does', async ({ t }) => {
     const org = await newOrganization(t);
     await grant(t, org, 'PURCHASED', 10);
     const all = await reserve(t, org, textCredits(100)); // the whole subscription lot
@@ -70,7 +70,7 @@ describe.each(drivers)('the balance a write answers with (%s)', (driver) => {
     expect(balance.accounts[0]).toMatchObject({ type: 'SUBSCRIPTION', available: 0, reserved: 0, lots: [] });
   });
 
-  it('gives every request of a batch the balance after the whole batch, which a read confirms', async () => {
+  it('gives every request of a batch the balance after the whole batch, which a read confirms', async ({ t }) => {
     const org = await newOrganization(t);
     const answers = await Promise.all(Array.from({ length: 8 }, () => reserve(t, org, textCredits(5))));
     const fresh = await balanceOf(t, org);

@@ -1,8 +1,8 @@
 import { sql } from 'drizzle-orm';
-import { describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
-import { useTestApp } from '../support/app.ts';
+import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, CHANGE_PLAN, CREATE_ORGANIZATION, LEDGER, REFUND } from '../support/operations.ts';
 import { balanceOf, grant, newOrganization, reserve, textCredits, type TestOrganization } from '../support/scenario.ts';
@@ -10,16 +10,16 @@ import { balanceOf, grant, newOrganization, reserve, textCredits, type TestOrgan
 const DAY_MS = 86_400_000;
 
 describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
-  const t = useTestApp(driver);
+  useTestApp(driver);
 
-  const sweep = () => sweepUntilIdle({ db: t.database.db, clock: t.clock });
+  const sweep = (t: TestApp) => sweepUntilIdle({ db: t.database.db, clock: t.clock });
 
-  async function ledgerKinds(org: TestOrganization, first = 10) {
+  async function ledgerKinds(t: TestApp, org: TestOrganization, first = 10) {
     const result = await t.gql(LEDGER, { id: org.id, first }, org.member);
     return result.data.ledger.edges.map((edge: any) => `${edge.node.kind} ${edge.node.amount}`);
   }
 
-  it('starts the current cycle at creation with the full allowance', async () => {
+  it('starts the current cycle at creation with the full allowance', async ({ t }) => {
     t.clock.set('2026-01-31T10:00:00Z');
     const admin = await t.token('admin');
     const created = await t.gql(CREATE_ORGANIZATION, { input: { name: 'Anchored', planId: 'starter' } }, admin);
@@ -40,7 +40,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     expect(unknownPlan.data.createOrganization).toMatchObject({ __typename: 'InvalidInputError', field: 'planId' });
   });
 
-  it('resets subscription credits each cycle without roll-over, leaving other lots alone', async () => {
+  it('resets subscription credits each cycle without roll-over, leaving other lots alone', async ({ t }) => {
     t.clock.set('2026-01-31T10:00:00Z');
     const org = await newOrganization(t, { planId: 'free' }); // 100 per cycle
     await grant(t, org, 'PURCHASED', 40);
@@ -50,17 +50,17 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     expect((await balanceOf(t, org)).accounts[0].available).toBe(70);
 
     t.clock.set('2026-02-28T09:59:59Z');
-    await sweep();
+    await sweep(t);
     expect((await balanceOf(t, org)).accounts[0].available).toBe(70);
 
     t.clock.set('2026-02-28T10:00:00Z');
-    const swept = await sweep();
+    const swept = await sweep(t);
     expect(swept.resetOrganizations).toBeGreaterThanOrEqual(1);
     const after = await balanceOf(t, org);
     expect(after.accounts.map((a: any) => a.available)).toEqual([100, 40, 0, 5]);
     expect(after.accounts[0].lots).toHaveLength(1);
     expect(after.accounts[0].lots[0].expiresAt).toBe('2026-03-31T10:00:00.000Z');
-    expect(await ledgerKinds(org, 2)).toEqual(['GRANT 100', 'EXPIRE -70']);
+    expect(await ledgerKinds(t, org, 2)).toEqual(['GRANT 100', 'EXPIRE -70']);
   });
 
   // Only PostgreSQL can run sweepers at the same time: four of them on separate pool connections
@@ -71,7 +71,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     racing
       ? 'resets exactly once when four sweepers race on separate connections, and catches up missed cycles'
       : 'resets exactly once when swept four times in a row, and catches up missed cycles',
-    async () => {
+    async ({ t }) => {
       t.clock.set('2026-01-15T00:00:00Z');
       const org = await newOrganization(t, { planId: 'starter' });
       // Three boundaries pass while "no process ran".
@@ -97,7 +97,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     },
   );
 
-  it('resets inline when a reservation arrives before the sweeper', async () => {
+  it('resets inline when a reservation arrives before the sweeper', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'free' });
     await reserve(t, org, textCredits(100)).then((r) =>
@@ -109,7 +109,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     expect(result.balance.accounts[0].available).toBe(40);
   });
 
-  it('applies a plan change at the next cycle, or an upgrade at once when asked', async () => {
+  it('applies a plan change at the next cycle, or an upgrade at once when asked', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'free' });
     const later = await t.gql(CHANGE_PLAN, { input: { organizationId: org.id, planId: 'starter' } }, org.service);
@@ -120,7 +120,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     });
     expect((await balanceOf(t, org)).accounts[0].available).toBe(100);
     t.clock.set('2026-02-10T00:00:00Z');
-    await sweep();
+    await sweep(t);
     expect((await balanceOf(t, org)).accounts[0].available).toBe(1000);
 
     await reserve(t, org, textCredits(100)).then((r) =>
@@ -143,7 +143,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
       '2026-03-10T00:00:00.000Z',
       '2026-03-10T00:00:00.000Z',
     ]);
-    expect(await ledgerKinds(org, 1)).toEqual(['GRANT 4000']);
+    expect(await ledgerKinds(t, org, 1)).toEqual(['GRANT 4000']);
     const same = await t.gql(
       CHANGE_PLAN,
       { input: { organizationId: org.id, planId: 'pro', immediately: true } },
@@ -153,7 +153,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     expect((await balanceOf(t, org)).accounts[0].available).toBe(4900);
   });
 
-  it('expires promotional lots with a ledger entry', async () => {
+  it('expires promotional lots with a ledger entry', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t);
     await grant(t, org, 'PROMOTIONAL', 20, { expiresAt: '2026-01-20T00:00:00Z' });
@@ -161,11 +161,11 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     t.clock.set('2026-01-20T00:00:00Z');
     // Even before a sweep, expired credits are no longer available.
     expect((await balanceOf(t, org)).accounts[2]).toMatchObject({ available: 0, lots: [] });
-    await sweep();
-    expect(await ledgerKinds(org, 1)).toEqual(['EXPIRE -20']);
+    await sweep(t);
+    expect(await ledgerKinds(t, org, 1)).toEqual(['EXPIRE -20']);
   });
 
-  it('expires at once the credits a refund returns to an expired lot', async () => {
+  it('expires at once the credits a refund returns to an expired lot', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t);
     await reserve(t, org, textCredits(100)).then((r) =>
@@ -179,14 +179,14 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
       ['PROMOTIONAL', 15],
     ]);
     t.clock.advance(2 * 3_600_000);
-    await sweep(); // expires the 5 promotional credits left
+    await sweep(t); // expires the 5 promotional credits left
     const refund = await t.gql(REFUND, { input: { reservationId: reservation.id } }, org.service);
     const balance = refund.data.refundReservation.balance;
     expect(balance).toMatchObject({ available: 10, reserved: 0 });
-    expect(await ledgerKinds(org, 3)).toEqual(['EXPIRE -15', 'REFUND 15', 'REFUND 10']);
+    expect(await ledgerKinds(t, org, 3)).toEqual(['EXPIRE -15', 'REFUND 15', 'REFUND 10']);
   });
 
-  it('counts held credits of an expired lot as reserved until the reservation settles', async () => {
+  it('counts held credits of an expired lot as reserved until the reservation settles', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t);
     await reserve(t, org, textCredits(100)).then((r) =>
@@ -195,7 +195,7 @@ describe.each(drivers)('billing cycles and expiry (%s)', (driver) => {
     await grant(t, org, 'REFERRAL', 10, { expiresAt: '2026-01-10T00:10:00Z' });
     const { reservation } = await reserve(t, org, textCredits(4), { ttlSeconds: 3600 });
     t.clock.advance(20 * 60_000);
-    await sweep();
+    await sweep(t);
     expect(await balanceOf(t, org)).toMatchObject({ available: 0, reserved: 4 });
     const capture = await t.gql(CAPTURE, { input: { reservationId: reservation.id } }, org.service);
     expect(capture.data.captureReservation.balance).toMatchObject({ available: 0, reserved: 0 });

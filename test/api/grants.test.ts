@@ -1,11 +1,11 @@
-import { describe, expect, it } from 'vitest';
-import { useTestApp } from '../support/app.ts';
+import { describe, expect } from 'vitest';
+import { it, useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { GRANT_CREDITS, PURCHASE_PACK } from '../support/operations.ts';
 import { balanceOf, grant, newOrganization, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 
 describe.each(drivers)('grants and credit packs (%s)', (driver) => {
-  const t = useTestApp(driver);
+  useTestApp(driver);
 
   function grantInput(org: TestOrganization, overrides: Record<string, unknown> = {}) {
     return {
@@ -18,7 +18,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     };
   }
 
-  it('grants each account type as a lot with the expiry its type gives', async () => {
+  it('grants each account type as a lot with the expiry its type gives', async ({ t }) => {
     const org = await newOrganization(t);
     const promo = await grant(t, org, 'PROMOTIONAL', 25, { expiresAt: '2026-02-01T00:00:00Z' });
     expect(promo.lot).toMatchObject({
@@ -38,7 +38,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect(topUp.balance.available).toBe(140);
   });
 
-  it('returns the original lot for a repeated key and a conflict for other input', async () => {
+  it('returns the original lot for a repeated key and a conflict for other input', async ({ t }) => {
     const org = await newOrganization(t);
     const input = grantInput(org);
     const first = await t.gql(GRANT_CREDITS, { input }, org.admin);
@@ -49,7 +49,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect((await balanceOf(t, org)).accounts[2].available).toBe(10);
   });
 
-  it.each([
+  it.for<[string, Record<string, unknown>]>([
     ['amount', { amount: 0 }],
     ['amount', { amount: -5 }],
     ['amount', { amount: 1_000_000_001 }],
@@ -60,7 +60,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     ['expiresAt', { expiresAt: '2026-01-01T00:00:00Z' }],
     ['expiresAt', { type: 'PURCHASED', expiresAt: '2027-01-01T00:00:00Z' }],
     ['organizationId', { organizationId: 'not-an-id' }],
-  ])('refuses a grant with a bad %s and writes nothing', async (field, overrides) => {
+  ])('refuses a grant with a bad %s and writes nothing', async ([field, overrides], { t }) => {
     const org = await newOrganization(t);
     const before = await balanceOf(t, org);
     const result = await t.gql(GRANT_CREDITS, { input: grantInput(org, overrides) }, org.admin);
@@ -68,7 +68,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect(await balanceOf(t, org)).toEqual(before);
   });
 
-  it('caps a balance at 2,000,000,000 credits counting reserved ones', async () => {
+  it('caps a balance at 2,000,000,000 credits counting reserved ones', async ({ t }) => {
     const org = await newOrganization(t); // 100
     await grant(t, org, 'PURCHASED', 1_000_000_000);
     await grant(t, org, 'PURCHASED', 999_999_900);
@@ -77,7 +77,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect((await balanceOf(t, org)).available).toBe(2_000_000_000);
   });
 
-  it('answers a grant to an unknown organization with NotFoundError', async () => {
+  it('answers a grant to an unknown organization with NotFoundError', async ({ t }) => {
     const admin = await t.token('admin');
     const result = await t.gql(
       GRANT_CREDITS,
@@ -95,7 +95,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect(result.data.grantCredits.__typename).toBe('NotFoundError');
   });
 
-  it('grants a pack once per payment reference of the organization', async () => {
+  it('grants a pack once per payment reference of the organization', async ({ t }) => {
     const org = await newOrganization(t);
     const input = { organizationId: org.id, packId: 'pack-500', paymentReference: uniqueKey('pay') };
     const first = await t.gql(PURCHASE_PACK, { input }, org.service);
@@ -120,7 +120,7 @@ describe.each(drivers)('grants and credit packs (%s)', (driver) => {
     expect((await balanceOf(t, other)).accounts[1].available).toBe(2000);
   });
 
-  it('refuses an unknown pack and an empty payment reference', async () => {
+  it('refuses an unknown pack and an empty payment reference', async ({ t }) => {
     const org = await newOrganization(t);
     const unknown = await t.gql(
       PURCHASE_PACK,

@@ -1,6 +1,6 @@
 import { serverAudits } from 'graphql-http';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { listenOverHttp, useTestApp } from '../support/app.ts';
+import { describe, expect } from 'vitest';
+import { it, listenOverHttp, useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 
 // graphql-http's audit of the GraphQL-over-HTTP specification, run against the real server over a
@@ -8,10 +8,10 @@ import { drivers } from '../support/database.ts';
 // protocol fails here. MAY items are the server's choice and are only required not to error.
 
 describe.each(drivers)('GraphQL over HTTP audit (%s)', (driver) => {
-  const t = useTestApp(driver);
+  const block = useTestApp(driver);
   let url = '';
-  beforeAll(async () => {
-    url = (await listenOverHttp(t)).url;
+  it.beforeAll(async ({ testApps }) => {
+    url = (await listenOverHttp(await testApps.open(block))).url;
   });
 
   // A body that is not JSON, and a POST with no body at all, are the client's mistake whatever it

@@ -1,19 +1,19 @@
 // The reservation life cycle over real HTTP: the app listens on a local port (as `npm start` does
 // through `app.listen`) and every operation below, set-up included, is sent with fetch over a
 // socket, through Node's HTTP parser and the app's own `http.Server`, not `yoga.fetch` in process.
-import { beforeAll, describe, expect, it } from 'vitest';
-import { listenOverHttp, useTestApp, type TestApp } from '../support/app.ts';
+import { describe, expect } from 'vitest';
+import { it, listenOverHttp, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, REFUND } from '../support/operations.ts';
 import { balanceOf, grant, newOrganization, reserve, textCredits } from '../support/scenario.ts';
 
 describe.each(drivers)('reserve, capture and refund over a listening HTTP server (%s)', (driver) => {
-  const t = useTestApp(driver);
+  const block = useTestApp(driver);
   let http: TestApp;
   let url: string;
 
-  beforeAll(async () => {
-    ({ client: http, url } = await listenOverHttp(t));
+  it.beforeAll(async ({ testApps }) => {
+    ({ client: http, url } = await listenOverHttp(await testApps.open(block)));
   });
 
   it('answers on a real port', async () => {

@@ -1,7 +1,7 @@
 // Regression tests for the ways a hostile customer (or a bad day) could get credits from nothing
 // or hold them for ever: each one failed on the code before the money-safety fixes.
 import { sql } from 'drizzle-orm';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, vi } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
 import type { LedgerContext } from '../../src/ledger/context.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
@@ -9,7 +9,7 @@ import { expireLots } from '../../src/ledger/lots.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
 import { refundReservation, reserveCredits, type Reservation } from '../../src/ledger/reservations.ts';
 import { sweepOnce, sweepUntilIdle, SweepBackoff, type SweepItem } from '../../src/ledger/sweeper.ts';
-import { useTestApp } from '../support/app.ts';
+import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { holdOrganizationLock } from '../support/organization-lock.ts';
 import { CAPTURE, CREATE_ORGANIZATION, EXTEND, REFUND } from '../support/operations.ts';
@@ -25,22 +25,27 @@ import {
 const HOUR_MS = 3_600_000;
 
 describe.each(drivers)('money safety (%s)', (driver) => {
-  const t = useTestApp(driver);
-  const ctx = (): LedgerContext => ({ db: t.database.db, clock: t.clock });
+  useTestApp(driver);
+  const ctx = (t: TestApp): LedgerContext => ({ db: t.database.db, clock: t.clock });
 
   /** Reserves `credits` (a multiple of 500, or at most 500) in text generations through the ledger. */
-  async function reserveAll(org: TestOrganization, credits: number, ttlSeconds?: number): Promise<Reservation[]> {
+  async function reserveAll(
+    t: TestApp,
+    org: TestOrganization,
+    credits: number,
+    ttlSeconds?: number,
+  ): Promise<Reservation[]> {
     const made: Reservation[] = [];
     for (let left = credits; left > 0; left -= Math.min(left, 500)) {
       const generation = textCredits(Math.min(left, 500));
       made.push(
-        await reserveCredits(ctx(), { organizationId: org.id, idempotencyKey: uniqueKey(), generation, ttlSeconds }),
+        await reserveCredits(ctx(t), { organizationId: org.id, idempotencyKey: uniqueKey(), generation, ttlSeconds }),
       );
     }
     return made;
   }
 
-  async function refundAll(org: TestOrganization, made: Reservation[]) {
+  async function refundAll(t: TestApp, org: TestOrganization, made: Reservation[]) {
     for (const reservation of made) {
       const result = await t.gql(REFUND, { input: { reservationId: reservation.id } }, org.service);
       expect(result.data.refundReservation.__typename).toBe('RefundReservationSuccess');
@@ -53,57 +58,59 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     mutation ($input: ChangePlanInput!) {
       changePlan(input: $input) { __typename ... on ChangePlanSuccess { organization { plan { id } nextPlan { id } } } }
     }`;
-  const changePlanTo = (org: TestOrganization, planId: string, immediately = true) =>
+  const changePlanTo = (t: TestApp, org: TestOrganization, planId: string, immediately = true) =>
     t
       .gql(CHANGE_PLAN_NOW, { input: { organizationId: org.id, planId, immediately } }, org.service)
       .then((r) => r.data.changePlan);
 
-  it('mints nothing when a downgrade is asked for immediately with the allowance held', async () => {
+  it('mints nothing when a downgrade is asked for immediately with the allowance held', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'studio' });
-    const held = await reserveAll(org, 20_000);
-    const change = await changePlanTo(org, 'free');
+    const held = await reserveAll(t, org, 20_000);
+    const change = await changePlanTo(t, org, 'free');
     // A downgrade never takes effect mid-cycle: it is scheduled, and the answer says so.
     expect(change).toMatchObject({
       __typename: 'ChangePlanSuccess',
       organization: { plan: { id: 'studio' }, nextPlan: { id: 'free' } },
     });
-    await refundAll(org, held);
+    await refundAll(t, org, held);
     expect(await balanceOf(t, org)).toMatchObject({ available: 20_000, reserved: 0 });
     // At the cycle's end the downgrade takes effect with the free allowance only.
     t.clock.set('2026-02-10T00:00:00Z');
-    await sweepUntilIdle(ctx());
+    await sweepUntilIdle(ctx(t));
     expect(await balanceOf(t, org)).toMatchObject({ available: 100, reserved: 0 });
   });
 
-  it('grants only the difference on an upgrade, so reserve, upgrade and refund cycles add nothing', async () => {
+  it('grants only the difference on an upgrade, so reserve, upgrade and refund cycles add nothing', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'starter' });
-    const held = await reserveAll(org, 1_000);
-    expect(await changePlanTo(org, 'pro')).toMatchObject({ organization: { plan: { id: 'pro' } } });
-    await refundAll(org, held);
+    const held = await reserveAll(t, org, 1_000);
+    expect(await changePlanTo(t, org, 'pro')).toMatchObject({ organization: { plan: { id: 'pro' } } });
+    await refundAll(t, org, held);
     // 1,000 of the starter allowance plus the 4,000 difference: pro's 5,000, not 6,000.
     expect((await balanceOf(t, org)).available).toBe(5_000);
 
     // Back and forth: down is only scheduled, up again cancels it, and nothing is granted twice.
     for (let round = 0; round < 3; round += 1) {
-      const again = await reserveAll(org, 5_000);
-      expect(await changePlanTo(org, 'starter')).toMatchObject({
+      const again = await reserveAll(t, org, 5_000);
+      expect(await changePlanTo(t, org, 'starter')).toMatchObject({
         organization: { plan: { id: 'pro' }, nextPlan: { id: 'starter' } },
       });
-      expect(await changePlanTo(org, 'pro')).toMatchObject({ organization: { plan: { id: 'pro' }, nextPlan: null } });
-      await refundAll(org, again);
+      expect(await changePlanTo(t, org, 'pro')).toMatchObject({
+        organization: { plan: { id: 'pro' }, nextPlan: null },
+      });
+      await refundAll(t, org, again);
       expect((await balanceOf(t, org)).available).toBe(5_000);
     }
     // Up once more, to studio: the difference again, and the cycle's allowance is studio's.
-    expect(await changePlanTo(org, 'studio')).toMatchObject({ organization: { plan: { id: 'studio' } } });
+    expect(await changePlanTo(t, org, 'studio')).toMatchObject({ organization: { plan: { id: 'studio' } } });
     expect((await balanceOf(t, org)).available).toBe(20_000);
   });
 
-  it('closes an early-expired lot for good: credits refunded into it expire at once', async () => {
+  it('closes an early-expired lot for good: credits refunded into it expire at once', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'free' });
-    const [held] = await reserveAll(org, 60);
+    const [held] = await reserveAll(t, org, 60);
     const [lot] = rowsOf<{ id: string; available: number; expires_at: Date }>(
       await t.database.db.execute(
         sql`select id, available, expires_at from credit_lots where organization_id = ${org.id}`,
@@ -118,7 +125,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
         'closed early',
       ),
     );
-    const refunded = await refundReservation(ctx(), { reservationId: held!.id }, null);
+    const refunded = await refundReservation(ctx(t), { reservationId: held!.id }, null);
     expect(refunded.status).toBe('REFUNDED');
     expect(await balanceOf(t, org)).toMatchObject({ available: 0, reserved: 0 });
     const [after] = rowsOf<{ expires_at: Date }>(
@@ -127,17 +134,17 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     expect(new Date(after!.expires_at).toISOString()).toBe('2026-01-10T00:00:00.000Z');
   });
 
-  it('keeps the balance cap through cycle allowances, recording what it withholds', async () => {
+  it('keeps the balance cap through cycle allowances, recording what it withholds', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'free' });
     const grantInput = { organizationId: org.id, reason: 'large', type: 'PURCHASED' as const };
-    await grantCredits(ctx(), { ...grantInput, amount: 1_000_000_000, idempotencyKey: uniqueKey() });
-    await grantCredits(ctx(), { ...grantInput, amount: 999_999_900, idempotencyKey: uniqueKey() });
+    await grantCredits(ctx(t), { ...grantInput, amount: 1_000_000_000, idempotencyKey: uniqueKey() });
+    await grantCredits(ctx(t), { ...grantInput, amount: 999_999_900, idempotencyKey: uniqueKey() });
     // The free allowance is held across the cycle boundary; a new one would pass the cap.
     t.clock.set('2026-02-09T12:00:00Z');
-    const [held] = await reserveAll(org, 100, 86_400);
+    const [held] = await reserveAll(t, org, 100, 86_400);
     t.clock.set('2026-02-10T00:00:00Z');
-    await sweepUntilIdle(ctx());
+    await sweepUntilIdle(ctx(t));
     const balance = await balanceOf(t, org);
     expect(balance.available + balance.reserved).toBe(2_000_000_000);
     const withheld = rowsOf<{ source: string; amount: number }>(
@@ -145,8 +152,8 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     );
     expect(withheld).toEqual([{ source: 'CYCLE', amount: 100 }]);
     // An upgrade near the cap grants the part that fits and records the rest.
-    await refundReservation(ctx(), { reservationId: held!.id }, null);
-    expect(await changePlanTo(org, 'starter')).toMatchObject({ organization: { plan: { id: 'starter' } } });
+    await refundReservation(ctx(t), { reservationId: held!.id }, null);
+    expect(await changePlanTo(t, org, 'starter')).toMatchObject({ organization: { plan: { id: 'starter' } } });
     const upgraded = await balanceOf(t, org);
     expect(upgraded.available + upgraded.reserved).toBe(2_000_000_000);
     const rows = rowsOf<{ source: string; amount: number }>(
@@ -160,7 +167,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     ]);
   });
 
-  it('refuses to empty the journal with TRUNCATE', async () => {
+  it('refuses to empty the journal with TRUNCATE', async ({ t }) => {
     await newOrganization(t);
     await expect(t.database.db.execute(sql`truncate ledger_entries`)).rejects.toThrow();
     await expect(t.database.db.execute(sql`truncate organizations cascade`)).rejects.toThrow();
@@ -170,7 +177,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     expect(count!.n).toBeGreaterThan(0);
   });
 
-  it('ends every reservation within 24 hours of its creation, however often it is extended', async () => {
+  it('ends every reservation within 24 hours of its creation, however often it is extended', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const org = await newOrganization(t, { planId: 'free' });
     const made = await reserve(t, org, textCredits(50), { ttlSeconds: 86_400 });
@@ -187,7 +194,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     expect((await balanceOf(t, org)).available).toBe(100);
   });
 
-  it('sweeps everything else when one item fails every time, and retries it with backoff', async () => {
+  it('sweeps everything else when one item fails every time, and retries it with backoff', async ({ t }) => {
     t.clock.set('2026-01-10T00:00:00Z');
     const orgs = [await newOrganization(t), await newOrganization(t), await newOrganization(t)];
     const held = [];
@@ -209,34 +216,36 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       t.clock.advance(61_000);
       const failures: SweepItem[] = [];
       const backoff = new SweepBackoff();
-      const first = await sweepOnce(ctx(), { backoff, onItemError: (item) => failures.push(item) });
+      const first = await sweepOnce(ctx(t), { backoff, onItemError: (item) => failures.push(item) });
       expect(first).toMatchObject({ refundedReservations: 2, failedItems: 1 });
       expect(failures).toEqual([{ kind: 'reservation-refund', id: broken }]);
       for (const org of orgs.slice(1)) expect(await balanceOf(t, org)).toMatchObject({ available: 100, reserved: 0 });
       // While it waits out its backoff it is not tried, so it cannot crowd out other work.
-      expect(await sweepOnce(ctx(), { backoff })).toMatchObject({ refundedReservations: 0, failedItems: 0 });
+      expect(await sweepOnce(ctx(t), { backoff })).toMatchObject({ refundedReservations: 0, failedItems: 0 });
       // A catch-up loop ends although the item still fails.
       t.clock.advance(2_000);
-      expect(await sweepUntilIdle(ctx(), { backoff })).toMatchObject({ refundedReservations: 0, failedItems: 1 });
+      expect(await sweepUntilIdle(ctx(t), { backoff })).toMatchObject({ refundedReservations: 0, failedItems: 1 });
     } finally {
       await t.database.db.execute(sql`drop trigger refuse_settle on reservations`);
       await t.database.db.execute(sql`drop function refuse_settle()`);
     }
     t.clock.advance(10 * 60_000);
-    expect(await sweepUntilIdle(ctx())).toMatchObject({ refundedReservations: 1, failedItems: 0 });
+    expect(await sweepUntilIdle(ctx(t))).toMatchObject({ refundedReservations: 1, failedItems: 0 });
     expect(await balanceOf(t, orgs[0]!)).toMatchObject({ available: 100, reserved: 0 });
   });
 
   // PostgreSQL only: PGlite runs one statement or transaction at a time, so on it no ledger call
   // can read the clock and then wait for a lock held by another transaction.
   if (driver === 'postgres') {
-    it('reads the time after the organization lock, so a waiting reservation skips a lot that expired meanwhile', async () => {
+    it('reads the time after the organization lock, so a waiting reservation skips a lot that expired meanwhile', async ({
+      t,
+    }) => {
       t.clock.set('2026-01-10T00:00:00Z');
       const org = await newOrganization(t, { planId: 'free' });
       // Spend the allowance so only a promotional lot that expires at noon is left.
-      const [spent] = await reserveAll(org, 100);
+      const [spent] = await reserveAll(t, org, 100);
       await t.gql(CAPTURE, { input: { reservationId: spent!.id } }, org.service);
-      await grantCredits(ctx(), {
+      await grantCredits(ctx(t), {
         organizationId: org.id,
         type: 'PROMOTIONAL',
         amount: 10,
@@ -247,15 +256,15 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       t.clock.set('2026-01-10T11:59:59Z');
       // Another connection holds the organization's lock while the reservation arrives.
       const url = new URL(process.env.DATABASE_URL!);
-      url.pathname = `/${await currentDatabase()}`;
+      url.pathname = `/${await currentDatabase(t)}`;
       const lock = await holdOrganizationLock(url.toString(), org.id);
       try {
-        const waiting = reserveCredits(ctx(), {
+        const waiting = reserveCredits(ctx(t), {
           organizationId: org.id,
           idempotencyKey: uniqueKey(),
           generation: textCredits(5),
         }).catch((error: unknown) => error);
-        await vi.waitFor(async () => expect(await lockWaiters()).toBe(1), { timeout: 10_000, interval: 20 });
+        await vi.waitFor(async () => expect(await lockWaiters(t)).toBe(1), { timeout: 10_000, interval: 20 });
         // The promotional lot expires while the reservation waits.
         t.clock.set('2026-01-10T12:00:01Z');
         await lock.release();
@@ -266,13 +275,13 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     });
   }
 
-  async function currentDatabase(): Promise<string> {
+  async function currentDatabase(t: TestApp): Promise<string> {
     const [row] = rowsOf<{ name: string }>(await t.database.db.execute(sql`select current_database() as name`));
     return row!.name;
   }
 
   /** Sessions of this test's database waiting for a lock. */
-  async function lockWaiters(): Promise<number> {
+  async function lockWaiters(t: TestApp): Promise<number> {
     const [row] = rowsOf<{ n: number }>(
       await t.database.db.execute(
         sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
@@ -281,7 +290,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     return row!.n;
   }
 
-  it('creates an organization once per externalId, and refuses the id for another organization', async () => {
+  it('creates an organization once per externalId, and refuses the id for another organization', async ({ t }) => {
     const admin = await t.token('admin');
     const externalId = uniqueKey('customer');
     const input = { name: 'Acme', planId: 'starter', externalId };
@@ -303,7 +312,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
     if (driver === 'postgres') {
       // Simultaneous retries still make one organization.
       const racing = { ...input, externalId: uniqueKey('racing') };
-      const results = await Promise.all(Array.from({ length: 10 }, () => createOrganization(ctx(), racing)));
+      const results = await Promise.all(Array.from({ length: 10 }, () => createOrganization(ctx(t), racing)));
       expect(new Set(results.map((org) => org.id)).size).toBe(1);
     }
   });

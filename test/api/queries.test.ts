@@ -1,14 +1,14 @@
 import { sql } from 'drizzle-orm';
-import { describe, expect, it } from 'vitest';
-import { useTestApp } from '../support/app.ts';
+import { describe, expect } from 'vitest';
+import { it, useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { LEDGER, QUOTE, RESERVATION } from '../support/operations.ts';
 import { grant, newOrganization, reserve, textCredits } from '../support/scenario.ts';
 
 describe.each(drivers)('queries (%s)', (driver) => {
-  const t = useTestApp(driver, { auditAfterEach: false });
+  useTestApp(driver, { auditAfterEach: false });
 
-  it('lists the catalogs to any valid token, models filtered by output type', async () => {
+  it('lists the catalogs to any valid token, models filtered by output type', async ({ t }) => {
     const org = await newOrganization(t);
     const all = await t.gql(
       '{ models { id tier outputType resolutions maxDurationSeconds } plans { id monthlyCredits } creditPacks { id credits priceCents } }',
@@ -28,7 +28,7 @@ describe.each(drivers)('queries (%s)', (driver) => {
     expect(anonymous.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
 
-  it('quotes a generation against the available balance with the same price a reservation holds', async () => {
+  it('quotes a generation against the available balance with the same price a reservation holds', async ({ t }) => {
     const org = await newOrganization(t); // 100
     const generation = { modelId: 'video-standard', resolution: 'HD_720P', durationSeconds: 4 };
     const quote = await t.gql(QUOTE, { id: org.id, generation }, org.member);
@@ -39,19 +39,19 @@ describe.each(drivers)('queries (%s)', (driver) => {
     expect(big.data.creditQuote).toEqual({ cost: 100, available: 80, affordable: false, affordableCount: 0 });
   });
 
-  it.each([
+  it.for<[string, Record<string, unknown>]>([
     ['generation.modelId', { modelId: 'no-such-model' }],
     ['generation.resolution', { modelId: 'image-premium', resolution: 'SD_480P' }],
     ['generation.durationSeconds', { modelId: 'video-draft', resolution: 'SD_480P', durationSeconds: 11 }],
     ['generation.count', { modelId: 'text-draft', count: 0 }],
-  ])('answers a bad quote with BAD_USER_INPUT naming %s', async (field, generation) => {
+  ])('answers a bad quote with BAD_USER_INPUT naming %s', async ([field, generation], { t }) => {
     const org = await newOrganization(t);
     const result = await t.gql(QUOTE, { id: org.id, generation }, org.member);
     expect(result.data).toBeNull();
     expect(result.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field });
   });
 
-  it('pages through the ledger newest first', async () => {
+  it('pages through the ledger newest first', async ({ t }) => {
     const org = await newOrganization(t);
     await grant(t, org, 'PURCHASED', 10);
     await reserve(t, org, textCredits(3));
@@ -75,7 +75,7 @@ describe.each(drivers)('queries (%s)', (driver) => {
     expect(tooMany.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'first' });
   });
 
-  it('answers malformed ids with BAD_USER_INPUT and other organizations with FORBIDDEN', async () => {
+  it('answers malformed ids with BAD_USER_INPUT and other organizations with FORBIDDEN', async ({ t }) => {
     const a = await newOrganization(t);
     const b = await newOrganization(t);
     const malformed = await t.gql(RESERVATION, { id: 'nope' }, a.member);
@@ -85,7 +85,7 @@ describe.each(drivers)('queries (%s)', (driver) => {
     expect(JSON.stringify(foreign)).not.toContain('available');
   });
 
-  it('keeps the journal append-only at the database level', async () => {
+  it('keeps the journal append-only at the database level', async ({ t }) => {
     const org = await newOrganization(t);
     await expect(
       t.database.db.execute(

@@ -1,26 +1,27 @@
 // Reservations that arrive together for one organization are written in one batch; each request
 // still gets exactly its own answer, and nothing one request runs into fails another.
 import { sql } from 'drizzle-orm';
-import { describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
 import type { LedgerContext } from '../../src/ledger/context.ts';
 import { reserveCredits } from '../../src/ledger/reservations.ts';
-import { useTestApp } from '../support/app.ts';
+import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { balanceOf, newOrganization, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 
 type Settled = { ok: true; id: string; amount: number } | { ok: false; name: string; detail?: unknown };
 
 describe.each(drivers)('reservation batches (%s)', (driver) => {
-  const t = useTestApp(driver);
-  const ctx = (): LedgerContext => ({ db: t.database.db, clock: t.clock });
+  useTestApp(driver);
+  const ctx = (t: TestApp): LedgerContext => ({ db: t.database.db, clock: t.clock });
 
   const attempt = (
+    t: TestApp,
     org: TestOrganization,
     idempotencyKey: string,
     credits: number | 'unknown-model',
   ): Promise<Settled> =>
-    reserveCredits(ctx(), {
+    reserveCredits(ctx(t), {
       organizationId: org.id,
       idempotencyKey,
       generation: credits === 'unknown-model' ? { modelId: 'no-such-model', count: 1 } : textCredits(credits),
@@ -36,27 +37,27 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
       }),
     );
 
-  async function version(org: TestOrganization): Promise<number> {
+  async function version(t: TestApp, org: TestOrganization): Promise<number> {
     const [row] = rowsOf<{ v: number }>(
       await t.database.db.execute(sql`select balance_version as v from organizations where id = ${org.id}`),
     );
     return Number(row!.v);
   }
 
-  it('answers each request of a batch on its own: replays, conflicts, shortfalls and bad input', async () => {
+  it('answers each request of a batch on its own: replays, conflicts, shortfalls and bad input', async ({ t }) => {
     const org = await newOrganization(t, { planId: 'free' });
-    const before = await version(org);
+    const before = await version(t, org);
     const key = uniqueKey();
     // The first request starts a batch at once; the others arrive while it runs and are written
     // together by the next one, in arrival order.
     const results = await Promise.all([
-      attempt(org, uniqueKey(), 10),
-      attempt(org, key, 30),
-      attempt(org, key, 30), // the same request again: the same reservation
-      attempt(org, key, 20), // the same key for another generation: a conflict
-      attempt(org, uniqueKey(), 'unknown-model'), // refused before it joins a batch
-      attempt(org, uniqueKey(), 70), // 60 left after the 10 and the 30: refused, exactly
-      attempt(org, uniqueKey(), 60),
+      attempt(t, org, uniqueKey(), 10),
+      attempt(t, org, key, 30),
+      attempt(t, org, key, 30), // the same request again: the same reservation
+      attempt(t, org, key, 20), // the same key for another generation: a conflict
+      attempt(t, org, uniqueKey(), 'unknown-model'), // refused before it joins a batch
+      attempt(t, org, uniqueKey(), 70), // 60 left after the 10 and the 30: refused, exactly
+      attempt(t, org, uniqueKey(), 60),
     ]);
     expect(results.map((r) => (r.ok ? r.amount : r.name))).toEqual([
       10,
@@ -70,11 +71,11 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
     expect(results[2]).toEqual(results[1]);
     expect(results[5]).toMatchObject({ detail: { required: 70, available: 60 } });
     // Two batches: the first request alone, then the rest together (one version bump each).
-    expect((await version(org)) - before).toBe(2);
+    expect((await version(t, org)) - before).toBe(2);
     expect(await balanceOf(t, org)).toMatchObject({ available: 0, reserved: 100 });
   });
 
-  it('answers every other request of a batch when one fails inside the database', async () => {
+  it('answers every other request of a batch when one fails inside the database', async ({ t }) => {
     const org = await newOrganization(t, { planId: 'free' });
     const doomed = uniqueKey('doomed');
     await t.database.db.execute(
@@ -89,11 +90,11 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
     );
     try {
       const results = await Promise.all([
-        attempt(org, uniqueKey(), 5),
-        attempt(org, uniqueKey(), 10),
-        attempt(org, doomed, 15),
-        attempt(org, uniqueKey(), 20),
-        attempt(org, uniqueKey(), 100), // 65 left: refused, exactly
+        attempt(t, org, uniqueKey(), 5),
+        attempt(t, org, uniqueKey(), 10),
+        attempt(t, org, doomed, 15),
+        attempt(t, org, uniqueKey(), 20),
+        attempt(t, org, uniqueKey(), 100), // 65 left: refused, exactly
       ]);
       expect(results.map((r) => (r.ok ? r.amount : r.name))).toEqual([5, 10, 'Error', 20, 'InsufficientCreditsError']);
       expect(results[4]).toMatchObject({ detail: { required: 100, available: 65 } });
@@ -103,6 +104,6 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
     }
     expect(await balanceOf(t, org)).toMatchObject({ available: 65, reserved: 35 });
     // The failed request wrote nothing, so its key is still free.
-    expect(await attempt(org, doomed, 15)).toMatchObject({ ok: true, amount: 15 });
+    expect(await attempt(t, org, doomed, 15)).toMatchObject({ ok: true, amount: 15 });
   });
 });

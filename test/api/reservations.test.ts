@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
-import { useTestApp } from '../support/app.ts';
+import { it, useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, EXTEND, LEDGER, REFUND, RESERVATION } from '../support/operations.ts';
 import { balanceOf, grant, newOrganization, reserve, textCredits, tryReserve, uniqueKey } from '../support/scenario.ts';
@@ -8,9 +8,9 @@ import { balanceOf, grant, newOrganization, reserve, textCredits, tryReserve, un
 // Through yoga's whole HTTP pipeline, in process (`yoga.fetch`); test/api/http-server.test.ts
 // sends the same operations to a listening server over a real socket.
 describe.each(drivers)('reservations through the GraphQL pipeline in process (%s)', (driver) => {
-  const t = useTestApp(driver);
+  useTestApp(driver);
 
-  it('pre-deducts the server-computed cost and reports the balance', async () => {
+  it('pre-deducts the server-computed cost and reports the balance', async ({ t }) => {
     const org = await newOrganization(t);
     const result = await reserve(t, org, { modelId: 'image-standard', resolution: 'FHD_1080P', count: 2 });
     expect(result.__typename).toBe('ReserveCreditsSuccess');
@@ -26,7 +26,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     ]);
   });
 
-  it('consumes account types in priority order, spanning lots', async () => {
+  it('consumes account types in priority order, spanning lots', async ({ t }) => {
     const org = await newOrganization(t); // 100 subscription
     await grant(t, org, 'REFERRAL', 50);
     await grant(t, org, 'PROMOTIONAL', 50, { expiresAt: '2026-06-01T00:00:00Z' });
@@ -46,7 +46,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect((await balanceOf(t, org)).available).toBe(30);
   });
 
-  it('within one type uses the lot that expires first, never-expiring last, then the oldest', async () => {
+  it('within one type uses the lot that expires first, never-expiring last, then the oldest', async ({ t }) => {
     const org = await newOrganization(t);
     const late = await grant(t, org, 'PROMOTIONAL', 10, { expiresAt: '2026-09-01T00:00:00Z' });
     const never = await grant(t, org, 'PROMOTIONAL', 10);
@@ -60,7 +60,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     ]);
   });
 
-  it('refuses a reservation the balance does not fully cover, writing nothing', async () => {
+  it('refuses a reservation the balance does not fully cover, writing nothing', async ({ t }) => {
     const org = await newOrganization(t);
     const before = await balanceOf(t, org);
     const result = await tryReserve(t, org, textCredits(105));
@@ -68,7 +68,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect(await balanceOf(t, org)).toEqual(before);
   });
 
-  it('captures fully, or partially with the remainder refunded to the lots taken last', async () => {
+  it('captures fully, or partially with the remainder refunded to the lots taken last', async ({ t }) => {
     const org = await newOrganization(t);
     await grant(t, org, 'PURCHASED', 50);
     const { reservation } = await reserve(t, org, textCredits(80));
@@ -88,7 +88,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect(balance.accounts[1]).toMatchObject({ type: 'PURCHASED', available: 50, reserved: 0 });
   });
 
-  it('sends a partial-capture remainder back to the last lot first', async () => {
+  it('sends a partial-capture remainder back to the last lot first', async ({ t }) => {
     const org = await newOrganization(t);
     await grant(t, org, 'PURCHASED', 50);
     const { reservation } = await reserve(t, org, textCredits(130)); // 100 subscription + 30 purchased
@@ -98,14 +98,14 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect(balance.accounts[1].available).toBe(40);
   });
 
-  it('rejects a capture of 0 as invalid input', async () => {
+  it('rejects a capture of 0 as invalid input', async ({ t }) => {
     const org = await newOrganization(t);
     const { reservation } = await reserve(t, org, textCredits(5));
     const result = await t.gql(CAPTURE, { input: { reservationId: reservation.id, amount: 0 } }, org.service);
     expect(result.data.captureReservation).toMatchObject({ __typename: 'InvalidInputError', field: 'amount' });
   });
 
-  it('refunds every credit to the exact lots it came from', async () => {
+  it('refunds every credit to the exact lots it came from', async ({ t }) => {
     const org = await newOrganization(t);
     await grant(t, org, 'PURCHASED', 50);
     const before = await balanceOf(t, org);
@@ -125,7 +125,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect(after.version).toBe(before.version + 2);
   });
 
-  it('settles a reservation exactly once', async () => {
+  it('settles a reservation exactly once', async ({ t }) => {
     const org = await newOrganization(t);
     const first = await reserve(t, org, textCredits(10));
     const id = first.reservation.id;
@@ -142,7 +142,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect((await balanceOf(t, org)).available).toBe(90);
   });
 
-  it('refunds once the time to live passes when swept, with the reason recorded', async () => {
+  it('refunds once the time to live passes when swept, with the reason recorded', async ({ t }) => {
     const org = await newOrganization(t);
     const { reservation } = await reserve(t, org, textCredits(30), { ttlSeconds: 60 });
     t.clock.advanceSeconds(59);
@@ -159,7 +159,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect(ledger.data.ledger.edges[0].node.reason).toMatch(/expired/);
   });
 
-  it('extends a pending reservation, and refuses to extend or capture one past its time', async () => {
+  it('extends a pending reservation, and refuses to extend or capture one past its time', async ({ t }) => {
     const org = await newOrganization(t);
     const { reservation } = await reserve(t, org, textCredits(10), { ttlSeconds: 60 });
     t.clock.advanceSeconds(50);
@@ -175,7 +175,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect(await balanceOf(t, org)).toMatchObject({ available: 100, reserved: 0 });
   });
 
-  it('returns the same reservation for a repeated idempotency key, and a conflict for other input', async () => {
+  it('returns the same reservation for a repeated idempotency key, and a conflict for other input', async ({ t }) => {
     const org = await newOrganization(t);
     const key = uniqueKey();
     const first = await reserve(t, org, textCredits(10), { idempotencyKey: key, ttlSeconds: 60 });
@@ -186,7 +186,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect((await balanceOf(t, org)).reserved).toBe(10);
   });
 
-  it('does not use up a key on a refused reservation', async () => {
+  it('does not use up a key on a refused reservation', async ({ t }) => {
     const org = await newOrganization(t);
     const key = uniqueKey();
     expect((await tryReserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe(
@@ -196,7 +196,7 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
     expect((await reserve(t, org, textCredits(150), { idempotencyKey: key })).__typename).toBe('ReserveCreditsSuccess');
   });
 
-  it("answers for another organization's reservation exactly like a missing one", async () => {
+  it("answers for another organization's reservation exactly like a missing one", async ({ t }) => {
     const a = await newOrganization(t);
     const b = await newOrganization(t);
     const { reservation } = await reserve(t, a, textCredits(5));
@@ -215,9 +215,9 @@ describe.each(drivers)('reservations through the GraphQL pipeline in process (%s
 describe.each(drivers)('reservations with the background sweeper running (%s)', (driver) => {
   // The app's own sweeper runs every 20 ms (real time) against the test's manual clock; nothing
   // in this block sweeps by hand.
-  const t = useTestApp(driver, { app: { sweepIntervalMs: 20 } });
+  useTestApp(driver, { app: { sweepIntervalMs: 20 } });
 
-  it('refunds automatically once the time to live passes, and leaves one still within it', async () => {
+  it('refunds automatically once the time to live passes, and leaves one still within it', async ({ t }) => {
     const org = await newOrganization(t); // 100
     const short = await reserve(t, org, textCredits(30), { ttlSeconds: 60 });
     const long = await reserve(t, org, textCredits(20), { ttlSeconds: 120 });

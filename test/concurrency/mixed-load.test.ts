@@ -15,7 +15,7 @@
 // (a loaded machine gets there later), within a hard limit.
 import { randomUUID } from 'node:crypto';
 import { eq, sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.ts';
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { isSessionTimeout, sqlState } from '../../src/db/errors.ts';
@@ -145,10 +145,12 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
 
       /** Polls `check` until it holds, while the load goes on. */
       async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
-        while (!(await check())) {
-          if (overLimit()) throw new Error(`not within ${LOAD_MAX_MS} ms: ${what}`);
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
+        await vi.waitFor(
+          async () => {
+            if (!(await check())) throw new Error(`not within ${LOAD_MAX_MS} ms: ${what}`);
+          },
+          { timeout: Math.max(0, startedAt + LOAD_MAX_MS - Date.now()), interval: 100 },
+        );
       }
 
       /** Runs one operation; expected refusals are counted, anything else is kept to fail the test. */

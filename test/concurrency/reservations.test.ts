@@ -4,7 +4,8 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
-import { createTestApp, type GraphQLResponse, type TestApp } from '../support/app.ts';
+import { createTestApp, type TestApp } from '../support/app.ts';
+import type { GraphQLResponse } from '../support/graphql.ts';
 import { hasPostgres } from '../support/database.ts';
 import { BALANCE, RESERVE } from '../support/operations.ts';
 import { grant, newOrganization, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';

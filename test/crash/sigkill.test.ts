@@ -13,19 +13,19 @@
 //   CREDITS_TEST_FAULT_500_RATE=0.05 DATABASE_URL=… npx vitest run test/crash/sigkill.test.ts
 // makes the crash test fail, and the last test here runs the scenario with the switch on and
 // expects the checker to report the 500s.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { EXPIRED_REFUND_REASON } from '../../src/ledger/reservations.ts';
 import { runAuditCli } from '../support/audit-cli.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
+import { gqlData, graphqlRequest } from '../support/graphql.ts';
 import { CAPTURE, CREATE_ORGANIZATION, GRANT_CREDITS, RESERVE } from '../support/operations.ts';
+import { killRunningServers, startServer, type StartedServer } from '../support/server-process.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const faultSwitch = fileURLToPath(new URL('./fault-500.ts', import.meta.url));
 const AUTH_SECRET = 'crash-test-secret-that-is-long-enough-for-hs256';
 const KILLS = 5;
@@ -43,21 +43,12 @@ function freePort(): Promise<number> {
   });
 }
 
-interface Server {
-  child: ChildProcess;
-  url: string;
-  output: () => string;
-}
-
-/** Every server process started here, so that none outlives a failed test. */
-const children = new Set<ChildProcess>();
-
 /**
  * Starts the real server and waits until it listens (its start-up line on stdout). With
  * CREDITS_TEST_FAULT_500_RATE set (in `env` or this process) the test-only fault switch is
  * preloaded; otherwise the command is exactly `npm start`'s.
  */
-async function startServer(databaseUrl: string, env: Record<string, string> = {}): Promise<Server> {
+async function startCrashServer(databaseUrl: string, env: Record<string, string> = {}): Promise<StartedServer> {
   const port = await freePort();
   const childEnv: NodeJS.ProcessEnv = {
     ...process.env,
@@ -70,60 +61,7 @@ async function startServer(databaseUrl: string, env: Record<string, string> = {}
   };
   const faulty = Number(childEnv.CREDITS_TEST_FAULT_500_RATE ?? '0') > 0;
   const args = ['--import', 'tsx', ...(faulty ? ['--import', faultSwitch] : []), 'src/main.ts'];
-  const child = spawn(process.execPath, args, { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stderr!.on('data', (chunk) => (output += chunk));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL'); // never leave a half-started server behind
-      reject(new Error(`server did not start within 90 s:\n${output}`));
-    }, 90_000);
-    const check = () => {
-      if (output.includes('Credits API on')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', check);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited (${code ?? signal}) during start-up:\n${output}`));
-    });
-  });
-  return { child, url: `http://127.0.0.1:${port}/graphql`, output: () => output };
-}
-
-function exited(child: ChildProcess): Promise<NodeJS.Signals | number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode ?? child.exitCode);
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
-}
-
-/** A set-up request: anything but a clean answer fails the test at once. */
-async function gql(url: string, token: string, query: string, variables: Record<string, unknown>): Promise<any> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await response.text();
-  if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${text}`);
-  const body = JSON.parse(text) as { data?: any; errors?: unknown[] };
-  if (body.errors) throw new Error(`GraphQL errors: ${JSON.stringify(body.errors)}`);
-  return body.data;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  return startServer({ env: childEnv, args });
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -260,9 +198,9 @@ interface CrashLoad {
   /** Reservations found pending while the server lay dead: only a sweeper can settle them now. */
   leftByCrashes: Set<string>;
   /** The server started after the last kill, still running. */
-  server: Server;
+  server: StartedServer;
   /** Every server started, in order (the killed ones too). */
-  servers: Server[];
+  servers: StartedServer[];
 }
 
 async function runCrashLoad(options: {
@@ -274,23 +212,31 @@ async function runCrashLoad(options: {
   const { databaseUrl, db, kills, serverEnv } = options;
   const key = secretKey(AUTH_SECRET);
   const admin = await signToken({ subject: 'crash-admin', role: 'admin', expiresIn: '1h' }, key);
-  let server = await startServer(databaseUrl, serverEnv);
+  let server = await startCrashServer(databaseUrl, serverEnv);
 
   const orgs: Array<{ id: string; service: string }> = [];
   for (let i = 0; i < 2; i += 1) {
-    const created = await gql(server.url, admin, CREATE_ORGANIZATION, {
-      input: { name: `Crash ${i}`, planId: 'free' },
-    });
+    const created = await gqlData(
+      server.url,
+      CREATE_ORGANIZATION,
+      { input: { name: `Crash ${i}`, planId: 'free' } },
+      { token: admin, timeoutMs: 10_000 },
+    );
     const id = created.createOrganization.organization.id as string;
-    const granted = await gql(server.url, admin, GRANT_CREDITS, {
-      input: {
-        organizationId: id,
-        type: 'PURCHASED',
-        amount: 1_000_000,
-        reason: 'crash test',
-        idempotencyKey: `crash-${i}`,
+    const granted = await gqlData(
+      server.url,
+      GRANT_CREDITS,
+      {
+        input: {
+          organizationId: id,
+          type: 'PURCHASED',
+          amount: 1_000_000,
+          reason: 'crash test',
+          idempotencyKey: `crash-${i}`,
+        },
       },
-    });
+      { token: admin, timeoutMs: 10_000 },
+    );
     expect(granted.grantCredits.__typename).toBe('GrantCreditsSuccess');
     orgs.push({
       id,
@@ -326,12 +272,7 @@ async function runCrashLoad(options: {
       let response: Outcome['response'];
       let error: unknown;
       try {
-        const answer = await fetch(current.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-          body: JSON.stringify({ query, variables }),
-          signal: AbortSignal.timeout(10_000),
-        });
+        const answer = await fetch(current.url, graphqlRequest(query, variables, { token, timeoutMs: 10_000 }));
         response = { status: answer.status, text: await answer.text() };
       } catch (caught) {
         error = caught;
@@ -386,17 +327,23 @@ async function runCrashLoad(options: {
     };
     const clients = Array.from({ length: CLIENTS }, (_, n) => client(n));
     // Kill once the load is well under way, at a moment that varies from round to round.
-    await until('load to build up', async () => (acknowledged >= 40 ? true : undefined), 30_000);
+    await vi.waitFor(
+      () => expect(acknowledged, 'answers acknowledged as the load builds up').toBeGreaterThanOrEqual(40),
+      {
+        timeout: 30_000,
+        interval: 100,
+      },
+    );
     await pause(Math.random() * 300);
     killSent = true;
     current.child.kill('SIGKILL');
-    expect(await exited(current.child)).toBe('SIGKILL');
+    expect(await current.exited).toBe('SIGKILL');
     await pause(100); // let clients see the dead server
     running = false;
     await Promise.all(clients);
     const pending = rowsOf<{ id: string }>(await db.execute(sql`select id from reservations where status = 'PENDING'`));
     for (const { id } of pending) load.leftByCrashes.add(id);
-    server = await startServer(databaseUrl, serverEnv);
+    server = await startCrashServer(databaseUrl, serverEnv);
     load.server = server;
     load.servers.push(server);
   }
@@ -404,10 +351,7 @@ async function runCrashLoad(options: {
 }
 
 afterAll(async () => {
-  for (const child of children) {
-    child.kill('SIGKILL');
-    await exited(child);
-  }
+  await killRunningServers();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -531,10 +475,7 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
     database = await openDatabase({ databaseUrl, maxConnections: 2 });
   });
   afterAll(async () => {
-    for (const child of children) {
-      child.kill('SIGKILL');
-      await exited(child);
-    }
+    await killRunningServers();
     await database?.close();
     await drop?.();
   });
@@ -587,23 +528,21 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
       [...leftByCrashes].map((id) => sql`${id}::uuid`),
       sql`, `,
     );
-    await until(
-      'every reservation left pending by a crash to be refunded',
+    await vi.waitFor(
       async () => {
         const refunded = await count(sql`
         select count(*)::int as n from reservations
         where id in (${ids}) and status = 'REFUNDED' and refund_reason = ${EXPIRED_REFUND_REASON}`);
-        return refunded === leftByCrashes.size ? true : undefined;
+        expect(refunded, 'reservations left pending by a crash and refunded').toBe(leftByCrashes.size);
       },
-      (TTL_SECONDS + 15) * 1000,
+      { timeout: (TTL_SECONDS + 15) * 1000, interval: 100 },
     );
-    await until(
-      'nothing to be pending any more',
+    await vi.waitFor(
       async () => {
         const pending = await count(sql`select count(*)::int as n from reservations where status = 'PENDING'`);
-        return pending === 0 ? true : undefined;
+        expect(pending, 'reservations still pending').toBe(0);
       },
-      (TTL_SECONDS + 15) * 1000,
+      { timeout: (TTL_SECONDS + 15) * 1000, interval: 100 },
     );
     const notCapturedByAClient = await count(sql`
       select count(*)::int as n from reservations
@@ -624,7 +563,7 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
     );
 
     server.child.kill('SIGTERM');
-    expect(await exited(server.child)).toBe(0);
+    expect(await server.exited).toBe(0);
   }, 180_000);
 });
 
@@ -638,10 +577,7 @@ describe.skipIf(!hasPostgres)('crash test against a server answering 500s (postg
     database = await openDatabase({ databaseUrl, maxConnections: 2 });
   });
   afterAll(async () => {
-    for (const child of children) {
-      child.kill('SIGKILL');
-      await exited(child);
-    }
+    await killRunningServers();
     await database?.close();
     await drop?.();
   });
@@ -669,6 +605,6 @@ describe.skipIf(!hasPostgres)('crash test against a server answering 500s (postg
     expect(report.successes).toBeGreaterThan(0);
     expect(() => expectNoProblems(report)).toThrow(/bad outcomes/);
     server.child.kill('SIGTERM');
-    expect(await exited(server.child)).toBe(0);
+    expect(await server.exited).toBe(0);
   }, 120_000);
 });

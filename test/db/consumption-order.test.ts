@@ -1,13 +1,13 @@
 import { sql } from 'drizzle-orm';
 import { GraphQLEnumType } from 'graphql';
-import { describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { rowsOf } from '../../src/db/client.ts';
 import { accountType, entryKind, lotSource, modelTier, outputType, reservationStatus } from '../../src/db/schema.ts';
 import { balanceLots, getBalance } from '../../src/ledger/balance.ts';
 import { ACCOUNT_TYPES } from '../../src/ledger/enums.ts';
 import { accountPriority } from '../../src/ledger/allocation.ts';
 import { schema } from '../../src/schema/index.ts';
-import { useTestApp } from '../support/app.ts';
+import { it, useTestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { balanceOf, grant, newOrganization, reserve, textCredits } from '../support/scenario.ts';
 
@@ -28,9 +28,9 @@ function graphqlEnumValues(name: string): string[] {
 }
 
 describe.each(drivers)('one consumption order for database, ledger and API (%s)', (driver) => {
-  const t = useTestApp(driver);
+  useTestApp(driver);
 
-  it('has the migrated database declare every enum as the drizzle schema does, in the same order', async () => {
+  it('has the migrated database declare every enum as the drizzle schema does, in the same order', async ({ t }) => {
     for (const pgEnum of [accountType, entryKind, reservationStatus, outputType, modelTier, lotSource]) {
       const declared = rowsOf<{ value: string }>(
         await t.database.db.execute(
@@ -52,7 +52,7 @@ describe.each(drivers)('one consumption order for database, ledger and API (%s)'
     expect(graphqlEnumValues('ModelTier')).toEqual([...modelTier.enumValues]);
   });
 
-  it('reads, shows and spends lots in ACCOUNT_TYPES order whatever their age and expiry', async () => {
+  it('reads, shows and spends lots in ACCOUNT_TYPES order whatever their age and expiry', async ({ t }) => {
     // Granted in the reverse of the consumption order, with the soonest expiry on a late type,
     // so neither creation time nor expiry could produce the expected order by accident.
     const org = await newOrganization(t);

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openDatabase } from '../../src/db/client.ts';
 import { createApp } from '../../src/app.ts';
 import { secretKey } from '../../src/auth/tokens.ts';
@@ -7,7 +7,7 @@ import { ManualClock } from '../../src/clock.ts';
 import { createTestApp, listenOverHttp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, REFUND, RESERVE } from '../support/operations.ts';
-import { connectWs, subscribeSse, waitUntil, BALANCE_CHANGED } from '../support/realtime.ts';
+import { connectWs, subscribeSse, BALANCE_CHANGED } from '../support/realtime.ts';
 import { newOrganization, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 import { scrape, valueOf, type Sample } from './metrics-support.ts';
 
@@ -193,7 +193,13 @@ describe.each(drivers)('operating endpoints (%s)', (driver) => {
     const ws = connectWs(base, org.member);
     const wsSubscription = ws.subscribe(BALANCE_CHANGED, { id: org.id });
     const sse = subscribeSse(base, org.member, BALANCE_CHANGED, { id: org.id });
-    await waitUntil(() => wsSubscription.recording.events.length > 0 && sse.recording.events.length > 0, 10_000);
+    await vi.waitFor(
+      () => {
+        expect(wsSubscription.recording.events).not.toHaveLength(0);
+        expect(sse.recording.events).not.toHaveLength(0);
+      },
+      { timeout: 10_000 },
+    );
     expect(await open()).toEqual([1, 1]);
     wsSubscription.unsubscribe();
     sse.close();

@@ -1,14 +1,15 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
 import { createLogger } from '../../src/server/logger.ts';
 import { TEST_SECRET, createTestApp, listenOverHttp, type TestApp } from '../support/app.ts';
+import { graphqlRequest } from '../support/graphql.ts';
 import { RESERVE } from '../support/operations.ts';
-import { BALANCE_CHANGED, connectWs, waitUntil } from '../support/realtime.ts';
+import { BALANCE_CHANGED, connectWs } from '../support/realtime.ts';
 import { newOrganization, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
+import { startServer } from '../support/server-process.ts';
 
 // Logs are JSON lines an operator's tooling parses: one per request with who, what and how it
 // ended, and never a token or a secret.
@@ -45,11 +46,7 @@ describe('request logs (pglite, in process)', () => {
   afterAll(() => t?.close());
 
   const post = (query: string, variables: Record<string, unknown>, headers: Record<string, string>) =>
-    fetch(`${base}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...headers },
-      body: JSON.stringify({ query, variables }),
-    });
+    fetch(`${base}/graphql`, graphqlRequest(query, variables, { headers }));
 
   it('writes one JSON line per request with its id, operation, organization, role, duration and outcome, and no token', async () => {
     const reserve = (credits: number) => ({
@@ -71,7 +68,10 @@ describe('request logs (pglite, in process)', () => {
     );
     const ws = connectWs(base, org.member);
     const subscription = ws.subscribe(BALANCE_CHANGED, { id: org.id });
-    await waitUntil(() => subscription.recording.events.length > 0, 10_000);
+    await vi.waitFor(() => expect(subscription.recording.events).not.toHaveLength(0), {
+      timeout: 10_000,
+      interval: 20,
+    });
     subscription.unsubscribe();
     await ws.dispose();
 
@@ -145,8 +145,7 @@ describe('the server process logs JSON on stdout (pglite)', () => {
     timeout: 180_000,
   }, async () => {
     const secret = 'server-log-test-secret-long-enough-0123456789';
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: path.resolve(import.meta.dirname, '../..'),
+    const server = await startServer({
       env: {
         PATH: process.env.PATH ?? '',
         DATA_DIR: dataDir,
@@ -155,34 +154,20 @@ describe('the server process logs JSON on stdout (pglite)', () => {
         LOG_LEVEL: 'debug',
         SWEEP_INTERVAL_MS: '100',
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      startMs: 120_000,
     });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-    await waitUntil(
-      () => /Credits API on http:\/\/localhost:\d+/.test(stdout),
-      120_000,
-      () => stdout + stderr,
-    );
-    const port = Number(/localhost:(\d+)\/graphql/.exec(stdout)![1]);
     const token = await signToken({ subject: 'log-admin', role: 'admin', expiresIn: '5m' }, secretKey(secret));
-    const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'spawned-1' },
-      body: JSON.stringify({ query: 'query Plans { plans { id } }' }),
-    });
-    expect(response.headers.get('x-request-id')).toBe('spawned-1');
-    expect((await fetch(`http://127.0.0.1:${port}/ready`)).status).toBe(200);
-    await waitUntil(
-      () => stdout.includes('"event":"sweeper"'),
-      30_000,
-      () => stdout,
+    const response = await fetch(
+      server.url,
+      graphqlRequest('query Plans { plans { id } }', undefined, { token, headers: { 'x-request-id': 'spawned-1' } }),
     );
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect(response.headers.get('x-request-id')).toBe('spawned-1');
+    expect((await fetch(`${server.baseUrl}/ready`)).status).toBe(200);
+    await vi.waitFor(() => expect(server.stdout()).toContain('"event":"sweeper"'), { timeout: 30_000 });
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    const stdout = server.stdout();
+    const stderr = server.stderr();
 
     const lines = parseLines(stdout);
     const events = new Set(lines.map((line) => line.event));

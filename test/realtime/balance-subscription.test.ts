@@ -1,5 +1,5 @@
 import { SignJWT } from 'jose';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Db } from '../../src/db/client.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { reserveCredits } from '../../src/ledger/reservations.ts';
@@ -12,7 +12,6 @@ import {
   BALANCE_CHANGED,
   connectWs,
   subscribeSse,
-  waitUntil,
   type Recording,
   type SseSubscription,
   type WsConnection,
@@ -216,7 +215,7 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
     }
     expect(overWs.completed).toBe(true);
     expect(overSse.recording.completed).toBe(true);
-    await waitUntil(() => t.app.notifier.stats().subscribers === 0, 10_000);
+    await vi.waitFor(() => expect(t.app.notifier.stats().subscribers).toBe(0), { timeout: 10_000 });
   });
 
   it('answers a burst of 100 ledger writes committed together with one read, fanned out to every subscriber', async () => {
@@ -315,7 +314,7 @@ describe.each(drivers)('live balance subscription (%s)', (driver) => {
     expect(t.app.notifier.stats().subscribers).toBe(1);
     subscription.unsubscribe();
     // No change follows, so a subscriber that waited for its next event would never be released.
-    await waitUntil(() => t.app.notifier.stats().subscribers === 0, 10_000);
+    await vi.waitFor(() => expect(t.app.notifier.stats().subscribers).toBe(0), { timeout: 10_000 });
   });
 });
 
@@ -344,7 +343,7 @@ describe.each(drivers)('live balance on shutdown (%s)', (driver) => {
     // one fails).
     await overWs.waitForEnd();
     await overSse.recording.waitForEnd();
-    await waitUntil(() => connection.closeCode() !== null, 10_000);
+    await vi.waitFor(() => expect(connection.closeCode()).not.toBeNull(), { timeout: 10_000 });
     expect(overWs.completed).toBe(true);
     expect(overWs.failure).toBeNull();
     expect([1000, 1001]).toContain(connection.closeCode());

@@ -1,8 +1,8 @@
 import postgres from 'postgres';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestApp, type TestApp } from '../support/app.ts';
 import { hasPostgres } from '../support/database.ts';
-import { BALANCE_CHANGED, connectWs, waitUntil, type Recording, type WsConnection } from '../support/realtime.ts';
+import { BALANCE_CHANGED, connectWs, type Recording, type WsConnection } from '../support/realtime.ts';
 import { newOrganization, reserve, textCredits, type TestOrganization } from '../support/scenario.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 
@@ -68,7 +68,9 @@ describe.skipIf(!hasPostgres)('live balance when the listening connection fails 
    */
   async function listenerHearing(): Promise<void> {
     const answered = t.app.notifier.stats().pingsAnswered;
-    await waitUntil(() => t.app.notifier.stats().pingsAnswered >= answered + 2, 30_000);
+    await vi.waitFor(() => expect(t.app.notifier.stats().pingsAnswered).toBeGreaterThanOrEqual(answered + 2), {
+      timeout: 30_000,
+    });
   }
 
   /** The value of one of the app's own counters, as GET /metrics would show it. */

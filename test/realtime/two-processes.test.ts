@@ -1,33 +1,21 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
+import { gqlData } from '../support/graphql.ts';
 import { CREATE_ORGANIZATION, RESERVE } from '../support/operations.ts';
-import { BALANCE_CHANGED, connectWs, waitUntil, type WsConnection } from '../support/realtime.ts';
+import { BALANCE_CHANGED, connectWs, type WsConnection } from '../support/realtime.ts';
 import { textCredits, uniqueKey } from '../support/scenario.ts';
+import { SERVER_START_MS, startServer, stopServer, type StartedServer } from '../support/server-process.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-// Starting a server (tsx compiling the sources, then migrating) has taken over 30 s on a loaded
-// 2-core machine; this only bounds a start that never comes.
-const SERVER_START_MS = 90_000;
 const SECRET = 'two-process-test-secret-long-enough-for-hs256';
 
-interface ServerProcess {
-  child: ChildProcess;
-  baseUrl: string;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
 /** `node --import tsx src/main.ts` as production runs it, on a free port; resolves once it serves. */
-async function startServer(databaseUrl: string, dataDir: string): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
+function startTestServer(databaseUrl: string, dataDir: string): Promise<StartedServer> {
+  return startServer({
     env: {
       ...process.env,
       DATABASE_URL: databaseUrl,
@@ -36,52 +24,12 @@ async function startServer(databaseUrl: string, dataDir: string): Promise<Server
       DATA_DIR: dataDir,
       NODE_ENV: 'test',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stderr!.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  let port: number | null = null;
-  await waitUntil(
-    () => {
-      port = Number(/Credits API on http:\/\/localhost:(\d+)\/graphql/.exec(output)?.[1]) || null;
-      return port !== null || child.exitCode !== null;
-    },
-    SERVER_START_MS,
-    () => output,
-  );
-  if (port === null) throw new Error(`server did not start: ${output}`);
-  return { child, baseUrl: `http://127.0.0.1:${port}`, output: () => output, exited };
-}
-
-async function gql(server: ServerProcess, query: string, variables: Record<string, unknown>, token: string) {
-  const response = await fetch(`${server.baseUrl}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await response.json()) as { data: any; errors?: unknown };
-  expect(body.errors).toBeUndefined();
-  return body.data;
 }
 
 // Exiting on SIGTERM before the orchestrator's SIGKILL is the feature: Kubernetes waits 30 s by
 // default. The server itself gives stragglers 2 s; the rest of the margin is for a loaded machine.
 const SIGTERM_EXIT_MS = 25_000;
-
-async function stop(server: ServerProcess): Promise<number | null> {
-  server.child.kill('SIGTERM');
-  const code = await Promise.race([
-    server.exited,
-    new Promise<'timeout'>((resolve) => setTimeout(resolve, SIGTERM_EXIT_MS, 'timeout')),
-  ]);
-  if (code === 'timeout') {
-    server.child.kill('SIGKILL');
-    throw new Error(`server did not exit within ${SIGTERM_EXIT_MS} ms after SIGTERM: ${server.output()}`);
-  }
-  return code;
-}
 
 describe.skipIf(!hasPostgres)('live balance across two server processes (postgres)', () => {
   it(
@@ -89,20 +37,20 @@ describe.skipIf(!hasPostgres)('live balance across two server processes (postgre
     async () => {
       const { url, drop } = await createPostgresDatabase();
       const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-two-processes-'));
-      const servers: ServerProcess[] = [];
+      const servers: StartedServer[] = [];
       let connection: WsConnection | null = null;
       const admin = postgres(url, { max: 1, onnotice: () => {} });
       try {
         // Both start (and migrate, one after the other under the advisory lock) together.
-        servers.push(...(await Promise.all([startServer(url, dataDir), startServer(url, dataDir)])));
-        const [a, b] = servers as [ServerProcess, ServerProcess];
+        servers.push(...(await Promise.all([startTestServer(url, dataDir), startTestServer(url, dataDir)])));
+        const [a, b] = servers as [StartedServer, StartedServer];
         const key = secretKey(SECRET);
         const adminToken = await signToken({ subject: 'test-admin', role: 'admin', expiresIn: '1h' }, key);
-        const created = await gql(
-          b,
+        const created = await gqlData(
+          b.url,
           CREATE_ORGANIZATION,
           { input: { name: 'Two processes', planId: 'free' } },
-          adminToken,
+          { token: adminToken },
         );
         const orgId = created.createOrganization.organization.id as string;
         const member = await signToken(
@@ -117,12 +65,12 @@ describe.skipIf(!hasPostgres)('live balance across two server processes (postgre
         expect(recording.lastBalance).toMatchObject({ available: 100, reserved: 0 });
 
         // Reserved on B, seen on A.
-        const reserveOn = (server: ServerProcess, credits: number) =>
-          gql(
-            server,
+        const reserveOn = (server: StartedServer, credits: number) =>
+          gqlData(
+            server.url,
             RESERVE,
             { input: { organizationId: orgId, idempotencyKey: uniqueKey(), generation: textCredits(credits) } },
-            member,
+            { token: member },
           );
         await reserveOn(b, 10);
         await recording.waitForVersion(first! + 1);
@@ -142,7 +90,7 @@ describe.skipIf(!hasPostgres)('live balance across two server processes (postgre
         expect(recording.lastBalance).toMatchObject({ available: 70, reserved: 30 });
 
         // SIGTERM: the open subscription is completed and both processes exit 0.
-        expect(await Promise.all(servers.map(stop))).toEqual([0, 0]);
+        expect(await Promise.all(servers.map((server) => stopServer(server, SIGTERM_EXIT_MS)))).toEqual([0, 0]);
         await recording.waitForEnd();
         expect(recording.completed).toBe(true);
       } finally {

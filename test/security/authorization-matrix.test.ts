@@ -1,7 +1,8 @@
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { schema } from '../../src/schema/index.ts';
-import { TEST_SECRET, createTestApp, type GraphQLResponse, type TestApp } from '../support/app.ts';
+import { TEST_SECRET, createTestApp, type TestApp } from '../support/app.ts';
+import type { GraphQLResponse } from '../support/graphql.ts';
 import { drivers } from '../support/database.ts';
 import {
   BALANCE,

@@ -4,7 +4,7 @@
 // scope. Each test fails on the code before the issue.
 import { gunzipSync } from 'node:zlib';
 import { SignJWT, decodeJwt } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { DEFAULT_TOKEN_POLICY, signToken, verifyAuthorization, type TokenPolicy } from '../../src/auth/tokens.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -12,7 +12,7 @@ import { REQUEST_BODY_BYTES_MAX } from '../../src/server/protection.ts';
 import { TEST_SECRET, createTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { BALANCE, LEDGER, QUOTE } from '../support/operations.ts';
-import { BALANCE_CHANGED, connectWs, subscribeSse, waitUntil, type WsConnection } from '../support/realtime.ts';
+import { BALANCE_CHANGED, connectWs, subscribeSse, type WsConnection } from '../support/realtime.ts';
 import { newOrganization, reserve, textCredits, type TestOrganization } from '../support/scenario.ts';
 import { send } from './http.ts';
 
@@ -216,7 +216,9 @@ describe('WebSocket frames are bounded like HTTP bodies', () => {
     const { socket, messages, closed, opened } = rawSocket(baseUrl);
     await opened;
     socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${org.member}` } }));
-    await waitUntil(() => messages.some((message) => message.type === 'connection_ack'), 5000);
+    await vi.waitFor(() => expect(messages).toContainEqual(expect.objectContaining({ type: 'connection_ack' })), {
+      timeout: 5000,
+    });
     // Just under the limit: answered as usual (an unknown variable is ignored by graphql-js).
     const fits = 'x'.repeat(REQUEST_BODY_BYTES_MAX - 2000);
     socket.send(
@@ -226,7 +228,9 @@ describe('WebSocket frames are bounded like HTTP bodies', () => {
         payload: { query: BALANCE, variables: { id: org.id, padding: fits } },
       }),
     );
-    await waitUntil(() => messages.some((message) => message.id === '1' && message.type === 'complete'), 5000);
+    await vi.waitFor(() => expect(messages).toContainEqual(expect.objectContaining({ id: '1', type: 'complete' })), {
+      timeout: 5000,
+    });
     expect(
       messages.find((message) => message.id === '1' && message.type === 'next')?.payload.data.balance.organizationId,
     ).toBe(org.id);
@@ -562,12 +566,15 @@ describe.each(drivers)('limits (%s)', (driver) => {
 
       // Ending one subscription gives its slot back, and it still delivers changes meanwhile.
       a.unsubscribe();
-      await waitUntil(async () => {
-        const again = subscribeSse(baseUrl, org.member, BALANCE_CHANGED, { id: org.id });
-        await again.recording.waitFor((r) => r.events.length > 0);
-        again.close();
-        return again.recording.balances.length === 1;
-      }, 10_000);
+      await vi.waitFor(
+        async () => {
+          const again = subscribeSse(baseUrl, org.member, BALANCE_CHANGED, { id: org.id });
+          await again.recording.waitFor((r) => r.events.length > 0);
+          again.close();
+          expect(again.recording.balances).toHaveLength(1);
+        },
+        { timeout: 10_000 },
+      );
       await reserve(t, org, textCredits(1));
       await c.recording.waitFor((r) => r.balances.length === 2);
     } finally {

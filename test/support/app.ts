@@ -1,18 +1,13 @@
-import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { expect, it as baseIt } from 'vitest';
 import { createApp, type App, type AppOptions } from '../../src/app.ts';
 import { secretKey, signToken, type Role } from '../../src/auth/tokens.ts';
 import { ManualClock } from '../../src/clock.ts';
 import type { Database, Driver } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { createTestDatabase } from './database.ts';
+import { gql, graphqlRequest, readGraphQLResponse, type GraphQLResponse } from './graphql.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256';
-
-export interface GraphQLResponse<T = any> {
-  status: number;
-  data: T;
-  errors?: Array<{ message: string; extensions?: Record<string, any>; path?: Array<string | number> }>;
-}
 
 export interface TestApp {
   app: App;
@@ -59,17 +54,10 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
     authKey,
     token: (role, organizationId, expiresIn = '1h') =>
       signToken({ subject: `test-${role}`, role, organizationId, expiresIn }, authKey),
-    async gql(query, variables, token) {
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (token) headers.authorization = `Bearer ${token}`;
-      const response = await app.yoga.fetch('http://localhost/graphql', {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ query, variables }),
-      });
-      const body = (await response.json()) as { data: any; errors?: GraphQLResponse['errors'] };
-      return { status: response.status, data: body.data, errors: body.errors };
-    },
+    gql: async (query, variables, token) =>
+      readGraphQLResponse(
+        await app.yoga.fetch('http://localhost/graphql', graphqlRequest(query, variables, { token })),
+      ),
     audit: () => auditLedger(database.db),
     async close() {
       await app.stop();
@@ -78,25 +66,79 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
   };
 }
 
+/** What a describe block asks of its test app (see `useTestApp`). */
+export interface AppBlock {
+  driver: Driver;
+  app?: TestAppOptions['app'];
+}
+
+/** The test apps of one file: one per describe block, opened before its first test, closed after its last. */
+class TestApps {
+  private readonly opened = new Map<AppBlock, Promise<TestApp>>();
+
+  open(block: AppBlock): Promise<TestApp> {
+    let app = this.opened.get(block);
+    if (!app) {
+      app = createTestApp(block.driver, { app: block.app });
+      this.opened.set(block, app);
+    }
+    return app;
+  }
+
+  async close(block: AppBlock): Promise<void> {
+    const app = this.opened.get(block);
+    this.opened.delete(block);
+    // An app that failed to open has already failed the tests that asked for it.
+    await (await app?.catch(() => undefined))?.close();
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.opened.keys()].map((block) => this.close(block)));
+  }
+}
+
 /**
- * A test app for one describe block: opened before its tests, closed after them, and (unless
- * told otherwise) audited after every test, so each test also proves the ledger stayed whole.
+ * `it` with a fixture `t`: the test app of the describe block the test is in, declared there with
+ * `useTestApp`. The tests of one block share it, as they share the organizations they create.
+ */
+export const it = baseIt
+  // biome-ignore lint/correctness/noEmptyPattern: vitest reads a fixture's dependencies from this pattern; it has none.
+  .extend('testApps', { scope: 'file' }, async ({}, { onCleanup }) => {
+    const apps = new TestApps();
+    onCleanup(() => apps.closeAll());
+    return apps;
+  })
+  .extend('appBlock', null as AppBlock | null)
+  .extend('t', async ({ testApps, appBlock }) => {
+    if (!appBlock)
+      throw new Error('the describe block of this test declares no test app: call useTestApp(driver) in it');
+    return testApps.open(appBlock);
+  });
+
+/**
+ * Gives the tests of the current describe block (written with this module's `it`) a test app on
+ * `driver`, closed after the block, and (unless told otherwise) audits the ledger after every
+ * test, so each test also proves the ledger stayed whole. Returns the block, for its `beforeAll`
+ * hooks to open the same app through `testApps`.
  */
 export function useTestApp(
   driver: Driver,
   options: { auditAfterEach?: boolean; app?: TestAppOptions['app'] } = {},
-): TestApp {
-  const t = {} as TestApp;
-  beforeAll(async () => {
-    Object.assign(t, await createTestApp(driver, { app: options.app }));
+): AppBlock {
+  const block: AppBlock = { driver, app: options.app };
+  it.override('appBlock', block);
+  // Opened before the block's first test, so that a slow start (PGlite's initdb takes tens of
+  // seconds on a loaded machine) counts against the hook timeout, not that test's.
+  it.beforeAll(async ({ testApps }) => {
+    await testApps.open(block);
   });
-  afterAll(() => t.close());
+  it.afterAll(({ testApps }) => testApps.close(block));
   if (options.auditAfterEach ?? true) {
-    afterEach(async () => {
+    it.afterEach(async ({ t }) => {
       expect(await t.audit()).toEqual([]);
     });
   }
-  return t;
+  return block;
 }
 
 /**
@@ -110,19 +152,7 @@ export async function listenOverHttp(t: TestApp): Promise<{ url: string; client:
   const url = `http://127.0.0.1:${port}/graphql`;
   const client: TestApp = {
     ...t,
-    async gql(query, variables, token) {
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (token) headers.authorization = `Bearer ${token}`;
-      const response = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
-      const text = await response.text();
-      let body: { data: any; errors?: GraphQLResponse['errors'] };
-      try {
-        body = JSON.parse(text);
-      } catch {
-        throw new Error(`HTTP ${response.status} with a body that is not JSON: ${text.slice(0, 300)}`);
-      }
-      return { status: response.status, data: body.data, errors: body.errors };
-    },
+    gql: (query, variables, token) => gql(url, query, variables, { token }),
   };
   return { url, client };
 }

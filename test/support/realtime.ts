@@ -1,4 +1,5 @@
 import { createClient, type Client } from 'graphql-ws';
+import { vi } from 'vitest';
 import WebSocket from 'ws';
 import { BALANCE_FIELDS } from './operations.ts';
 
@@ -33,10 +34,14 @@ export class Recording {
 
   /** Polls until `check` holds, failing with what was recorded after `timeoutMs`. */
   async waitFor(check: (recording: this) => boolean, timeoutMs = 10_000): Promise<void> {
-    await waitUntil(
-      () => check(this),
-      timeoutMs,
-      () => `recorded ${JSON.stringify(this.events)}, completed ${this.completed}, failure ${describe(this.failure)}`,
+    await vi.waitFor(
+      () => {
+        if (check(this)) return;
+        throw new Error(
+          `condition not met within ${timeoutMs} ms; recorded ${JSON.stringify(this.events)}, completed ${this.completed}, failure ${describe(this.failure)}`,
+        );
+      },
+      { timeout: timeoutMs, interval: 20 },
     );
   }
 
@@ -55,19 +60,6 @@ export class Recording {
 function describe(value: unknown): string {
   if (value && typeof value === 'object' && 'code' in value) return `close ${(value as { code: number }).code}`;
   return value instanceof Error ? value.message : JSON.stringify(value);
-}
-
-export async function waitUntil(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  explain: () => string = () => '',
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms; ${explain()}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 export interface WsConnection {
