@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, listenOverHttp, type GraphQLResponse, type TestApp } from '../support/app.ts';
+import { createTestApp, listenOverHttp, type TestApp } from '../support/app.ts';
+import type { GraphQLResponse } from '../support/graphql.ts';
 import { drivers } from '../support/database.ts';
 import { BALANCE, LEDGER, QUOTE, RESERVATION } from '../support/operations.ts';
 import { subscribeSse } from '../support/realtime.ts';
