@@ -11,12 +11,12 @@
 // Citus coordinator is read from that database itself, so nothing else needs configuring.
 import postgres from 'postgres';
 
-interface Node {
+export interface Node {
   host: string;
   port: number;
 }
 
-interface CitusCluster {
+export interface CitusCluster {
   coordinator: Node;
   workers: Node[];
 }
@@ -47,7 +47,7 @@ async function withConnection<T>(url: string, work: (sql: postgres.Sql) => Promi
 }
 
 /** The Citus nodes registered in the database baseUrl names; null when it is not a Citus coordinator. */
-async function citusCluster(baseUrl: string): Promise<CitusCluster | null> {
+export async function citusCluster(baseUrl: string): Promise<CitusCluster | null> {
   return withConnection(baseUrl, async (sql) => {
     const [extension] = await sql<Array<{ citus: boolean }>>`
       select exists (select 1 from pg_extension where extname = 'citus') as citus`;
