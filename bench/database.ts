@@ -3,6 +3,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
+import {
+  createDatabase as createThrowawayDatabase,
+  dropDatabase as dropThrowawayDatabase,
+} from '../scripts/citus/databases.ts';
 import { root } from './server.ts';
 
 export interface BenchDatabase {
@@ -10,34 +14,19 @@ export interface BenchDatabase {
   url: string;
 }
 
-export function databaseUrl(baseUrl: string, name: string): string {
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
 export function benchDatabaseNames(): { main: string; growth: string } {
   const id = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
   return { main: `credits_bench_${id}`, growth: `credits_bench_${id}_growth` };
 }
 
+/** Creates the database next to baseUrl's; on a Citus coordinator with the extension and workers. */
 export async function createDatabase(baseUrl: string, name: string): Promise<BenchDatabase> {
-  const admin = postgres(baseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 });
-  try {
-    await admin.unsafe(`create database ${name}`);
-  } finally {
-    await admin.end({ timeout: 5 });
-  }
-  return { name, url: databaseUrl(baseUrl, name) };
+  return { name, url: await createThrowawayDatabase(baseUrl, name) };
 }
 
+/** Drops it again, on every Citus node when baseUrl names a coordinator. */
 export async function dropDatabase(baseUrl: string, name: string): Promise<void> {
-  const admin = postgres(baseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 });
-  try {
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-  } finally {
-    await admin.end({ timeout: 5 });
-  }
+  await dropThrowawayDatabase(baseUrl, name);
 }
 
 export interface AuditResult {
