@@ -53,9 +53,9 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
         coalesce(sum(e.reserved_change), 0)::bigint as journal_reserved,
         coalesce(sum(e.available_change) filter (where e.kind = 'GRANT'), 0)::bigint as journal_granted,
         count(e.id) filter (where e.kind = 'GRANT')::int as grant_entries
-      from credit_lots l left join ledger_entries e on e.lot_id = l.id
+      from credit_lots l left join ledger_entries e on e.organization_id = l.organization_id and e.lot_id = l.id
       where ${only(sql`l.organization_id`)}
-      group by l.id`),
+      group by l.organization_id, l.id`),
   );
   for (const lot of lots) {
     const at = { organizationId: String(lot.organization_id), lotId: String(lot.id) };
@@ -83,14 +83,17 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
   }
 
   // Entries that could not have been written by postEntries: wrong shape, wrong organization,
-  // or a reservation link where none belongs (or missing where one must be).
+  // or a reservation link where none belongs (or missing where one must be). The composite foreign
+  // keys refuse an entry whose lot or reservation is another organization's; this still finds one
+  // written past them. Lots and reservations are joined within the entry's organization (a join
+  // a sharded database runs shard by shard), so a foreign one shows as missing.
   const badEntries = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       select e.id, e.organization_id, e.lot_id, e.reservation_id, e.kind, e.available_change, e.reserved_change,
         l.organization_id as lot_organization_id, r.organization_id as reservation_organization_id
       from ledger_entries e
-        join credit_lots l on l.id = e.lot_id
-        left join reservations r on r.id = e.reservation_id
+        left join credit_lots l on l.organization_id = e.organization_id and l.id = e.lot_id
+        left join reservations r on r.organization_id = e.organization_id and r.id = e.reservation_id
       where ${only(sql`e.organization_id`)} and not (
         case e.kind
           when 'GRANT' then e.available_change > 0 and e.reserved_change = 0 and e.reservation_id is null
@@ -99,10 +102,10 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
           when 'REFUND' then e.available_change > 0 and e.reserved_change = -e.available_change and e.reservation_id is not null
           when 'EXPIRE' then e.available_change < 0 and e.reserved_change = 0
         end
-        and l.organization_id = e.organization_id
-        and (r.id is null or r.organization_id = e.organization_id)
+        and l.id is not null
+        and (r.id is not null) = (e.reservation_id is not null)
       )
-      order by e.id
+      order by e.organization_id, e.entry_number
       limit 1000`),
   );
   for (const entry of badEntries) {
@@ -112,7 +115,8 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
       ...(entry.reservation_id ? { reservationId: String(entry.reservation_id) } : {}),
       message:
         `entry ${entry.id} (${entry.kind} ${entry.available_change}, ${entry.reserved_change}) is malformed ` +
-        `or crosses organizations (lot of ${entry.lot_organization_id}, reservation of ${entry.reservation_organization_id ?? 'none'})`,
+        `or crosses organizations (lot of ${entry.lot_organization_id ?? 'another organization'}, ` +
+        `reservation of ${entry.reservation_organization_id ?? (entry.reservation_id ? 'another organization' : 'none')})`,
     });
   }
 
@@ -140,9 +144,9 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
         coalesce(sum(e.reserved_change), 0)::bigint as held,
         coalesce(-sum(e.reserved_change) filter (where e.kind = 'CAPTURE'), 0)::bigint as captured,
         coalesce(sum(e.available_change) filter (where e.kind = 'REFUND'), 0)::bigint as refunded
-      from reservations r left join ledger_entries e on e.reservation_id = r.id
+      from reservations r left join ledger_entries e on e.organization_id = r.organization_id and e.reservation_id = r.id
       where ${only(sql`r.organization_id`)}
-      group by r.id`),
+      group by r.organization_id, r.id`),
   );
   for (const r of reservationRows) {
     const at = { organizationId: String(r.organization_id), reservationId: String(r.id) };
@@ -174,7 +178,7 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
     await db.execute(sql`
       select e.reservation_id, e.lot_id, r.organization_id, r.status,
         sum(e.reserved_change)::bigint as held
-      from ledger_entries e join reservations r on r.id = e.reservation_id
+      from ledger_entries e join reservations r on r.organization_id = e.organization_id and r.id = e.reservation_id
       where ${only(sql`r.organization_id`)}
       group by e.reservation_id, e.lot_id, r.organization_id, r.status
       having sum(e.reserved_change) < 0 or (r.status <> 'PENDING' and sum(e.reserved_change) <> 0)`),
@@ -241,7 +245,10 @@ export async function auditLifecycle(db: Queryable, options: AuditOptions = {}):
       await db.execute(sql`
         select l.id as lot_id, l.organization_id, l.available from credit_lots l
         where ${only(sql`l.organization_id`)} and l.available > 0
-          and exists (select 1 from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE')`),
+          and exists (
+            select 1 from ledger_entries e
+            where e.organization_id = l.organization_id and e.lot_id = l.id and e.kind = 'EXPIRE'
+          )`),
     ),
     (row) => `holds ${row.available} spendable credits after it expired`,
   );
@@ -251,10 +258,10 @@ export async function auditLifecycle(db: Queryable, options: AuditOptions = {}):
     rowsOf(
       await db.execute(sql`
         select e.id, e.lot_id, e.organization_id, e.created_at, l.expires_at from ledger_entries e
-          join credit_lots l on l.id = e.lot_id
+          join credit_lots l on l.organization_id = e.organization_id and l.id = e.lot_id
         where ${only(sql`e.organization_id`)} and e.kind = 'EXPIRE'
           and (l.expires_at is null or e.created_at < l.expires_at)
-        order by e.id limit 1000`),
+        order by e.organization_id, e.entry_number limit 1000`),
     ),
     (row) => `entry ${row.id} expires credits before the lot's expiry (${String(row.expires_at ?? 'never')})`,
   );
@@ -339,7 +346,8 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
   for (const row of rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       select id, organization_id, type, expires_at, created_at,
-        (select min(e.created_at) from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE') as first_expired_at
+        (select min(e.created_at) from ledger_entries e
+          where e.organization_id = l.organization_id and e.lot_id = l.id and e.kind = 'EXPIRE') as first_expired_at
       from credit_lots l where ${only(sql`l.organization_id`)}`),
   )) {
     lots.set(String(row.id), {
@@ -362,7 +370,7 @@ async function auditConsumptionOrder(db: Queryable, orgId: string | null): Promi
   const entries = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       select lot_id, reservation_id, kind, available_change, created_at from ledger_entries e
-      where ${only(sql`e.organization_id`)} order by e.id`),
+      where ${only(sql`e.organization_id`)} order by e.organization_id, e.entry_number`),
   );
   const violations: Violation[] = [];
   for (let i = 0; i < entries.length; ) {
