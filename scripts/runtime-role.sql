@@ -11,3 +11,5 @@ GRANT SELECT ON plans, credit_packs, generation_models TO :"app_role";
 GRANT SELECT, INSERT, UPDATE ON organizations, credit_lots, reservations, withheld_credits TO :"app_role";
 GRANT SELECT, INSERT ON ledger_entries TO :"app_role";
 GRANT USAGE ON SEQUENCE ledger_entries_id_seq TO :"app_role";
+-- External-id claims are written once, with the organization they name, and never changed.
+GRANT SELECT, INSERT ON organization_external_ids TO :"app_role";

@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
+import { distributeTables, hasCitus, markCitus } from './citus.ts';
 import { retryOnDeadConnection } from './dead-connections.ts';
 import { requirePatchedDriver } from './patched-driver.ts';
 import { countingPool, type PoolStats } from './pool-stats.ts';
@@ -43,6 +44,12 @@ export interface Database {
   readonly poolStats?: () => PoolStats;
   /** The PGlite instance, present only on the embedded driver. */
   readonly pglite?: PGlite;
+  /**
+   * True when the PostgreSQL database is a Citus coordinator (the `citus` extension is present):
+   * tables are sharded by organization and balance notifications are sent by the coordinator's
+   * own session (src/ledger/announcements.ts). Detected once at open.
+   */
+  readonly citus?: boolean;
   close(): Promise<void>;
 }
 
@@ -93,6 +100,10 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     if (database.driver === 'pglite' && (options.migrate ?? true))
       await migratePglite(database.db as never, { migrationsFolder });
     else if (!(options.migrate ?? true)) await requireMigrated(database.db);
+    if (database.postgresClient && (await hasCitus(database.postgresClient))) {
+      markCitus(database.db);
+      return { ...database, citus: true };
+    }
   } catch (error) {
     await database.close();
     throw error;
@@ -215,6 +226,8 @@ async function migratePostgresDatabase(url: string): Promise<void> {
     try {
       await reserved`select pg_advisory_lock(${MIGRATION_LOCK_ID})`;
       await migratePostgres(drizzlePostgres(client, { schema }) as never, { migrationsFolder });
+      // On a Citus coordinator the migrated tables are then sharded by organization (once).
+      if (await hasCitus(reserved)) await distributeTables(reserved);
     } finally {
       await reserved`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.catch(() => {});
       reserved.release();

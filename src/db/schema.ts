@@ -3,6 +3,7 @@ import {
   bigint,
   bigserial,
   check,
+  foreignKey,
   index,
   integer,
   pgEnum,
@@ -59,6 +60,7 @@ export const organizations = pgTable(
   {
     id: uuid('id').primaryKey(),
     // The customer's id for this organization in the host application; makes creation idempotent.
+    // Shown as given; its uniqueness across organizations lives in organization_external_ids.
     externalId: text('external_id'),
     name: text('name').notNull(),
     planId: text('plan_id')
@@ -73,16 +75,26 @@ export const organizations = pgTable(
     balanceVersion: integer('balance_version').notNull().default(0),
     createdAt: timestamptz('created_at').notNull(),
   },
-  (t) => [
-    index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt),
-    uniqueIndex('organizations_external_id_idx').on(t.externalId),
-  ],
+  (t) => [index('organizations_cycle_ends_at_idx').on(t.cycleEndsAt)],
 );
 
+// Claims of external ids, keyed by the external id itself. An external id is unique across all
+// organizations, which a table sharded by organization cannot enforce; this one is sharded by the
+// external id (on Citus), so the claim is one unique-key insert on one shard. It is written in the
+// organization's creation transaction; there is no foreign key, because the two rows live on
+// different shards.
+export const organizationExternalIds = pgTable('organization_external_ids', {
+  externalId: text('external_id').primaryKey(),
+  organizationId: uuid('organization_id').notNull(),
+});
+
+// Tenant tables: organization_id leads every primary key, unique key and foreign key, so that a
+// database sharded by organization (Citus) keeps each organization's rows, and every constraint
+// check, on one shard.
 export const creditLots = pgTable(
   'credit_lots',
   {
-    id: uuid('id').primaryKey(),
+    id: uuid('id').notNull(),
     organizationId: uuid('organization_id')
       .notNull()
       .references(() => organizations.id),
@@ -103,6 +115,7 @@ export const creditLots = pgTable(
     reason: text('reason').notNull(),
   },
   (t) => [
+    primaryKey({ columns: [t.organizationId, t.id] }),
     check('credit_lots_granted_positive', sql`${t.granted} > 0`),
     check('credit_lots_available_nonnegative', sql`${t.available} >= 0`),
     check('credit_lots_reserved_nonnegative', sql`${t.reserved} >= 0`),
@@ -138,7 +151,7 @@ export const withheldCredits = pgTable(
 export const reservations = pgTable(
   'reservations',
   {
-    id: uuid('id').primaryKey(),
+    id: uuid('id').notNull(),
     organizationId: uuid('organization_id')
       .notNull()
       .references(() => organizations.id),
@@ -159,6 +172,7 @@ export const reservations = pgTable(
     refundReason: text('refund_reason'),
   },
   (t) => [
+    primaryKey({ columns: [t.organizationId, t.id] }),
     check('reservations_amount_positive', sql`${t.amount} > 0`),
     check(
       'reservations_settled_sum',
@@ -175,19 +189,18 @@ export const reservations = pgTable(
 export const ledgerEntries = pgTable(
   'ledger_entries',
   {
-    // Internal only: a global sequence says how many entries all organizations wrote, so it is
-    // never shown to a caller (and on a sharded database it would not even be ordered).
-    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    // Internal only and no key: a global sequence says how many entries all organizations wrote,
+    // so it is never shown to a caller, and on a sharded database its values are not in the order
+    // the entries were written. Nothing orders by it; entry_number is the journal's order.
+    id: bigserial('id', { mode: 'number' }).notNull(),
     organizationId: uuid('organization_id')
       .notNull()
       .references(() => organizations.id),
     // The entry's place in its organization's journal: 1, 2, 3, … without gaps, assigned under the
     // organization's lock. It orders and pages the journal and is what callers see of an entry.
     entryNumber: bigint('entry_number', { mode: 'number' }).notNull(),
-    lotId: uuid('lot_id')
-      .notNull()
-      .references(() => creditLots.id),
-    reservationId: uuid('reservation_id').references(() => reservations.id),
+    lotId: uuid('lot_id').notNull(),
+    reservationId: uuid('reservation_id'),
     kind: entryKind('kind').notNull(),
     availableChange: integer('available_change').notNull(),
     reservedChange: integer('reserved_change').notNull(),
@@ -196,9 +209,22 @@ export const ledgerEntries = pgTable(
   },
   (t) => [
     check('ledger_entries_nonzero', sql`${t.availableChange} <> 0 or ${t.reservedChange} <> 0`),
-    uniqueIndex('ledger_entries_entry_number_idx').on(t.organizationId, t.entryNumber),
-    index('ledger_entries_lot_idx').on(t.lotId),
-    index('ledger_entries_reservation_idx').on(t.reservationId).where(sql`${t.reservationId} is not null`),
+    primaryKey({ columns: [t.organizationId, t.entryNumber] }),
+    foreignKey({
+      name: 'ledger_entries_lot_fk',
+      columns: [t.organizationId, t.lotId],
+      foreignColumns: [creditLots.organizationId, creditLots.id],
+    }),
+    // Checked only when reservation_id is set (MATCH SIMPLE): grants and expiries belong to no reservation.
+    foreignKey({
+      name: 'ledger_entries_reservation_fk',
+      columns: [t.organizationId, t.reservationId],
+      foreignColumns: [reservations.organizationId, reservations.id],
+    }),
+    index('ledger_entries_lot_idx').on(t.organizationId, t.lotId),
+    index('ledger_entries_reservation_idx')
+      .on(t.organizationId, t.reservationId)
+      .where(sql`${t.reservationId} is not null`),
   ],
 );
 
@@ -207,6 +233,7 @@ export const schema = {
   creditPacks,
   generationModels,
   organizations,
+  organizationExternalIds,
   creditLots,
   reservations,
   ledgerEntries,

@@ -89,7 +89,7 @@ export interface MalformedEntryRow {
   kind: string;
   availableChange: number;
   reservedChange: number;
-  lotOrganizationId: string;
+  lotOrganizationId: string | null;
   reservationOrganizationId: string | null;
 }
 
@@ -99,7 +99,8 @@ export function entryWellFormed(entry: MalformedEntryRow): Violation[] {
     finding(
       entry,
       `entry ${entry.entryId} (${entry.kind} ${entry.availableChange}, ${entry.reservedChange}) is malformed ` +
-        `or crosses organizations (lot of ${entry.lotOrganizationId}, reservation of ${entry.reservationOrganizationId ?? 'none'})`,
+        `or crosses organizations (lot of ${entry.lotOrganizationId ?? 'another organization'}, ` +
+        `reservation of ${entry.reservationOrganizationId ?? (entry.reservationId ? 'another organization' : 'none')})`,
     ),
   ];
 }

@@ -110,9 +110,9 @@ function reader(db: Queryable, organizationId: string | undefined) {
             coalesce(sum(e.reserved_change), 0)::bigint as journal_reserved,
             coalesce(sum(e.available_change) filter (where e.kind = 'GRANT'), 0)::bigint as journal_granted,
             count(e.id) filter (where e.kind = 'GRANT')::int as grant_entries
-          from credit_lots l left join ledger_entries e on e.lot_id = l.id
+          from credit_lots l left join ledger_entries e on e.organization_id = l.organization_id and e.lot_id = l.id
           where ${only(sql`l.organization_id`)}
-          group by l.id`)
+          group by l.organization_id, l.id`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         lotId: text(row.id),
@@ -126,15 +126,18 @@ function reader(db: Queryable, organizationId: string | undefined) {
       })),
 
     // Entries that could not have been written by postEntries: wrong shape, wrong organization,
-    // or a reservation link where none belongs (or missing where one must be).
+    // or a reservation link where none belongs (or missing where one must be). The composite foreign
+    // keys refuse an entry whose lot or reservation is another organization's; this still finds one
+    // written past them. Lots and reservations are joined within the entry's organization (a join
+    // a sharded database runs shard by shard), so a foreign one shows as missing.
     malformedEntries: async () =>
       (
         await query(sql`
           select e.id, e.organization_id, e.lot_id, e.reservation_id, e.kind, e.available_change, e.reserved_change,
             l.organization_id as lot_organization_id, r.organization_id as reservation_organization_id
           from ledger_entries e
-            join credit_lots l on l.id = e.lot_id
-            left join reservations r on r.id = e.reservation_id
+            left join credit_lots l on l.organization_id = e.organization_id and l.id = e.lot_id
+            left join reservations r on r.organization_id = e.organization_id and r.id = e.reservation_id
           where ${only(sql`e.organization_id`)} and not (
             case e.kind
               when 'GRANT' then e.available_change > 0 and e.reserved_change = 0 and e.reservation_id is null
@@ -143,10 +146,10 @@ function reader(db: Queryable, organizationId: string | undefined) {
               when 'REFUND' then e.available_change > 0 and e.reserved_change = -e.available_change and e.reservation_id is not null
               when 'EXPIRE' then e.available_change < 0 and e.reserved_change = 0
             end
-            and l.organization_id = e.organization_id
-            and (r.id is null or r.organization_id = e.organization_id)
+            and l.id is not null
+            and (r.id is not null) = (e.reservation_id is not null)
           )
-          order by e.id
+          order by e.organization_id, e.entry_number
           limit 1000`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
@@ -156,7 +159,7 @@ function reader(db: Queryable, organizationId: string | undefined) {
         kind: text(row.kind),
         availableChange: count(row.available_change),
         reservedChange: count(row.reserved_change),
-        lotOrganizationId: text(row.lot_organization_id),
+        lotOrganizationId: optionalText(row.lot_organization_id),
         reservationOrganizationId: optionalText(row.reservation_organization_id),
       })),
 
@@ -182,9 +185,9 @@ function reader(db: Queryable, organizationId: string | undefined) {
             coalesce(sum(e.reserved_change), 0)::bigint as held,
             coalesce(-sum(e.reserved_change) filter (where e.kind = 'CAPTURE'), 0)::bigint as captured,
             coalesce(sum(e.available_change) filter (where e.kind = 'REFUND'), 0)::bigint as refunded
-          from reservations r left join ledger_entries e on e.reservation_id = r.id
+          from reservations r left join ledger_entries e on e.organization_id = r.organization_id and e.reservation_id = r.id
           where ${only(sql`r.organization_id`)}
-          group by r.id`)
+          group by r.organization_id, r.id`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         reservationId: text(row.id),
@@ -204,7 +207,7 @@ function reader(db: Queryable, organizationId: string | undefined) {
         await query(sql`
           select e.reservation_id, e.lot_id, r.organization_id, r.status,
             sum(e.reserved_change)::bigint as held
-          from ledger_entries e join reservations r on r.id = e.reservation_id
+          from ledger_entries e join reservations r on r.organization_id = e.organization_id and r.id = e.reservation_id
           where ${only(sql`r.organization_id`)}
           group by e.reservation_id, e.lot_id, r.organization_id, r.status
           having sum(e.reserved_change) < 0 or (r.status <> 'PENDING' and sum(e.reserved_change) <> 0)`)
@@ -241,7 +244,10 @@ function reader(db: Queryable, organizationId: string | undefined) {
         await query(sql`
           select l.id, l.organization_id, l.available from credit_lots l
           where ${only(sql`l.organization_id`)} and l.available > 0
-            and exists (select 1 from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE')`)
+            and exists (
+              select 1 from ledger_entries e
+              where e.organization_id = l.organization_id and e.lot_id = l.id and e.kind = 'EXPIRE'
+            )`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         lotId: text(row.id),
@@ -252,10 +258,10 @@ function reader(db: Queryable, organizationId: string | undefined) {
       (
         await query(sql`
           select e.id, e.lot_id, e.organization_id, l.expires_at from ledger_entries e
-            join credit_lots l on l.id = e.lot_id
+            join credit_lots l on l.organization_id = e.organization_id and l.id = e.lot_id
           where ${only(sql`e.organization_id`)} and e.kind = 'EXPIRE'
             and (l.expires_at is null or e.created_at < l.expires_at)
-          order by e.id limit 1000`)
+          order by e.organization_id, e.entry_number limit 1000`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         lotId: text(row.lot_id),
@@ -322,7 +328,8 @@ function reader(db: Queryable, organizationId: string | undefined) {
       (
         await query(sql`
           select id, organization_id, type, expires_at, created_at,
-            (select min(e.created_at) from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE') as first_expired_at
+            (select min(e.created_at) from ledger_entries e
+              where e.organization_id = l.organization_id and e.lot_id = l.id and e.kind = 'EXPIRE') as first_expired_at
           from credit_lots l where ${only(sql`l.organization_id`)}`)
       ).map((row) => ({
         lotId: text(row.id),
@@ -337,7 +344,7 @@ function reader(db: Queryable, organizationId: string | undefined) {
       (
         await query(sql`
           select lot_id, reservation_id, kind, available_change, created_at from ledger_entries e
-          where ${only(sql`e.organization_id`)} order by e.id`)
+          where ${only(sql`e.organization_id`)} order by e.organization_id, e.entry_number`)
       ).map((row) => ({
         lotId: text(row.lot_id),
         reservationId: optionalText(row.reservation_id),

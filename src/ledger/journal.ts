@@ -2,7 +2,7 @@ import { and, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
-import { announcedCte } from './announcements.ts';
+import { announcedCte, announcesFromCoordinator, notifyFromCoordinator } from './announcements.ts';
 import type { EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
 import { notePosted } from './movements.ts';
@@ -98,6 +98,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   }
   const changes = [...changeByLot].filter(([, change]) => change.available !== 0 || change.reserved !== 0);
   const created = options.newReservations ?? [];
+  const fromCoordinator = announcesFromCoordinator(tx);
   const result = await tx.execute(sql`
     with ${createdPart(organizationId, created)}, ${settledPart(organizationId, options.settlement)}, changed as (
       update ${creditLots} as l
@@ -126,7 +127,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
       ) with ordinality as e(lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, n)
       order by e.n
       returning 1
-    ), ${announcedPart(organizationId, options.announce ?? false)}
+    ), ${announcedPart(organizationId, options.announce ?? false, !fromCoordinator)}
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
       (select max(balance_version) from announced) as balance_version`);
@@ -147,7 +148,9 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   notePosted(tx, drafts);
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
-  return Number(row.balance_version);
+  const version = Number(row.balance_version);
+  if (fromCoordinator) await notifyFromCoordinator(tx, organizationId, version);
+  return version;
 }
 
 // The optional parts of a posting. Each is always present, as an empty CTE when unused, so the
@@ -185,9 +188,9 @@ function settledPart(organizationId: string, settlement: Settlement | undefined)
     )`;
 }
 
-function announcedPart(organizationId: string, announce: boolean) {
+function announcedPart(organizationId: string, announce: boolean, notify: boolean) {
   return announce
-    ? announcedCte(organizationId)
+    ? announcedCte(organizationId, notify)
     : sql`announced as (select null::bigint as balance_version where false)`;
 }
 

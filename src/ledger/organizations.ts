@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { and, eq } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
-import { creditLots, organizations } from '../db/schema.ts';
+import { creditLots, organizationExternalIds, organizations } from '../db/schema.ts';
 import { cycleContaining, type BillingCycle } from './billing-cycle.ts';
 import { findPlan, type Plan } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
@@ -103,10 +103,15 @@ export async function createOrganization(ctx: LedgerContext, input: CreateOrgani
     const now = ctx.clock.now();
     const anchor = requestedAnchor ?? now;
     const cycle = cycleContaining(anchor, now);
+    const id = randomUUID();
+    if (externalId !== null) {
+      const owner = await claimExternalId(tx, externalId, id);
+      if (owner !== id) return replayOrganization(tx, owner, externalId, name, plan.id, requestedAnchor);
+    }
     const [org] = await tx
       .insert(organizations)
       .values({
-        id: randomUUID(),
+        id,
         externalId,
         name,
         planId: plan.id,
@@ -115,13 +120,35 @@ export async function createOrganization(ctx: LedgerContext, input: CreateOrgani
         cycleEndsAt: cycle.endsAt,
         createdAt: now,
       })
-      .onConflictDoNothing({ target: organizations.externalId })
       .returning();
-    if (!org) return replayOrganization(tx, externalId!, name, plan.id, requestedAnchor);
+    invariant(org, `organization ${id} was not inserted`);
     await grantCycleAllowance(tx, org, plan, cycle, now);
     const balanceVersion = await bumpBalanceVersion(tx, org.id);
     return { ...org, balanceVersion };
   });
+}
+
+/**
+ * Claims the external id for the organization about to be created, and returns the organization
+ * that owns it: `organizationId` when the claim is new, or the one an earlier request created. A
+ * concurrent claim of the same id waits on the key until the first one commits or rolls back.
+ * The claim lives in a table keyed by the external id (see organizationExternalIds): on Citus it
+ * is on another shard than the organization, so a creation with an external id is a two-node
+ * transaction (two-phase commit), the only one the service runs; every other write is one shard.
+ */
+async function claimExternalId(tx: Tx, externalId: string, organizationId: string): Promise<string> {
+  const [claimed] = await tx
+    .insert(organizationExternalIds)
+    .values({ externalId, organizationId })
+    .onConflictDoNothing({ target: organizationExternalIds.externalId })
+    .returning();
+  if (claimed) return claimed.organizationId;
+  const [existing] = await tx
+    .select()
+    .from(organizationExternalIds)
+    .where(eq(organizationExternalIds.externalId, externalId));
+  invariant(existing, `external id ${externalId} conflicted but its claim cannot be read`);
+  return existing.organizationId;
 }
 
 /**
@@ -130,13 +157,14 @@ export async function createOrganization(ctx: LedgerContext, input: CreateOrgani
  */
 async function replayOrganization(
   tx: Tx,
+  organizationId: string,
   externalId: string,
   name: string,
   planId: string,
   anchor: Date | null,
 ): Promise<Organization> {
-  const [existing] = await tx.select().from(organizations).where(eq(organizations.externalId, externalId));
-  invariant(existing, `organization with external id ${externalId} conflicted but cannot be read`);
+  const existing = await findOrganization(tx, organizationId);
+  invariant(existing, `organization with external id ${externalId} was claimed but cannot be read`);
   const same =
     existing.name === name &&
     existing.planId === planId &&

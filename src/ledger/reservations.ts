@@ -52,9 +52,9 @@ export async function reserveCredits(ctx: LedgerContext, input: ReserveInput): P
 }
 
 /**
- * The lots reservations took their credits from, in the order they took them. With an
- * organization, only that organization's entries are read (the lookup a sharded database routes
- * to one shard).
+ * The lots reservations took their credits from, in the order they took them (the journal's
+ * order, its entry numbers). With an organization, only that organization's entries are read
+ * (the lookup a sharded database routes to one shard); every caller in the service passes one.
  */
 export async function listAllocations(
   db: Queryable,
@@ -71,7 +71,10 @@ export async function listAllocations(
       lotExpiresAt: creditLots.expiresAt,
     })
     .from(ledgerEntries)
-    .innerJoin(creditLots, eq(creditLots.id, ledgerEntries.lotId))
+    .innerJoin(
+      creditLots,
+      and(eq(creditLots.organizationId, ledgerEntries.organizationId), eq(creditLots.id, ledgerEntries.lotId)),
+    )
     .where(
       and(
         inArray(ledgerEntries.reservationId, reservationIds),
@@ -79,7 +82,7 @@ export async function listAllocations(
         organizationId === undefined ? undefined : eq(ledgerEntries.organizationId, organizationId),
       ),
     )
-    .orderBy(asc(ledgerEntries.id));
+    .orderBy(asc(ledgerEntries.organizationId), asc(ledgerEntries.entryNumber));
   return rows.map((row) => ({ ...row, reservationId: row.reservationId! }));
 }
 
@@ -120,7 +123,9 @@ interface Settled {
  * Locks the reservation's organization, then reads the reservation and its allocations under
  * that lock: the lock and the reads are sent together and run in order, one round trip. A
  * caller's organization is known from its token, so it is locked straight away; only an admin's
- * request looks the reservation up first to learn its organization. A reservation outside the
+ * request looks the reservation up first to learn its organization. On Citus that lookup by id
+ * alone is the one cross-shard read of a request (it asks every shard, and locks nothing); the
+ * lock and everything after it go to the organization's shard. A reservation outside the
  * caller's scope is reported exactly like a missing one.
  */
 async function lockReservation(
@@ -290,10 +295,18 @@ export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope:
   });
 }
 
-/** The sweeper's automatic refund; does nothing if the reservation was settled meanwhile. */
-export async function refundIfExpired(ctx: LedgerContext, reservationId: string): Promise<boolean> {
+/**
+ * The sweeper's automatic refund; does nothing if the reservation was settled meanwhile. The
+ * sweeper found the reservation with its organization, so the lock goes straight to that
+ * organization's shard.
+ */
+export async function refundIfExpired(
+  ctx: LedgerContext,
+  reservationId: string,
+  organizationId: string,
+): Promise<boolean> {
   return inTransaction(ctx.db, async (tx) => {
-    const locked = await lockReservation(tx, reservationId, null, ctx.clock);
+    const locked = await lockReservation(tx, reservationId, organizationId, ctx.clock);
     const { reservation, now } = locked;
     if (reservation.status !== 'PENDING' || reservation.expiresAt.getTime() > now.getTime()) return false;
     await settle(tx, locked, 0, EXPIRED_REFUND_REASON);

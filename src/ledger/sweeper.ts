@@ -104,8 +104,13 @@ export async function sweepOnce(ctx: LedgerContext, options: SweepOptions = {}):
     }
   };
 
-  for (const id of await dueReservations(ctx, nowMs, backoff.waiting('reservation-refund', nowMs))) {
-    if (await run({ kind: 'reservation-refund', id }, () => refundIfExpired(ctx, id))) result.refundedReservations += 1;
+  for (const { id, organizationId } of await dueReservations(
+    ctx,
+    nowMs,
+    backoff.waiting('reservation-refund', nowMs),
+  )) {
+    if (await run({ kind: 'reservation-refund', id }, () => refundIfExpired(ctx, id, organizationId)))
+      result.refundedReservations += 1;
   }
   for (const id of await dueCycles(ctx, nowMs, backoff.waiting('cycle-reset', nowMs))) {
     if (await run({ kind: 'cycle-reset', id }, () => resetCycle(ctx, id))) result.resetOrganizations += 1;
@@ -116,9 +121,16 @@ export async function sweepOnce(ctx: LedgerContext, options: SweepOptions = {}):
   return result;
 }
 
-async function dueReservations(ctx: LedgerContext, nowMs: number, skip: string[]): Promise<string[]> {
-  const rows = await ctx.db
-    .select({ id: reservations.id })
+// Finding due work reads every organization: on Citus each of these runs on all shards in
+// parallel and locks nothing. The work itself then runs one organization per transaction.
+
+async function dueReservations(
+  ctx: LedgerContext,
+  nowMs: number,
+  skip: string[],
+): Promise<Array<{ id: string; organizationId: string }>> {
+  return ctx.db
+    .select({ id: reservations.id, organizationId: reservations.organizationId })
     .from(reservations)
     .where(
       and(
@@ -129,7 +141,6 @@ async function dueReservations(ctx: LedgerContext, nowMs: number, skip: string[]
     )
     .orderBy(asc(reservations.expiresAt))
     .limit(BATCH_SIZE);
-  return rows.map((row) => row.id);
 }
 
 async function dueCycles(ctx: LedgerContext, nowMs: number, skip: string[]): Promise<string[]> {

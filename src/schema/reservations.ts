@@ -73,7 +73,7 @@ export const ReservationType = builder.objectRef<Reservation>('Reservation').imp
     allocations: t.field({
       type: [ReservationAllocationType],
       description: 'The lots the credits were taken from, in the order they were taken.',
-      resolve: (reservation, _args, ctx) => listAllocations(ctx.db, [reservation.id]),
+      resolve: (reservation, _args, ctx) => listAllocations(ctx.db, [reservation.id], reservation.organizationId),
     }),
   }),
 });

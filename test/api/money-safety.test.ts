@@ -207,10 +207,9 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       create function refuse_settle() returns trigger language plpgsql as $$
       begin if new.id = '${broken}' then raise exception 'injected failure'; end if; return new; end $$`),
     );
-    await t.database.db.execute(
-      sql.raw(
-        `create trigger refuse_settle before update on reservations for each row execute function refuse_settle()`,
-      ),
+    await triggerDdl(
+      t,
+      `create trigger refuse_settle before update on reservations for each row execute function refuse_settle()`,
     );
     try {
       t.clock.advance(61_000);
@@ -226,7 +225,7 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       t.clock.advance(2_000);
       expect(await sweepUntilIdle(ctx(t), { backoff })).toMatchObject({ refundedReservations: 0, failedItems: 1 });
     } finally {
-      await t.database.db.execute(sql`drop trigger refuse_settle on reservations`);
+      await triggerDdl(t, 'drop trigger refuse_settle on reservations');
       await t.database.db.execute(sql`drop function refuse_settle()`);
     }
     t.clock.advance(10 * 60_000);
@@ -282,12 +281,24 @@ describe.each(drivers)('money safety (%s)', (driver) => {
 
   /** Sessions of this test's database waiting for a lock. */
   async function lockWaiters(t: TestApp): Promise<number> {
+    // On Citus the lock is waited for on the worker that holds the organization's shard, which
+    // Citus's cluster-wide view of lock waits shows.
     const [row] = rowsOf<{ n: number }>(
       await t.database.db.execute(
-        sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        t.database.citus
+          ? sql`select count(*)::int as n from citus_lock_waits`
+          : sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
       ),
     );
     return row!.n;
+  }
+
+  /** Creates or drops a fault-injecting trigger; Citus does so on a sharded table only when told it is safe. */
+  async function triggerDdl(t: TestApp, statement: string): Promise<void> {
+    await t.database.db.transaction(async (tx) => {
+      if (t.database.citus) await tx.execute(sql`set local citus.enable_unsafe_triggers = on`);
+      await tx.execute(sql.raw(statement));
+    });
   }
 
   it('creates an organization once per externalId, and refuses the id for another organization', async ({ t }) => {

@@ -83,11 +83,15 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
       create function refuse_doomed() returns trigger language plpgsql as $$
       begin if new.idempotency_key = '${doomed}' then raise exception 'injected failure'; end if; return new; end $$`),
     );
-    await t.database.db.execute(
-      sql.raw(
-        'create trigger refuse_doomed before insert on reservations for each row execute function refuse_doomed()',
-      ),
-    );
+    // Citus creates a trigger on a sharded table only when told it is safe.
+    await t.database.db.transaction(async (tx) => {
+      if (t.database.citus) await tx.execute(sql`set local citus.enable_unsafe_triggers = on`);
+      await tx.execute(
+        sql.raw(
+          'create trigger refuse_doomed before insert on reservations for each row execute function refuse_doomed()',
+        ),
+      );
+    });
     try {
       const results = await Promise.all([
         attempt(t, org, uniqueKey(), 5),
@@ -99,7 +103,10 @@ describe.each(drivers)('reservation batches (%s)', (driver) => {
       expect(results.map((r) => (r.ok ? r.amount : r.name))).toEqual([5, 10, 'Error', 20, 'InsufficientCreditsError']);
       expect(results[4]).toMatchObject({ detail: { required: 100, available: 65 } });
     } finally {
-      await t.database.db.execute(sql`drop trigger refuse_doomed on reservations`);
+      await t.database.db.transaction(async (tx) => {
+        if (t.database.citus) await tx.execute(sql`set local citus.enable_unsafe_triggers = on`);
+        await tx.execute(sql`drop trigger refuse_doomed on reservations`);
+      });
       await t.database.db.execute(sql`drop function refuse_doomed()`);
     }
     expect(await balanceOf(t, org)).toMatchObject({ available: 65, reserved: 35 });

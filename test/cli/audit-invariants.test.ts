@@ -108,12 +108,22 @@ describe('audit invariants (PGlite)', () => {
     );
   });
 
-  it('names an entry filed under another organization', async () => {
+  it('refuses an entry filed under another organization, and names one written past the keys', async () => {
     const { a } = await organizationWithLots();
     const other = await organizationWithLots();
+    // The composite foreign key (organization_id, lot_id) refuses it outright.
+    await expect(entry(other.org.id, a.id, 'EXPIRE', -3, 0)).rejects.toMatchObject({
+      cause: { code: '23503', constraint: 'ledger_entries_lot_fk' },
+    });
+    // Written past the keys (the replica role skips foreign key checks), the audit still sees it.
     // The lot's own numbers still add up; only the organization on the entry is wrong.
-    await database.db.execute(sql`update credit_lots set available = available - 3 where id = ${a.id}`);
-    await entry(other.org.id, a.id, 'EXPIRE', -3, 0);
+    await database.db.transaction(async (tx) => {
+      await tx.execute(sql`set local session_replication_role = replica`);
+      await tx.execute(sql`update credit_lots set available = available - 3 where id = ${a.id}`);
+      await tx.execute(sql`
+        insert into ledger_entries (organization_id, entry_number, lot_id, kind, available_change, reserved_change, created_at)
+        values (${other.org.id}, ${nextEntryNumber(other.org.id)}, ${a.id}, 'EXPIRE', -3, 0, now())`);
+    });
     const violations = await auditLedger(database.db);
     expect(violations).toContainEqual(
       expect.objectContaining({

@@ -500,8 +500,9 @@ describe.skipIf(!hasPostgres)('crash safety (postgres, real server process)', ()
     expect(
       await count(sql`
         select count(*)::int as n from (
-          select r.id from reservations r left join ledger_entries e on e.reservation_id = r.id
-          group by r.id, r.amount, r.status, r.captured_amount, r.refunded_amount
+          select r.id from reservations r
+            left join ledger_entries e on e.organization_id = r.organization_id and e.reservation_id = r.id
+          group by r.organization_id, r.id, r.amount, r.status, r.captured_amount, r.refunded_amount
           having coalesce(sum(e.reserved_change) filter (where e.kind = 'RESERVE'), 0) <> r.amount
             or coalesce(sum(e.reserved_change), 0) <> case when r.status = 'PENDING' then r.amount else 0 end
             or r.captured_amount + r.refunded_amount <> case when r.status = 'PENDING' then 0 else r.amount end

@@ -79,9 +79,9 @@ export async function readSnapshot(pg: PGlite, organizationId: string, now: numb
         (e.kind = 'REFUND' and e.available_change > 0 and e.reserved_change = -e.available_change) or
         (e.kind = 'EXPIRE' and e.available_change < 0 and e.reserved_change = 0)))::int as malformed,
       count(e.id) filter (where e.kind = 'EXPIRE' and (l.expires_at is null or e.created_at < l.expires_at))::int as early_expires
-    from credit_lots l left join ledger_entries e on e.lot_id = l.id
+    from credit_lots l left join ledger_entries e on e.organization_id = l.organization_id and e.lot_id = l.id
     where l.organization_id = ${org}
-    group by l.id;
+    group by l.organization_id, l.id;
 
     select id, idempotency_key, status::text as status, amount, captured_amount, refunded_amount,
       expires_at, created_at, settled_at, refund_reason
