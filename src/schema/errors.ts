@@ -52,3 +52,9 @@ builder.objectType(IdempotencyConflictError, {
   description: 'The idempotency key (or payment reference) was already used with different input.',
   interfaces: [ErrorInterface],
 });
+
+/** What a reservation may fail with as a result-union member. */
+export const RESERVE_ERRORS = [InvalidInputError, NotFoundError, InsufficientCreditsError, IdempotencyConflictError];
+
+/** What a capture, refund or extension of a reservation may fail with. */
+export const SETTLEMENT_ERRORS = [InvalidInputError, NotFoundError, ReservationStateError];

@@ -1,10 +1,3 @@
-import {
-  IdempotencyConflictError,
-  InsufficientCreditsError,
-  InvalidInputError,
-  NotFoundError,
-  ReservationStateError,
-} from '../ledger/errors.ts';
 import type { GraphQLContext } from '../context.ts';
 import type { Balance } from '../ledger/balance.ts';
 import type { LedgerContext } from '../ledger/context.ts';
@@ -24,6 +17,7 @@ import { asQueryInput, authorizeOrganization, organizationScope, requireViewer }
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { CreditAccountTypeEnum, ReservationStatusEnum, ResolutionEnum } from './enums.ts';
+import { RESERVE_ERRORS, SETTLEMENT_ERRORS } from './errors.ts';
 
 export const GenerationInput = builder.inputType('GenerationInput', {
   description: 'What is about to be generated; the server prices it, the caller never names an amount.',
@@ -161,8 +155,6 @@ const ExtendReservationInput = builder.inputType('ExtendReservationInput', {
   }),
 });
 
-const settlementErrors = [InvalidInputError, NotFoundError, ReservationStateError];
-
 builder.queryField('reservation', (t) =>
   t.field({
     type: ReservationType,
@@ -184,7 +176,7 @@ builder.mutationFields((t) => ({
     type: ReserveCreditsSuccess,
     description: 'Pre-deducts the cost of a generation before it runs.',
     authScopes: { member: true, service: true, admin: true },
-    errors: { types: [InvalidInputError, NotFoundError, InsufficientCreditsError, IdempotencyConflictError] },
+    errors: { types: RESERVE_ERRORS },
     args: { input: t.arg({ type: ReserveCreditsInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       const organizationId = authorizeOrganization(ctx, input.organizationId);
@@ -202,7 +194,7 @@ builder.mutationFields((t) => ({
     type: CaptureReservationSuccess,
     description: 'Consumes held credits after a successful generation; capturing less refunds the rest.',
     authScopes: { service: true, admin: true },
-    errors: { types: settlementErrors },
+    errors: { types: SETTLEMENT_ERRORS },
     args: { input: t.arg({ type: CaptureReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       const viewer = requireViewer(ctx);
@@ -219,7 +211,7 @@ builder.mutationFields((t) => ({
     type: RefundReservationSuccess,
     description: 'Returns every held credit to the lots it came from, after a failed generation.',
     authScopes: { service: true, admin: true },
-    errors: { types: settlementErrors },
+    errors: { types: SETTLEMENT_ERRORS },
     args: { input: t.arg({ type: RefundReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       const viewer = requireViewer(ctx);
@@ -236,7 +228,7 @@ builder.mutationFields((t) => ({
     type: ExtendReservationSuccess,
     description: 'Pushes out the automatic refund of a pending reservation (long videos).',
     authScopes: { service: true, admin: true },
-    errors: { types: settlementErrors },
+    errors: { types: SETTLEMENT_ERRORS },
     args: { input: t.arg({ type: ExtendReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
       const viewer = requireViewer(ctx);
