@@ -304,7 +304,7 @@ function reader(db: Queryable, organizationId: string | undefined) {
       (
         await query(sql`
           select l.id, l.organization_id, l.available, l.expires_at from credit_lots l
-          where ${only(sql`l.organization_id`)} and l.available > 0 and l.expires_at <= ${sweptAt}`)
+          where ${only(sql`l.organization_id`)} and l.available > 0 and l.expires_at <= ${sweptAt.toISOString()}::timestamptz`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         lotId: text(row.id),
@@ -317,7 +317,7 @@ function reader(db: Queryable, organizationId: string | undefined) {
         await query(sql`
           select r.id, r.organization_id, r.created_at from reservations r
           where ${only(sql`r.organization_id`)} and r.status = 'PENDING'
-            and r.created_at + interval '24 hours' <= ${sweptAt}`)
+            and r.created_at + interval '24 hours' <= ${sweptAt.toISOString()}::timestamptz`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         reservationId: text(row.id),

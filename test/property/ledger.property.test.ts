@@ -1,5 +1,6 @@
 // Model-based property test: random sequences of ledger operations run against the real ledger
-// functions (the system under test) on PGlite with a manual clock, and against the in-memory
+// functions (the system under test) with a manual clock, on PGlite and on PostgreSQL (or a Citus
+// coordinator) when DATABASE_URL names one, and against the in-memory
 // model in ./model.ts, written from README.md's rules alone (it imports nothing from src/).
 // After every step the organization is read back with plain SQL (./snapshot.ts: the tables
 // organizations, credit_lots, reservations, ledger_entries, withheld_credits; no ledger read
@@ -13,10 +14,11 @@
 //   FC_SEED=<seed> FC_PATH=<path> FC_REPLAY_PATH=<replayPath> npx vitest run test/property
 // to run exactly that counterexample again. FC_RUNS sets the number of sequences (default 200).
 // STRICT_CATCH_UP=1 holds every write to the README's catch-up rule as written (see model.ts).
+import { sql } from 'drizzle-orm';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.ts';
-import { openDatabase, type Database } from '../../src/db/client.ts';
+import { type Database, rowsOf } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import type { LedgerContext } from '../../src/ledger/context.ts';
 import { CreditError, InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
@@ -29,6 +31,7 @@ import {
   reserveCredits,
 } from '../../src/ledger/reservations.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
+import { createTestDatabase, drivers } from '../support/database.ts';
 import * as M from './model.ts';
 import {
   checkCaptureWithinTies,
@@ -139,7 +142,7 @@ async function step<T, R>(
   spec: StepSpec<T, R>,
 ): Promise<{ actual: RealOutcome<R>; snapshot: Snapshot; chosen: M.Alternative<T> }> {
   const actual = await attempt(spec.call);
-  const snapshot = await readSnapshot(real.database.pglite!, real.organizationId, real.clock.now().getTime());
+  const snapshot = await readSnapshot(real.database.db, real.organizationId, real.clock.now().getTime());
   const report: string[] = [];
   for (const alternative of spec.alternatives) {
     const reading = alternative.reading ? ` [${alternative.reading}]` : '';
@@ -468,7 +471,7 @@ class CaptureCommand implements Cmd {
       answer: (r, m, _ids, state) => answerMatches(r, state.reservations[m.index]!),
     });
     if ('ok' in actual) {
-      const snapshot = await readSnapshot(real.database.pglite!, real.organizationId, real.clock.now().getTime());
+      const snapshot = await readSnapshot(real.database.db, real.organizationId, real.clock.now().getTime());
       expectNoProblems(
         checkCaptureWithinTies(snapshot, id, real.lastLots.get(id) ?? null),
         `${this}: order of consumption within a tie group`,
@@ -619,7 +622,7 @@ class AdvanceCommand implements Cmd {
 async function advanceClock(model: Model, real: Real, ms: number, label: string): Promise<void> {
   real.clock.advance(ms);
   model.s = { ...structuredClone(model.s), now: model.s.now + ms, events: [] };
-  const snapshot = await readSnapshot(real.database.pglite!, real.organizationId, real.clock.now().getTime());
+  const snapshot = await readSnapshot(real.database.db, real.organizationId, real.clock.now().getTime());
   expectNoProblems(diff(model.s, snapshot, real.ids), `${label}: nothing may change while nothing runs`);
 }
 
@@ -831,26 +834,27 @@ let database: Database;
  */
 async function retire(real: Real): Promise<void> {
   await sweepUntilIdle(real.ctx);
-  const pg = real.database.pglite!;
-  const pending = await pg.query<{ id: string }>(
-    `select id from reservations where organization_id = $1 and status = 'PENDING'`,
-    [real.organizationId],
+  const { db } = real.database;
+  const pending = rowsOf<{ id: string }>(
+    await db.execute(
+      sql`select id from reservations where organization_id = ${real.organizationId} and status = 'PENDING'`,
+    ),
   );
-  for (const { id } of pending.rows)
+  for (const { id } of pending)
     await attempt(() => refundReservation(real.ctx, { reservationId: id, reason: 'end of run' }, null));
   const now = real.clock.now();
-  await pg.query(
-    `update credit_lots set expires_at = '9999-01-01T00:00:00Z' where organization_id = $1 and expires_at > $2`,
-    [real.organizationId, now],
+  await db.execute(
+    sql`update credit_lots set expires_at = '9999-01-01T00:00:00Z'
+      where organization_id = ${real.organizationId} and expires_at > ${now.toISOString()}::timestamptz`,
   );
-  await pg.query(`update organizations set cycle_ends_at = '9999-01-01T00:00:00Z' where id = $1`, [
-    real.organizationId,
-  ]);
+  await db.execute(
+    sql`update organizations set cycle_ends_at = '9999-01-01T00:00:00Z' where id = ${real.organizationId}`,
+  );
 }
 
-describe('ledger against its model (PGlite)', () => {
+describe.each(drivers)('ledger against its model (%s)', (driver) => {
   beforeAll(async () => {
-    database = await openDatabase({});
+    database = await createTestDatabase(driver);
   });
   afterAll(async () => {
     await database?.close();
@@ -886,7 +890,7 @@ describe('ledger against its model (PGlite)', () => {
         };
         runs += 1;
         try {
-          const snapshot = await readSnapshot(database.pglite!, org.id, start);
+          const snapshot = await readSnapshot(database.db, org.id, start);
           expectNoProblems(diff(model.s, snapshot, real.ids), 'a new organization');
           await fc.asyncModelRun(() => ({ model, real }), commands);
           commandsRun += [...commands].length;

@@ -1,7 +1,8 @@
 // What the database holds for one organization, read with plain SQL straight from the tables
 // (no ledger function), and how it differs from the model. Nothing here decides a rule: the
 // model (./model.ts) says what must be; this file only reads and compares.
-import type { PGlite } from '@electric-sql/pglite';
+import { sql } from 'drizzle-orm';
+import { type Database, rowsOf } from '../../src/db/client.ts';
 import * as M from './model.ts';
 
 export interface DbLot {
@@ -56,16 +57,33 @@ export interface Snapshot {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const ms = (d: Date | null): number | null => (d === null ? null : d.getTime());
+/**
+ * A timestamp column as milliseconds: PGlite answers raw SQL with a Date, drizzle over postgres.js
+ * with PostgreSQL's text form ("2026-01-01 00:00:00.123+00").
+ */
+function time(value: unknown): number {
+  if (value instanceof Date) return value.getTime();
+  const iso = String(value)
+    .replace(' ', 'T')
+    .replace(/([+-]\d\d)$/, '$1:00');
+  const parsed = Date.parse(iso);
+  if (Number.isNaN(parsed)) throw new Error(`not a timestamp: ${String(value)}`);
+  return parsed;
+}
+const ms = (value: unknown): number | null => (value === null || value === undefined ? null : time(value));
 
 type Row = Record<string, unknown>;
 
-export async function readSnapshot(pg: PGlite, organizationId: string, now: number): Promise<Snapshot> {
+export async function readSnapshot(db: Database['db'], organizationId: string, now: number): Promise<Snapshot> {
   if (!UUID.test(organizationId)) throw new Error(`not a uuid: ${organizationId}`);
   const org = `'${organizationId}'`;
-  const [orgs, lots, reservations, movements, withheld] = await pg.exec(`
-    select plan_id, next_plan_id, cycle_starts_at, cycle_ends_at from organizations where id = ${org};
-
+  // Plain SQL, one statement at a time (PGlite, PostgreSQL and a Citus coordinator alike), each
+  // filtered by the organization so that a sharded database answers it from one shard.
+  const read = async (statement: string) => ({ rows: rowsOf<Row>(await db.execute(sql.raw(statement))) });
+  const [orgs, lots, reservations, movements, withheld] = await Promise.all([
+    read(`
+    select plan_id, next_plan_id, cycle_starts_at, cycle_ends_at from organizations where id = ${org}`),
+    read(`
     select l.id, l.type::text as type, l.granted, l.available, l.reserved, l.expires_at, l.created_at,
       coalesce(sum(e.available_change), 0)::float8 as journal_available,
       coalesce(sum(e.reserved_change), 0)::float8 as journal_reserved,
@@ -81,39 +99,39 @@ export async function readSnapshot(pg: PGlite, organizationId: string, now: numb
       count(e.id) filter (where e.kind = 'EXPIRE' and (l.expires_at is null or e.created_at < l.expires_at))::int as early_expires
     from credit_lots l left join ledger_entries e on e.organization_id = l.organization_id and e.lot_id = l.id
     where l.organization_id = ${org}
-    group by l.organization_id, l.id;
-
+    group by l.organization_id, l.id`),
+    read(`
     select id, idempotency_key, status::text as status, amount, captured_amount, refunded_amount,
       expires_at, created_at, settled_at, refund_reason
-    from reservations where organization_id = ${org};
-
+    from reservations where organization_id = ${org}`),
+    read(`
     select reservation_id, lot_id,
       coalesce(sum(reserved_change) filter (where kind = 'RESERVE'), 0)::float8 as reserved,
       coalesce(-sum(reserved_change) filter (where kind = 'CAPTURE'), 0)::float8 as captured,
       coalesce(-sum(reserved_change) filter (where kind = 'REFUND'), 0)::float8 as refunded
     from ledger_entries where organization_id = ${org} and reservation_id is not null
-    group by reservation_id, lot_id;
-
-    select coalesce(sum(amount), 0)::float8 as withheld from withheld_credits where organization_id = ${org};
-  `);
-  const o = orgs!.rows[0] as Row | undefined;
+    group by reservation_id, lot_id`),
+    read(`
+    select coalesce(sum(amount), 0)::float8 as withheld from withheld_credits where organization_id = ${org}`),
+  ]);
+  const o = orgs.rows[0] as Row | undefined;
   if (!o) throw new Error(`organization ${organizationId} not found`);
   return {
     now,
     org: {
       planId: o.plan_id as string,
       nextPlanId: (o.next_plan_id as string | null) ?? null,
-      cycleStartsAt: (o.cycle_starts_at as Date).getTime(),
-      cycleEndsAt: (o.cycle_ends_at as Date).getTime(),
+      cycleStartsAt: time(o.cycle_starts_at),
+      cycleEndsAt: time(o.cycle_ends_at),
     },
-    lots: (lots!.rows as Row[]).map((r) => ({
+    lots: (lots.rows as Row[]).map((r) => ({
       id: r.id as string,
       type: r.type as M.AccountType,
       granted: r.granted as number,
       available: r.available as number,
       reserved: r.reserved as number,
-      expiresAt: ms(r.expires_at as Date | null),
-      createdAt: (r.created_at as Date).getTime(),
+      expiresAt: ms(r.expires_at),
+      createdAt: time(r.created_at),
       journalAvailable: r.journal_available as number,
       journalReserved: r.journal_reserved as number,
       journalGranted: r.journal_granted as number,
@@ -122,26 +140,26 @@ export async function readSnapshot(pg: PGlite, organizationId: string, now: numb
       malformed: r.malformed as number,
       earlyExpires: r.early_expires as number,
     })),
-    reservations: (reservations!.rows as Row[]).map((r) => ({
+    reservations: (reservations.rows as Row[]).map((r) => ({
       id: r.id as string,
       idempotencyKey: r.idempotency_key as string,
       status: r.status as M.Status,
       amount: r.amount as number,
       capturedAmount: r.captured_amount as number,
       refundedAmount: r.refunded_amount as number,
-      expiresAt: (r.expires_at as Date).getTime(),
-      createdAt: (r.created_at as Date).getTime(),
-      settledAt: ms(r.settled_at as Date | null),
+      expiresAt: time(r.expires_at),
+      createdAt: time(r.created_at),
+      settledAt: ms(r.settled_at),
       refundReason: (r.refund_reason as string | null) ?? null,
     })),
-    movements: (movements!.rows as Row[]).map((r) => ({
+    movements: (movements.rows as Row[]).map((r) => ({
       reservationId: r.reservation_id as string,
       lotId: r.lot_id as string,
       reserved: r.reserved as number,
       captured: r.captured as number,
       refunded: r.refunded as number,
     })),
-    withheld: (withheld!.rows[0] as Row).withheld as number,
+    withheld: (withheld.rows[0] as Row).withheld as number,
   };
 }
 
