@@ -412,7 +412,7 @@ describe.skipIf(!hasPostgres)('mixed load (postgres)', () => {
       const expired = rowsOf<{ lot_id: string; expired: number; available: number }>(
         await first.db.execute(sql`
         select l.id as lot_id, l.available,
-          (select coalesce(-sum(e.available_change), 0)::int from ledger_entries e where e.lot_id = l.id and e.kind = 'EXPIRE') as expired
+          (select coalesce(-sum(e.available_change), 0)::int from ledger_entries e where e.organization_id = l.organization_id and e.lot_id = l.id and e.kind = 'EXPIRE') as expired
         from credit_lots l where l.id in ${expiringLots}`),
       );
       expect(expired).toHaveLength(ORGANIZATIONS);
