@@ -1,42 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
-import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
-import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
-import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
-import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
-import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/app.ts';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
 import { ManualClock } from '../../src/clock.ts';
-import { migrationsFolder, openDatabase, rowsOf, type Database, type Driver } from '../../src/db/client.ts';
+import { rowsOf } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { TEST_SECRET } from '../support/app.ts';
-import { createPostgresDatabase, drivers } from '../support/database.ts';
+import { drivers } from '../support/database.ts';
+import { type Cleanups, upgradedFromFilled } from '../support/migrations.ts';
 import { CAPTURE, CREATE_ORGANIZATION, LEDGER, RESERVATION } from '../support/operations.ts';
 
 // Migration 0004 (organization_id in every key, external ids claimed in their own table) applied
 // to a database that the earlier migrations built and that holds data: every row survives, the
 // external ids keep making creation idempotent, the new keys hold, the audit passes, and the
 // service settles a reservation made before the upgrade.
-
-const BEFORE_0004 = 4;
-
-/** A copy of the migrations folder that stops before 0004. */
-function migrationsBefore0004(): string {
-  const folder = mkdtempSync(path.join(tmpdir(), 'credits-migrations-'));
-  mkdirSync(path.join(folder, 'meta'));
-  const journal = JSON.parse(readFileSync(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8'));
-  journal.entries = journal.entries.slice(0, BEFORE_0004);
-  writeFileSync(path.join(folder, 'meta', '_journal.json'), JSON.stringify(journal));
-  for (const entry of journal.entries)
-    copyFileSync(path.join(migrationsFolder, `${entry.tag}.sql`), path.join(folder, `${entry.tag}.sql`));
-  return folder;
-}
 
 const a = randomUUID();
 const b = randomUUID();
@@ -60,39 +38,14 @@ const FILL = `
     ('${a}', 2, '${lots.a1}', '${held}', 'RESERVE', -30, 30, null, '2026-01-15T11:00:00Z');
 `;
 
-/** A database at migration 0003 holding FILL, then opened (and so migrated) as the service opens it. */
-async function migratedFromFilled(driver: Driver, cleanups: Array<() => Promise<void> | void>): Promise<Database> {
-  const before = migrationsBefore0004();
-  cleanups.push(() => rmSync(before, { recursive: true, force: true }));
-  if (driver === 'pglite') {
-    const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-pglite-'));
-    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-    const pglite = new PGlite(dataDir);
-    await migratePglite(drizzlePglite(pglite), { migrationsFolder: before });
-    await pglite.exec(FILL);
-    await pglite.close();
-    return openDatabase({ dataDir });
-  }
-  const { url, drop } = await createPostgresDatabase();
-  cleanups.push(drop);
-  const client = postgres(url, { max: 1, onnotice: () => {} });
-  try {
-    await migratePostgres(drizzlePostgres(client), { migrationsFolder: before });
-    await client.unsafe(FILL);
-  } finally {
-    await client.end();
-  }
-  return openDatabase({ databaseUrl: url });
-}
-
 describe.each(drivers)('migration 0004 on a filled database (%s)', (driver) => {
-  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanups: Cleanups = [];
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
   it('keeps every row and external id, keys everything by organization, and serves on the result', async () => {
-    const database = await migratedFromFilled(driver, cleanups);
+    const database = await upgradedFromFilled(driver, { count: 4, fill: FILL }, cleanups);
     const authKey = secretKey(TEST_SECRET);
     const app = createApp({ database, clock: new ManualClock('2026-01-15T12:00:00Z'), authKey, sweepIntervalMs: null });
     cleanups.push(async () => {
