@@ -109,12 +109,16 @@ export function reservationsFollowConsumptionOrder(
 }
 
 /**
- * Whether a lot could be spent at `atMs`. A lot closed early has its expiry moved to the moment
- * it closed, which may be the very instant of a reservation made just before the closing.
+ * Whether a lot could be spent at `atMs`: surely while it has credits and its expiry is later. At
+ * the very instant of its expiry, with its EXPIRE entry written at that instant too, either
+ * reading fits the rules: a lot closed early has its expiry moved to the moment it closed, so a
+ * reservation made just before the closing could spend it, while a lot that reached its own
+ * expiry could not be spent then. Such a lot may be used, and may be skipped.
  */
-function spendableAt(lot: ReplayLot, atMs: number): boolean {
+function spendableAt(lot: ReplayLot, atMs: number): 'surely' | 'possibly' | false {
   if (lot.available <= 0) return false;
-  return lot.expiresAtMs > atMs || (lot.expiresAtMs === atMs && lot.firstExpiredAtMs === atMs);
+  if (lot.expiresAtMs > atMs) return 'surely';
+  return lot.expiresAtMs === atMs && lot.firstExpiredAtMs === atMs ? 'possibly' : false;
 }
 
 function checkOrder(
@@ -124,7 +128,7 @@ function checkOrder(
   atMs: number,
 ): string | null {
   const organizationId = lots.get(taken.keys().next().value!)?.organizationId ?? '';
-  const spendable = (lotsByOrganization.get(organizationId) ?? []).filter((lot) => spendableAt(lot, atMs));
+  const spendable = (lotsByOrganization.get(organizationId) ?? []).filter((lot) => spendableAt(lot, atMs) !== false);
   const used = [...taken.keys()].map((id) => lots.get(id));
   for (const lot of used) {
     if (!lot || !spendable.includes(lot) || lot.available < taken.get(lot.id)!) {
@@ -136,7 +140,7 @@ function checkOrder(
   for (const lot of spendable) {
     const order = compareLots(lot, last);
     const amount = taken.get(lot.id) ?? 0;
-    if (order < 0 && amount < lot.available) {
+    if (order < 0 && amount < lot.available && spendableAt(lot, atMs) === 'surely') {
       return `skipped ${lot.available - amount} credits of lot ${lot.id}, which comes first in consumption order`;
     }
     if (order === 0 && amount > 0 && amount < lot.available) partlyUsedTies += 1;

@@ -203,6 +203,41 @@ describe('consumption order replay', () => {
     ]);
   });
 
+  // A subscription lot that expires at the very instant of a reservation, and whose EXPIRE entry is
+  // written at that instant after the reservation: the lot may have reached its own expiry (not
+  // spendable) or been closed early by that write (spendable just before). Both readings pass.
+  describe('at the instant a lot expires, with its EXPIRE entry written then', () => {
+    const instant = '2026-01-11T00:00:00.000Z';
+    const closing = [{ ...lots[0]!, expiresAt: instant, firstExpiredAt: instant }, lots[1]!];
+    const atInstant = (lotId: string, amount: number, reservationId: string) => ({
+      ...reserve(lotId, amount),
+      reservationId,
+      createdAt: instant,
+    });
+    const expire = (amount: number) => ({
+      lotId: 'sub',
+      reservationId: null,
+      kind: 'EXPIRE',
+      availableChange: -amount,
+      createdAt: instant,
+    });
+
+    it('passes a reservation that skipped the lot, and one that used it', () => {
+      expect(
+        reservationsFollowConsumptionOrder(closing, [...grants, atInstant('bought', 5, 'r-1'), expire(30)]),
+      ).toEqual([]);
+      expect(reservationsFollowConsumptionOrder(closing, [...grants, atInstant('sub', 10, 'r-2'), expire(20)])).toEqual(
+        [],
+      );
+    });
+
+    it('still names a reservation that skipped a lot expiring later', () => {
+      expect(reservationsFollowConsumptionOrder(lots, [...grants, atInstant('bought', 5, 'r-1')])[0]?.message).toBe(
+        'skipped 30 credits of lot sub, which comes first in consumption order',
+      );
+    });
+  });
+
   it('names a reservation that took more than a lot held', () => {
     expect(reservationsFollowConsumptionOrder(lots, [...grants, reserve('sub', 31)])[0]?.message).toBe(
       'took credits from a lot that could not give them (sub)',
