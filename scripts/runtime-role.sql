@@ -13,3 +13,5 @@ GRANT SELECT, INSERT ON ledger_entries TO :"app_role";
 GRANT USAGE ON SEQUENCE ledger_entries_id_seq TO :"app_role";
 -- External-id claims are written once, with the organization they name, and never changed.
 GRANT SELECT, INSERT ON organization_external_ids TO :"app_role";
+-- Idempotency keys of captures, refunds and extensions record an answer once and never change.
+GRANT SELECT, INSERT ON reservation_operation_keys TO :"app_role";

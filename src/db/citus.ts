@@ -11,7 +11,13 @@ import type postgres from 'postgres';
  */
 
 const REFERENCE_TABLES = ['plans', 'credit_packs', 'generation_models'] as const;
-const TENANT_TABLES = ['credit_lots', 'reservations', 'withheld_credits', 'ledger_entries'] as const;
+const TENANT_TABLES = [
+  'credit_lots',
+  'reservations',
+  'withheld_credits',
+  'ledger_entries',
+  'reservation_operation_keys',
+] as const;
 
 /**
  * The journal's guards (migrations 0001 and 0002). Citus refuses to distribute a table that has

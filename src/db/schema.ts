@@ -6,6 +6,7 @@ import {
   foreignKey,
   index,
   integer,
+  jsonb,
   pgEnum,
   pgTable,
   primaryKey,
@@ -183,6 +184,36 @@ export const reservations = pgTable(
   ],
 );
 
+// Idempotency keys of the writes on an existing reservation (capture, refund, extension): a retry
+// with the same key and input gets the answer the first request got, stored as it was given, so a
+// client that lost an answer can ask again without meeting "already captured". Written in the
+// transaction of the write it records; a refused write records nothing, so its key stays free.
+export const reservationOperationKeys = pgTable(
+  'reservation_operation_keys',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    idempotencyKey: text('idempotency_key').notNull(),
+    reservationId: uuid('reservation_id').notNull(),
+    // CAPTURE, REFUND or EXTEND, and the input as given (compared on a retry).
+    operation: text('operation').notNull(),
+    request: text('request').notNull(),
+    // The reservation as the first request answered it.
+    answer: jsonb('answer').notNull(),
+    createdAt: timestamptz('created_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.idempotencyKey] }),
+    check('reservation_operation_keys_operation', sql`${t.operation} in ('CAPTURE', 'REFUND', 'EXTEND')`),
+    foreignKey({
+      name: 'reservation_operation_keys_reservation_fk',
+      columns: [t.organizationId, t.reservationId],
+      foreignColumns: [reservations.organizationId, reservations.id],
+    }),
+  ],
+);
+
 // The append-only journal. Each entry moves credits within one lot: available_change is the
 // signed change to the lot's spendable credits, reserved_change to the credits held for a
 // reservation. GRANT (+n, 0), RESERVE (-n, +n), CAPTURE (0, -n), REFUND (+n, -n), EXPIRE (-n, 0).
@@ -238,4 +269,5 @@ export const schema = {
   reservations,
   ledgerEntries,
   withheldCredits,
+  reservationOperationKeys,
 };

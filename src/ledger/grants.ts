@@ -9,7 +9,7 @@ import { GRANT_CREDITS_MAX } from './limits.ts';
 import { assertBalanceCap, grantLot, type CreditLot } from './lots.ts';
 import { bumpBalanceVersion } from './announcements.ts';
 import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
-import { inTransaction } from './transaction.ts';
+import { inOrganizationTransaction } from './organization-queue.ts';
 import { echoInput, requireIntInRange, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
 
 export interface GrantCreditsInput {
@@ -36,7 +36,7 @@ export async function grantCredits(ctx: LedgerContext, input: GrantCreditsInput)
     const rule = input.type === 'PURCHASED' ? 'never expire' : 'expire at the end of the billing cycle';
     throw new InvalidInputError(`${input.type} credits ${rule}; leave expiresAt out.`, 'expiresAt');
   }
-  return inTransaction(ctx.db, async (tx) => {
+  return inOrganizationTransaction(ctx.db, organizationId, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();
     const { org } = await ensureCurrentCycle(tx, locked, now);
@@ -89,7 +89,7 @@ export async function purchaseCreditPack(ctx: LedgerContext, input: PurchaseCred
   const paymentReference = requireKey(input.paymentReference, 'paymentReference');
   const pack = await findCreditPack(ctx.db, input.packId);
   if (!pack) throw new InvalidInputError(`There is no credit pack ${echoInput(input.packId)}.`, 'packId');
-  return inTransaction(ctx.db, async (tx) => {
+  return inOrganizationTransaction(ctx.db, organizationId, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();
     await ensureCurrentCycle(tx, locked, now);

@@ -1,7 +1,7 @@
 import { and, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
-import { creditLots, ledgerEntries, reservations } from '../db/schema.ts';
+import { creditLots, ledgerEntries, reservationOperationKeys, reservations } from '../db/schema.ts';
 import { announcedCte, announcesFromCoordinator, notifyFromCoordinator } from './announcements.ts';
 import type { EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
@@ -38,6 +38,18 @@ export interface Settlement {
   refundedAmount: number;
   settledAt: Date;
   refundReason: string | null;
+  /** The reservation's expiry as it stands (an extension earlier in the same batch moved it). */
+  expiresAt: Date;
+}
+
+/** An idempotency key that a posting records with the answer it gave (see `reservationOperationKeys`). */
+export interface OperationKeyRecord {
+  idempotencyKey: string;
+  reservationId: string;
+  operation: 'CAPTURE' | 'REFUND' | 'EXTEND';
+  request: string;
+  answer: unknown;
+  createdAt: Date;
 }
 
 /** A reservation that a posting creates, pending, before its RESERVE entries refer to it. */
@@ -56,8 +68,10 @@ export interface NewReservation {
 export interface PostingOptions {
   /** Reservations to insert in the same statement (their RESERVE entries are among the drafts). */
   newReservations?: NewReservation[];
-  /** A pending reservation to settle in the same statement. */
-  settlement?: Settlement;
+  /** Pending reservations to settle in the same statement. */
+  settlements?: Settlement[];
+  /** Idempotency keys to record in the same statement, with their answers. */
+  operationKeys?: OperationKeyRecord[];
   /**
    * Bump the organization's balance version and queue its notification in the same statement
    * (see `bumpBalanceVersion`); the new version is returned.
@@ -98,9 +112,12 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   }
   const changes = [...changeByLot].filter(([, change]) => change.available !== 0 || change.reserved !== 0);
   const created = options.newReservations ?? [];
+  const settlements = options.settlements ?? [];
+  const operationKeys = options.operationKeys ?? [];
   const fromCoordinator = announcesFromCoordinator(tx);
   const result = await tx.execute(sql`
-    with ${createdPart(organizationId, created)}, ${settledPart(organizationId, options.settlement)}, changed as (
+    with ${createdPart(organizationId, created)}, ${settledPart(organizationId, settlements)},
+    ${keyedPart(organizationId, operationKeys)}, changed as (
       update ${creditLots} as l
       set available = l.available + c.available, reserved = l.reserved + c.reserved
       from unnest(
@@ -130,21 +147,21 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
     ), ${announcedPart(organizationId, options.announce ?? false, !fromCoordinator)}
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
+      (select count(*) from keyed)::int as keyed,
       (select max(balance_version) from announced) as balance_version`);
   const [row] = rowsOf<{
     lots: number;
     entries: number;
     created: number;
     settled: number;
+    keyed: number;
     balance_version: number | null;
   }>(result);
   invariant(Number(row?.lots) === changes.length, `a lot of organization ${organizationId} would go negative`);
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
   invariant(Number(row?.created) === created.length, 'not every reservation was inserted');
-  invariant(
-    Number(row?.settled) === (options.settlement ? 1 : 0),
-    `reservation ${options.settlement?.reservationId} was settled twice`,
-  );
+  invariant(Number(row?.settled) === settlements.length, 'a reservation of the posting was not pending');
+  invariant(Number(row?.keyed) === operationKeys.length, 'an idempotency key seen free under the lock was taken');
   notePosted(tx, drafts);
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
@@ -176,14 +193,42 @@ function createdPart(organizationId: string, created: NewReservation[]) {
     )`;
 }
 
-function settledPart(organizationId: string, settlement: Settlement | undefined) {
-  if (!settlement) return sql`settled as (select 1 where false)`;
+function settledPart(organizationId: string, settlements: Settlement[]) {
+  if (settlements.length === 0) return sql`settled as (select 1 where false)`;
   return sql`settled as (
-      update ${reservations}
-      set status = ${settlement.status}::reservation_status, captured_amount = ${settlement.capturedAmount},
-        refunded_amount = ${settlement.refundedAmount}, settled_at = ${settlement.settledAt.toISOString()}::timestamptz,
-        refund_reason = ${settlement.refundReason}
-      where organization_id = ${organizationId} and id = ${settlement.reservationId} and status = 'PENDING'
+      update ${reservations} as r
+      set status = s.status::reservation_status, captured_amount = s.captured_amount,
+        refunded_amount = s.refunded_amount, settled_at = s.settled_at, refund_reason = s.refund_reason,
+        expires_at = s.expires_at
+      from unnest(
+        ${pgArray(settlements.map((s) => s.reservationId))}::uuid[],
+        ${pgArray(settlements.map((s) => s.status))}::text[],
+        ${pgArray(settlements.map((s) => s.capturedAmount))}::int[],
+        ${pgArray(settlements.map((s) => s.refundedAmount))}::int[],
+        ${pgArray(settlements.map((s) => s.settledAt.toISOString()))}::timestamptz[],
+        ${pgArray(settlements.map((s) => s.refundReason))}::text[],
+        ${pgArray(settlements.map((s) => s.expiresAt.toISOString()))}::timestamptz[]
+      ) as s(id, status, captured_amount, refunded_amount, settled_at, refund_reason, expires_at)
+      where r.organization_id = ${organizationId} and r.id = s.id and r.status = 'PENDING'
+      returning 1
+    )`;
+}
+
+/** Records idempotency keys with their answers; a key already taken inserts nothing (and fails the check). */
+export function keyedPart(organizationId: string, keys: OperationKeyRecord[]) {
+  if (keys.length === 0) return sql`keyed as (select 1 where false)`;
+  return sql`keyed as (
+      insert into ${reservationOperationKeys} (organization_id, idempotency_key, reservation_id, operation, request, answer, created_at)
+      select ${organizationId}, k.idempotency_key, k.reservation_id, k.operation, k.request, k.answer::jsonb, k.created_at
+      from unnest(
+        ${pgArray(keys.map((k) => k.idempotencyKey))}::text[],
+        ${pgArray(keys.map((k) => k.reservationId))}::uuid[],
+        ${pgArray(keys.map((k) => k.operation))}::text[],
+        ${pgArray(keys.map((k) => k.request))}::text[],
+        ${pgArray(keys.map((k) => JSON.stringify(k.answer)))}::text[],
+        ${pgArray(keys.map((k) => k.createdAt.toISOString()))}::timestamptz[]
+      ) as k(idempotency_key, reservation_id, operation, request, answer, created_at)
+      on conflict do nothing
       returning 1
     )`;
 }
@@ -198,7 +243,7 @@ function announcedPart(organizationId: string, announce: boolean, notify: boolea
  * A PostgreSQL array literal, sent as one text parameter and cast in SQL, so that the statement's
  * text is the same whatever the number of elements (and both drivers bind it the same way).
  */
-function pgArray(values: ReadonlyArray<string | number | null>): string {
+export function pgArray(values: ReadonlyArray<string | number | null>): string {
   const items = values.map((value) => {
     if (value === null) return 'NULL';
     if (typeof value === 'number') return String(value);

@@ -7,6 +7,7 @@ import { findPlan, type Plan } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
 import { IdempotencyConflictError, InvalidInputError, NotFoundError, invariant } from './errors.ts';
 import { expireDueLots, grantAllowance } from './lots.ts';
+import { inOrganizationTransaction } from './organization-queue.ts';
 import { inTransaction } from './transaction.ts';
 import { bumpBalanceVersion } from './announcements.ts';
 import { echoInput, requireKey, requireText, requireUuid, requireValidDate } from './validation.ts';
@@ -198,7 +199,7 @@ export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Pr
   const organizationId = requireUuid(input.organizationId, 'organizationId');
   const plan = await findPlan(ctx.db, input.planId);
   if (!plan) throw new InvalidInputError(`There is no plan ${echoInput(input.planId)}.`, 'planId');
-  return inTransaction(ctx.db, async (tx) => {
+  return inOrganizationTransaction(ctx.db, organizationId, async (tx) => {
     const locked = await requireLockedOrganization(tx, organizationId);
     const now = ctx.clock.now();
     const { org } = await ensureCurrentCycle(tx, locked, now);

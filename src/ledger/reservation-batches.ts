@@ -1,18 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Clock } from '../clock.ts';
-import type { Db, Tx } from '../db/client.ts';
-import { isConnectionError, isSessionTimeout } from '../db/errors.ts';
+import type { Tx } from '../db/client.ts';
 import { reservations } from '../db/schema.ts';
 import type { LedgerContext } from './context.ts';
 import { afterTaking, allocateCost, spendableInOrder } from './allocation.ts';
-import { CreditError, IdempotencyConflictError, InsufficientCreditsError } from './errors.ts';
+import { type CreditError, IdempotencyConflictError, InsufficientCreditsError } from './errors.ts';
 import { postEntries, type EntryDraft } from './journal.ts';
-import { afterPosting, balanceLots, balanceOf, type Balance } from './balance.ts';
+import { afterPosting, balanceLots, balanceOf } from './balance.ts';
+import { joinLane, type Lane, type LaneOutcome, type LaneRequest } from './organization-queue.ts';
 import { ensureCurrentCycle, requireLockedOrganization } from './organizations.ts';
 import type { PricedGeneration } from './pricing.ts';
 import type { Reservation } from './reservations.ts';
-import { inTransaction } from './transaction.ts';
 
 /** A validated, priced reservation request waiting for its organization's next batch. */
 export interface ReserveRequest {
@@ -22,97 +21,31 @@ export interface ReserveRequest {
   ttlSeconds: number;
 }
 
-interface Waiting extends ReserveRequest {
-  /** Told the balance the request's batch left (see `LedgerContext.onBalance`). */
-  onBalance?: (balance: Balance) => void;
-  resolve(reservation: Reservation): void;
-  reject(error: unknown): void;
-}
+interface QueuedReserve extends ReserveRequest, LaneRequest {}
 
 /**
- * Reservations that arrive while their organization's previous batch is being written wait for
- * the next one, and a batch takes at most this many; so no request waits behind more than one
- * batch, and a batch's transaction stays short.
+ * Reservations that arrive while their organization is busy wait for the next batch, and a batch
+ * takes at most this many; so no request waits behind more than one batch, and a batch's
+ * transaction stays short.
  */
 const BATCH_SIZE_MAX = 100;
 
-interface OrganizationQueue {
-  waiting: Waiting[];
-  draining: boolean;
-}
-
-// One set of queues per database handle (a test may hand in its own database or transaction).
-const queuesByDb = new WeakMap<Db, Map<string, OrganizationQueue>>();
+const reserveLane: Lane<QueuedReserve, Reservation> = {
+  sizeMax: BATCH_SIZE_MAX,
+  write: (tx, batch) => reserveAll(tx, batch[0]!.ctx.clock, batch),
+};
 
 /**
- * Reserves through the organization's batch: the first request of an idle organization starts a
- * batch at once (no added latency), and requests arriving meanwhile are written together by the
- * next one. A batch locks the organization once, reads its lots once, allocates in memory in
- * arrival order, and writes every reservation and journal entry with one statement each, so a
- * busy balance costs a handful of round trips per batch instead of per request. Each request
- * keeps its own outcome: a replay, an `IdempotencyConflictError` or an exact
- * `InsufficientCreditsError` answers that request alone.
+ * Reserves through the organization's queue (src/ledger/organization-queue.ts): the first
+ * request of an idle organization is written at once (no added latency), and requests arriving
+ * meanwhile are written together by the next batch. A batch locks the organization once, reads
+ * its lots once, allocates in memory in arrival order, and writes every reservation and journal
+ * entry with one statement, so a busy balance costs a handful of round trips per batch instead of
+ * per request. Each request keeps its own outcome: a replay, an `IdempotencyConflictError` or an
+ * exact `InsufficientCreditsError` answers that request alone.
  */
 export function reserveInBatch(ctx: LedgerContext, request: ReserveRequest): Promise<Reservation> {
-  let queues = queuesByDb.get(ctx.db);
-  if (!queues) {
-    queues = new Map();
-    queuesByDb.set(ctx.db, queues);
-  }
-  const queue = queues.get(request.organizationId) ?? { waiting: [], draining: false };
-  queues.set(request.organizationId, queue);
-  const outcome = new Promise<Reservation>((resolve, reject) =>
-    queue.waiting.push({ ...request, onBalance: ctx.onBalance, resolve, reject }),
-  );
-  if (!queue.draining) void drain(ctx, queues, request.organizationId, queue);
-  return outcome;
-}
-
-async function drain(
-  ctx: LedgerContext,
-  queues: Map<string, OrganizationQueue>,
-  organizationId: string,
-  queue: OrganizationQueue,
-) {
-  queue.draining = true;
-  try {
-    while (queue.waiting.length > 0) await writeBatch(ctx, queue.waiting.splice(0, BATCH_SIZE_MAX));
-  } finally {
-    queue.draining = false;
-    if (queue.waiting.length === 0) queues.delete(organizationId);
-    else void drain(ctx, queues, organizationId, queue);
-  }
-}
-
-/**
- * Writes one batch in one transaction. Should that transaction fail as a whole for any reason
- * but an unreachable database or a session timeout, each request is tried again in a transaction of its own, so that
- * whatever one request runs into answers that request only.
- */
-async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
-  let outcomes: Array<Reservation | CreditError>;
-  let balance: Balance | null;
-  try {
-    ({ outcomes, balance } = await inTransaction(ctx.db, (tx) => reserveAll(tx, ctx.clock, batch)));
-  } catch (error) {
-    // An unreachable database or a session timeout (say, a lock held too long by someone else)
-    // would only repeat for each request alone, one timeout after another.
-    if (batch.length === 1 || isConnectionError(error) || isSessionTimeout(error)) {
-      for (const item of batch) item.reject(error);
-      return;
-    }
-    for (const item of batch) await writeBatch(ctx, [item]);
-    return;
-  }
-  batch.forEach((item, i) => {
-    const outcome = outcomes[i]!;
-    if (outcome instanceof CreditError) {
-      item.reject(outcome);
-      return;
-    }
-    if (balance) item.onBalance?.(balance);
-    item.resolve(outcome);
-  });
+  return joinLane(reserveLane, request.organizationId, { ...request, ctx });
 }
 
 /**
@@ -121,7 +54,7 @@ async function writeBatch(ctx: LedgerContext, batch: Waiting[]): Promise<void> {
  * reads see everything committed before the lock was granted), one statement that writes every
  * reservation, lot and entry and announces the change, and the commit.
  */
-async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promise<BatchOutcome> {
+async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promise<LaneOutcome<Reservation>> {
   const organizationId = batch[0]!.organizationId;
   const keys = [...new Set(batch.map((item) => item.idempotencyKey))];
   const [locked, known, lotsAtLock] = await Promise.all([
@@ -170,13 +103,6 @@ async function reserveAll(tx: Tx, clock: Clock, batch: ReserveRequest[]): Promis
   if (created.length === 0) return { outcomes, balance: null };
   const version = await postEntries(tx, drafts, { newReservations: created, announce: true });
   return { outcomes, balance: balanceOf(organizationId, afterPosting(balanceBefore, drafts), version!, now) };
-}
-
-interface BatchOutcome {
-  /** One per request, in order. */
-  outcomes: Array<Reservation | CreditError>;
-  /** The balance the batch left, when it changed it. */
-  balance: Balance | null;
 }
 
 async function findByKeys(tx: Tx, organizationId: string, keys: string[]): Promise<Map<string, Reservation>> {

@@ -4,8 +4,8 @@ import type { LedgerContext } from './context.ts';
 import { expireDueLots } from './lots.ts';
 import { bumpBalanceVersion } from './announcements.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
-import { refundIfExpired } from './reservations.ts';
-import { inTransaction } from './transaction.ts';
+import { refundIfExpired } from './settlements.ts';
+import { inOrganizationTransaction } from './organization-queue.ts';
 
 const BATCH_SIZE = 100;
 /** A bound on one catch-up: enough for 100 batches of each kind; the next tick resumes the rest. */
@@ -175,14 +175,14 @@ async function dueLotOrganizations(ctx: LedgerContext, nowMs: number, skip: stri
 
 /** Starts the organization's billing cycle that contains now, if its current one has ended; false when none was due. */
 export function resetCycle(ctx: LedgerContext, organizationId: string): Promise<boolean> {
-  return inTransaction(ctx.db, async (tx) => {
+  return inOrganizationTransaction(ctx.db, organizationId, async (tx) => {
     const org = await lockOrganization(tx, organizationId);
     return org ? (await ensureCurrentCycle(tx, org, ctx.clock.now())).changed : false;
   });
 }
 
 function expireLotsOf(ctx: LedgerContext, organizationId: string): Promise<boolean> {
-  return inTransaction(ctx.db, async (tx) => {
+  return inOrganizationTransaction(ctx.db, organizationId, async (tx) => {
     if (!(await lockOrganization(tx, organizationId))) return false;
     const count = await expireDueLots(tx, organizationId, ctx.clock.now());
     if (count > 0) await bumpBalanceVersion(tx, organizationId);

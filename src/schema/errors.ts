@@ -57,4 +57,4 @@ builder.objectType(IdempotencyConflictError, {
 export const RESERVE_ERRORS = [InvalidInputError, NotFoundError, InsufficientCreditsError, IdempotencyConflictError];
 
 /** What a capture, refund or extension of a reservation may fail with. */
-export const SETTLEMENT_ERRORS = [InvalidInputError, NotFoundError, ReservationStateError];
+export const SETTLEMENT_ERRORS = [InvalidInputError, NotFoundError, ReservationStateError, IdempotencyConflictError];

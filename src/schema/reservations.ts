@@ -3,15 +3,13 @@ import type { Balance } from '../ledger/balance.ts';
 import type { LedgerContext } from '../ledger/context.ts';
 import type { GenerationRequest } from '../ledger/pricing.ts';
 import {
-  captureReservation,
-  extendReservation,
   findReservation,
   listAllocations,
-  refundReservation,
   reserveCredits,
   type Allocation,
   type Reservation,
 } from '../ledger/reservations.ts';
+import { captureReservation, extendReservation, refundReservation } from '../ledger/settlements.ts';
 import { requireUuid } from '../ledger/validation.ts';
 import { asQueryInput, authorizeOrganization, organizationScope, requireViewer } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
@@ -135,6 +133,11 @@ const CaptureReservationInput = builder.inputType('CaptureReservationInput', {
       required: false,
       description: 'Credits to consume, 1 to the reserved amount; the rest is refunded. Default: all.',
     }),
+    idempotencyKey: t.string({
+      required: false,
+      description:
+        'Optional, unique per organization among captures, refunds and extensions: a retry with the same key and input answers what the first request answered; another input is an IdempotencyConflictError. A refused request does not use up its key.',
+    }),
   }),
 });
 
@@ -142,6 +145,11 @@ const RefundReservationInput = builder.inputType('RefundReservationInput', {
   fields: (t) => ({
     reservationId: t.id({ required: true }),
     reason: t.string({ required: false }),
+    idempotencyKey: t.string({
+      required: false,
+      description:
+        'Optional, unique per organization among captures, refunds and extensions: a retry with the same key and input answers what the first request answered; another input is an IdempotencyConflictError. A refused request does not use up its key.',
+    }),
   }),
 });
 
@@ -151,6 +159,11 @@ const ExtendReservationInput = builder.inputType('ExtendReservationInput', {
     ttlSeconds: t.int({
       required: true,
       description: 'The reservation now expires this many seconds from now, 1 to 86400.',
+    }),
+    idempotencyKey: t.string({
+      required: false,
+      description:
+        'Optional, unique per organization among captures, refunds and extensions: a retry with the same key and input answers what the first request answered; another input is an IdempotencyConflictError. A refused request does not use up its key.',
     }),
   }),
 });
@@ -201,7 +214,7 @@ builder.mutationFields((t) => ({
       return withBalance(ctx, (ledger) =>
         captureReservation(
           ledger,
-          { reservationId: String(input.reservationId), amount: input.amount },
+          { reservationId: String(input.reservationId), amount: input.amount, idempotencyKey: input.idempotencyKey },
           organizationScope(viewer),
         ),
       );
@@ -218,7 +231,7 @@ builder.mutationFields((t) => ({
       return withBalance(ctx, (ledger) =>
         refundReservation(
           ledger,
-          { reservationId: String(input.reservationId), reason: input.reason },
+          { reservationId: String(input.reservationId), reason: input.reason, idempotencyKey: input.idempotencyKey },
           organizationScope(viewer),
         ),
       );
@@ -234,7 +247,11 @@ builder.mutationFields((t) => ({
       const viewer = requireViewer(ctx);
       const reservation = await extendReservation(
         ctx,
-        { reservationId: String(input.reservationId), ttlSeconds: input.ttlSeconds },
+        {
+          reservationId: String(input.reservationId),
+          ttlSeconds: input.ttlSeconds,
+          idempotencyKey: input.idempotencyKey,
+        },
         organizationScope(viewer),
       );
       return { reservation };

@@ -7,7 +7,8 @@ import { ManualClock } from '../../src/clock.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
-import { captureReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import { reserveCredits } from '../../src/ledger/reservations.ts';
+import { captureReservation } from '../../src/ledger/settlements.ts';
 import { runAuditCli } from '../support/audit-cli.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 

@@ -25,13 +25,8 @@ import type { LedgerContext } from '../../src/ledger/context.ts';
 import { InsufficientCreditsError, InvalidInputError, ReservationStateError } from '../../src/ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
-import {
-  captureReservation,
-  EXPIRED_REFUND_REASON,
-  extendReservation,
-  refundReservation,
-  reserveCredits,
-} from '../../src/ledger/reservations.ts';
+import { EXPIRED_REFUND_REASON, reserveCredits } from '../../src/ledger/reservations.ts';
+import { captureReservation, extendReservation, refundReservation } from '../../src/ledger/settlements.ts';
 import { sweepOnce, sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 

@@ -11,7 +11,8 @@ import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
-import { captureReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import { reserveCredits } from '../../src/ledger/reservations.ts';
+import { captureReservation } from '../../src/ledger/settlements.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 

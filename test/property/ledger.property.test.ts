@@ -24,12 +24,8 @@ import type { LedgerContext } from '../../src/ledger/context.ts';
 import { CreditError, InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
-import {
-  captureReservation,
-  extendReservation,
-  refundReservation,
-  reserveCredits,
-} from '../../src/ledger/reservations.ts';
+import { reserveCredits } from '../../src/ledger/reservations.ts';
+import { captureReservation, extendReservation, refundReservation } from '../../src/ledger/settlements.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { createTestDatabase, drivers } from '../support/database.ts';
 import * as M from './model.ts';

@@ -6,7 +6,8 @@ import { openDatabase, type Database } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { createOrganization } from '../../src/ledger/organizations.ts';
-import { refundReservation, reserveCredits } from '../../src/ledger/reservations.ts';
+import { reserveCredits } from '../../src/ledger/reservations.ts';
+import { refundReservation } from '../../src/ledger/settlements.ts';
 
 describe('property test counterexamples (PGlite)', () => {
   let database: Database;
