@@ -24,7 +24,7 @@ import type { LedgerContext } from '../../src/ledger/context.ts';
 import { CreditError, InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
-import { reserveCredits } from '../../src/ledger/reservations.ts';
+import { reserveCredits, type Reservation } from '../../src/ledger/reservations.ts';
 import { captureReservation, extendReservation, refundReservation } from '../../src/ledger/settlements.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { createTestDatabase, drivers } from '../support/database.ts';
@@ -58,6 +58,8 @@ interface Real {
   /** Per reservation id: the lot it stopped in, when it stopped inside one (taken last). */
   lastLots: Map<string, string | null>;
   serial: number;
+  /** Captures, refunds and extensions that succeeded with an idempotency key: how to send each again, and what it answered. */
+  keyed: Array<{ label: string; call: () => Promise<Reservation>; answer: Reservation }>;
 }
 
 type Cmd = fc.AsyncCommand<Model, Real>;
@@ -460,12 +462,15 @@ class CaptureCommand implements Cmd {
     const index = pickReservation(model.s, this.pick);
     const id = real.ids.reservations[index]!;
     const amount = captureAmountFor(this.spec, model.s.reservations[index]!.amount);
+    const idempotencyKey = `settle-${real.serial++}`;
+    const call = () => captureReservation(real.ctx, { reservationId: id, amount, idempotencyKey }, null);
     const { actual } = await step(model, real, {
       label: this.toString(),
       alternatives: M.settleOp(model.s, index, { kind: 'capture', amount }),
-      call: () => captureReservation(real.ctx, { reservationId: id, amount }, null),
+      call,
       answer: (r, m, _ids, state) => answerMatches(r, state.reservations[m.index]!),
     });
+    rememberKeyed(real, this.toString(), call, actual);
     if ('ok' in actual) {
       const snapshot = await readSnapshot(real.database.db, real.organizationId, real.clock.now().getTime());
       expectNoProblems(
@@ -499,12 +504,16 @@ class RefundCommand implements Cmd {
   async run(model: Model, real: Real) {
     const index = pickReservation(model.s, this.pick);
     const id = real.ids.reservations[index]!;
-    await step(model, real, {
+    const idempotencyKey = `settle-${real.serial++}`;
+    const call = () =>
+      refundReservation(real.ctx, { reservationId: id, reason: 'property test', idempotencyKey }, null);
+    const { actual } = await step(model, real, {
       label: this.toString(),
       alternatives: M.settleOp(model.s, index, { kind: 'refund', reason: 'property test' }),
-      call: () => refundReservation(real.ctx, { reservationId: id, reason: 'property test' }, null),
+      call,
       answer: (r, m, _ids, state) => answerMatches(r, state.reservations[m.index]!),
     });
+    rememberKeyed(real, this.toString(), call, actual);
   }
   toString = () => `refund(${formatPick(this.pick)})`;
 }
@@ -521,15 +530,57 @@ class ExtendCommand implements Cmd {
     if (this.afterMs > 0) await advanceClock(model, real, this.afterMs, this.toString());
     const index = pickReservation(model.s, this.pick);
     const id = real.ids.reservations[index]!;
-    await step(model, real, {
+    const idempotencyKey = `settle-${real.serial++}`;
+    const call = () =>
+      extendReservation(real.ctx, { reservationId: id, ttlSeconds: this.ttlSeconds, idempotencyKey }, null);
+    const { actual } = await step(model, real, {
       label: this.toString(),
       alternatives: M.settleOp(model.s, index, { kind: 'extend', ttlSeconds: this.ttlSeconds }),
-      call: () => extendReservation(real.ctx, { reservationId: id, ttlSeconds: this.ttlSeconds }, null),
+      call,
       answer: (r, m, _ids, state) => answerMatches(r, state.reservations[m.index]!),
     });
+    rememberKeyed(real, this.toString(), call, actual);
   }
   toString = () =>
     `extend(${formatPick(this.pick)}, ${this.ttlSeconds}s${this.afterMs > 0 ? `, after ${formatMs(this.afterMs)}` : ''})`;
+}
+
+function rememberKeyed(real: Real, label: string, call: () => Promise<Reservation>, actual: RealOutcome<Reservation>) {
+  if ('ok' in actual) real.keyed.push({ label, call, answer: actual.ok });
+}
+
+/**
+ * A client that lost an answer sends a keyed capture, refund or extension again, maybe long after
+ * (README "Idempotency"): it must get exactly the first answer, and nothing may change, whatever
+ * happened to the reservation since. The one effect a retry may have is the one every write has,
+ * starting a billing cycle that has ended, which the model does not take for a replay; so a retry
+ * is sent only while the organization's current cycle lasts.
+ */
+class RetrySettlementCommand implements Cmd {
+  constructor(readonly n: number) {}
+  check = () => true;
+  async run(model: Model, real: Real) {
+    if (real.keyed.length === 0) {
+      count('retry: nothing to retry');
+      return;
+    }
+    const [org] = rowsOf<{ ends: string | Date }>(
+      await real.database.db.execute(
+        sql`select cycle_ends_at as ends from organizations where id = ${real.organizationId}`,
+      ),
+    );
+    if (real.clock.now().getTime() >= new Date(org!.ends).getTime()) {
+      count('retry: skipped at a cycle end');
+      return;
+    }
+    const first = real.keyed[this.n % real.keyed.length]!;
+    const again = await attempt(first.call);
+    expect(again, `${this} of ${first.label}`).toEqual({ ok: first.answer });
+    const snapshot = await readSnapshot(real.database.db, real.organizationId, real.clock.now().getTime());
+    expectNoProblems(diff(model.s, snapshot, real.ids), `${this} of ${first.label}: a replay changes nothing`);
+    count('retry: replayed');
+  }
+  toString = () => `retry(#${this.n})`;
 }
 
 class ChangePlanCommand implements Cmd {
@@ -769,6 +820,7 @@ const commandArbs: Array<fc.Arbitrary<Cmd>> = [
       arbitrary: fc.tuple(reservationPickArb, captureSpecArb).map(([p, s]): Cmd => new CaptureCommand(p, s)),
     },
     { weight: 3, arbitrary: reservationPickArb.map((p): Cmd => new RefundCommand(p)) },
+    { weight: 2, arbitrary: fc.nat().map((n): Cmd => new RetrySettlementCommand(n)) },
     {
       weight: 4,
       arbitrary: fc
@@ -883,6 +935,7 @@ describe.each(drivers)('ledger against its model (%s)', (driver) => {
           ids: { lots: new Map(), reservations: [] },
           lastLots: new Map(),
           serial: 0,
+          keyed: [],
         };
         runs += 1;
         try {
