@@ -64,11 +64,12 @@ describe.each(drivers)('requests a browser preflights, and those it does not (%s
   it('answers a GET mutation 405 with Allow: POST, with or without a token', async ({ t }) => {
     const org = await newOrganization(t);
     const admin = await t.token('admin');
-    for (const headers of [
+    const callers: Array<Record<string, string>> = [
       { authorization: `Bearer ${admin}` },
       { authorization: `Bearer ${org.member}` },
       { 'x-graphql-yoga-csrf': '1' },
-    ]) {
+    ];
+    for (const headers of callers) {
       const response = await fetch(`${url}${search(MUTATION)}`, {
         headers: { ...headers, accept: 'application/graphql-response+json' },
       });
