@@ -132,13 +132,16 @@ export function serveGraphQLOverWebSocket(options: {
  */
 class ExplainedWebSocket extends WebSocket {
   override close(code?: number, reason?: string | Buffer): void {
-    if (code !== CloseCode.Unauthorized && code !== CloseCode.Forbidden) return super.close(code, reason);
-    const text = String(reason ?? '');
     super.close(
       code,
-      closeReason(code === CloseCode.Unauthorized && text === 'Unauthorized' ? NOT_INITIALISED_REASON : text),
+      code === CloseCode.Unauthorized || code === CloseCode.Forbidden ? explained(code, reason) : reason,
     );
   }
+}
+
+function explained(code: number, reason: string | Buffer | undefined): string {
+  const text = String(reason ?? '');
+  return closeReason(code === CloseCode.Unauthorized && text === 'Unauthorized' ? NOT_INITIALISED_REASON : text);
 }
 
 function toGraphQLError(error: Error): GraphQLError {
