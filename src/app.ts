@@ -18,6 +18,13 @@ import {
   SubscriptionSlots,
   type SubscriptionLimits,
 } from './realtime/subscription-slots.ts';
+import {
+  authorizationHeaderOf,
+  authorizationOf,
+  NO_TOKEN_REASON,
+  refusedToken,
+  unauthorized,
+} from './realtime/connection-auth.ts';
 import { serveGraphQLOverWebSocket } from './realtime/websocket.ts';
 import { schema } from './schema/index.ts';
 import { DatabaseHealth } from './server/database-health.ts';
@@ -173,9 +180,7 @@ export function createApp(options: AppOptions): App {
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
       const shared = { db: options.database.db, clock: options.clock, notifier, subscriptionSlots };
-      const header =
-        initial.request?.headers.get('authorization') ??
-        (typeof initial.connectionParams?.authorization === 'string' ? initial.connectionParams.authorization : null);
+      const header = initial.request?.headers.get('authorization') ?? authorizationHeaderOf(initial.connectionParams);
       try {
         const viewer = await verifiedTokens.verify(header);
         return { ...shared, viewer, authFailure: null, connection: initial.socket ?? null };
@@ -202,10 +207,14 @@ export function createApp(options: AppOptions): App {
     // Errors graphql-ws sends itself (syntax and validation) go through the same masking.
     maskError: (error) => maskError(error, 'Unexpected error.', options.debugErrors ?? false),
     authenticate: async (params) => {
-      const authorization = typeof params?.authorization === 'string' ? params.authorization : null;
-      return verifiedTokens.verify(authorization).then(
-        () => true,
-        () => false,
+      const authorization = authorizationOf(params);
+      if (authorization.kind === 'none') return unauthorized(NO_TOKEN_REASON);
+      if (authorization.kind === 'unreadable') return unauthorized(authorization.reason);
+      return verifiedTokens.verify(authorization.value).then(
+        () => null,
+        // The verifier's words name the claim at fault and echo nothing of the token.
+        (error) =>
+          refusedToken(error instanceof AuthenticationError ? error.message : 'The token could not be checked.'),
       );
     },
   });

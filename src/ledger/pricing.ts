@@ -1,6 +1,7 @@
 import type { OutputType } from './enums.ts';
 import { InvalidInputError } from './errors.ts';
 import { GENERATION_COUNT_MAX } from './limits.ts';
+import { requiredInput } from './validation.ts';
 
 // Resolutions are stored as text, not as a database enum, so this list is their one source: the
 // GraphQL enum is built from it and the price table below must name every one of them.
@@ -68,7 +69,7 @@ function checkResolution(model: PricedModel, resolution: Resolution | null): Res
     return null;
   }
   if (resolution === null) {
-    throw new InvalidInputError(`Model ${model.id} needs a resolution.`, 'generation.resolution');
+    throw requiredInput('generation.resolution', `Model ${model.id} supports ${model.resolutions.join(', ')}.`);
   }
   if (!model.resolutions.includes(resolution)) {
     throw new InvalidInputError(
@@ -90,12 +91,10 @@ function checkDuration(model: PricedModel, durationSeconds: number | null): numb
     return null;
   }
   const max = model.maxDurationSeconds ?? 0;
-  if (
-    durationSeconds === null ||
-    !Number.isSafeInteger(durationSeconds) ||
-    durationSeconds < 1 ||
-    durationSeconds > max
-  ) {
+  if (durationSeconds === null) {
+    throw requiredInput('generation.durationSeconds', `Model ${model.id} takes 1 to ${max} seconds.`);
+  }
+  if (!Number.isSafeInteger(durationSeconds) || durationSeconds < 1 || durationSeconds > max) {
     throw new InvalidInputError(
       `durationSeconds must be a whole number from 1 to ${max} for model ${model.id}.`,
       'generation.durationSeconds',

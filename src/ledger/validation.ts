@@ -12,7 +12,23 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 // private-use and unassigned code points, lone surrogates, and line and paragraph separators.
 const UNPRINTABLE = /[\p{C}\u2028\u2029]/gu;
 
-export function requireUuid(value: string, field: string): string {
+/**
+ * A required input field left out (or null). The schema leaves some fields nullable because only
+ * some requests need them (a video's duration); whichever rule requires one says so in the same
+ * words, naming the field by its last name in the message and by its whole path in `field`.
+ */
+export function requiredInput(field: string, detail?: string): InvalidInputError {
+  const name = field.slice(field.lastIndexOf('.') + 1);
+  return new InvalidInputError(detail ? `${name} is required. ${detail}` : `${name} is required.`, field);
+}
+
+function requirePresent<T>(value: T | null | undefined, field: string): T {
+  if (value === null || value === undefined) throw requiredInput(field);
+  return value;
+}
+
+export function requireUuid(present: string | null | undefined, field: string): string {
+  const value = requirePresent(present, field);
   if (!UUID.test(value)) throw new InvalidInputError(`${field} is not a valid id.`, field);
   return value.toLowerCase();
 }
@@ -31,7 +47,8 @@ function requireStorableText(value: string, field: string): void {
   if (LONE_SURROGATE.test(value)) throw new InvalidInputError(`${field} must be well-formed Unicode text.`, field);
 }
 
-export function requireKey(value: string, field: string): string {
+export function requireKey(present: string | null | undefined, field: string): string {
+  const value = requirePresent(present, field);
   if (value.length === 0 || value.length > KEY_LENGTH_MAX) {
     throw new InvalidInputError(`${field} must be 1 to ${KEY_LENGTH_MAX} characters long.`, field);
   }
@@ -39,7 +56,8 @@ export function requireKey(value: string, field: string): string {
   return value;
 }
 
-export function requireText(value: string, field: string, maxLength = TEXT_LENGTH_MAX): string {
+export function requireText(present: string | null | undefined, field: string, maxLength = TEXT_LENGTH_MAX): string {
+  const value = requirePresent(present, field);
   const trimmed = value.trim();
   if (trimmed.length === 0 || value.length > maxLength) {
     throw new InvalidInputError(`${field} must be 1 to ${maxLength} characters long.`, field);
@@ -60,7 +78,8 @@ export function optionalText(
   return value.trim().length === 0 ? null : requireText(value, field, maxLength);
 }
 
-export function requireIntInRange(value: number, min: number, max: number, field: string): number {
+export function requireIntInRange(present: number | null | undefined, min: number, max: number, field: string): number {
+  const value = requirePresent(present, field);
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     throw new InvalidInputError(`${field} must be a whole number from ${min} to ${max}.`, field);
   }
@@ -72,7 +91,8 @@ export function requireIntInRange(value: number, min: number, max: number, field
  * instant (a cycle's end is a month after its start) well inside what PostgreSQL accepts, which
  * has no year 0 and no year past 9999 in ISO form.
  */
-export function requireValidDate(value: Date, field: string): Date {
+export function requireValidDate(present: Date | null | undefined, field: string): Date {
+  const value = requirePresent(present, field);
   if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${field} is not a valid date.`, field);
   if (value.getTime() < INSTANT_MIN.getTime() || value.getTime() >= INSTANT_MAX.getTime()) {
     throw new InvalidInputError(

@@ -3,7 +3,8 @@ import { GraphQLError, type DocumentNode, type ExecutionArgs } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { YogaServerInstance } from 'graphql-yoga';
-import { WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
+import { closeReason, NOT_INITIALISED_REASON, type ConnectionRefusal } from './connection-auth.ts';
 
 export interface WebSocketEndpoint {
   /**
@@ -21,8 +22,8 @@ type EnvelopedOperation = Pick<Enveloped, 'execute' | 'subscribe'>;
  * Serves the graphql-transport-ws protocol (graphql-ws) on `path` of the HTTP server. Every
  * operation goes through yoga's envelop pipeline, so the same context (and so the same token
  * check), limits and error masking apply as over HTTP. The token arrives once, in the
- * connection_init payload; `authenticate` rejects a connection with 4401 when it is missing or
- * bad, before any operation runs.
+ * connection_init payload; `authenticate` refuses a connection (4401 when the token is missing or
+ * bad) before any operation runs, with a reason that says what to do.
  */
 export function serveGraphQLOverWebSocket(options: {
   server: Server;
@@ -32,12 +33,14 @@ export function serveGraphQLOverWebSocket(options: {
   maxPayloadBytes: number;
   /** Applied to the syntax and validation errors graphql-ws sends itself (outside yoga's masking). */
   maskError?: (error: GraphQLError) => Error;
-  authenticate(connectionParams: Readonly<Record<string, unknown>> | undefined): Promise<boolean>;
+  /** Null accepts the connection; a refusal closes it with its code and reason. */
+  authenticate(connectionParams: Readonly<Record<string, unknown>> | undefined): Promise<ConnectionRefusal | null>;
 }): WebSocketEndpoint {
   const wsServer = new WebSocketServer({
     server: options.server,
     path: options.path,
     maxPayload: options.maxPayloadBytes,
+    WebSocket: ExplainedWebSocket,
   });
   const masked = (errors: readonly GraphQLError[]): GraphQLError[] =>
     options.maskError ? errors.map((error) => toGraphQLError(options.maskError!(error))) : [...errors];
@@ -59,9 +62,11 @@ export function serveGraphQLOverWebSocket(options: {
       execute: (args) => enveloped(args).execute(args),
       subscribe: (args) => enveloped(args).subscribe(args),
       onConnect: async (ctx) => {
-        if (!(await options.authenticate(ctx.connectionParams))) {
-          // graphql-ws would answer `false` with 4403 Forbidden; a missing or bad token is 4401.
-          ctx.extra.socket.close(CloseCode.Unauthorized, 'Unauthorized');
+        const refusal = await options.authenticate(ctx.connectionParams);
+        if (refusal) {
+          // graphql-ws would answer `false` with 4403 "Forbidden" at once; closing first gives
+          // the refusal's own code and reason, and graphql-ws's close then does nothing.
+          ctx.extra.socket.close(refusal.code, refusal.reason);
           return false;
         }
         connections.add(ctx);
@@ -118,6 +123,25 @@ export function serveGraphQLOverWebSocket(options: {
       await disposable.dispose();
     },
   };
+}
+
+/**
+ * The sockets of the server: every 4401 and 4403 close carries a reason that fits a close frame,
+ * and graphql-ws's own bare "Unauthorized" (a subscribe sent before the connection was
+ * acknowledged) says what the client should have done.
+ */
+class ExplainedWebSocket extends WebSocket {
+  override close(code?: number, reason?: string | Buffer): void {
+    super.close(
+      code,
+      code === CloseCode.Unauthorized || code === CloseCode.Forbidden ? explained(code, reason) : reason,
+    );
+  }
+}
+
+function explained(code: number, reason: string | Buffer | undefined): string {
+  const text = String(reason ?? '');
+  return closeReason(code === CloseCode.Unauthorized && text === 'Unauthorized' ? NOT_INITIALISED_REASON : text);
 }
 
 function toGraphQLError(error: Error): GraphQLError {

@@ -31,6 +31,14 @@ export const REDACTED_PATHS = [
   'request.headers.authorization',
   'connectionParams.authorization',
   '*.connectionParams.authorization',
+  // The other shapes a WebSocket client may send its token in (src/realtime/connection-auth.ts).
+  'headers.Authorization',
+  'connectionParams.Authorization',
+  '*.connectionParams.Authorization',
+  'connectionParams.headers.authorization',
+  'connectionParams.headers.Authorization',
+  '*.connectionParams.headers.authorization',
+  '*.connectionParams.headers.Authorization',
 ];
 
 export interface LoggerOptions {

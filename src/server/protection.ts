@@ -36,6 +36,9 @@ export interface ProtectionOptions {
   databaseHealth?: DatabaseHealth;
 }
 
+/** Headers whose presence proves a browser sent the request only after a CORS preflight. */
+export const PREFLIGHT_HEADERS = [CSRF_HEADER, 'authorization'];
+
 /** createYoga options that bound the request itself, before any GraphQL parsing. */
 export const requestLimits = {
   // Larger bodies get 413 (checked on Content-Length and again while streaming a chunked body).
@@ -68,9 +71,11 @@ export function protectionPlugins(options: ProtectionOptions): Plugin<GraphQLCon
     }) as Plugin<GraphQLContext>,
     useVariablePageCostLimit({ maxCost: QUERY_COST_MAX, ...report }),
     // A browser sends a form, or a GET, or a text/plain body, to any site without asking first;
-    // such a request must carry the X-GraphQL-Yoga-CSRF header, which no page can add without
-    // the CORS preflight that the allow-list answers. JSON bodies are always preflighted.
-    useCSRFPrevention({ requestHeaders: [CSRF_HEADER] }) as Plugin<GraphQLContext>,
+    // such a request must carry a header no page can add without the CORS preflight that the
+    // allow-list answers: X-GraphQL-Yoga-CSRF, or Authorization (a bearer token, as every real
+    // client sends; this service uses no cookies, so nothing else could vouch for a request).
+    // JSON bodies are always preflighted.
+    useCSRFPrevention({ requestHeaders: PREFLIGHT_HEADERS }) as Plugin<GraphQLContext>,
     useLargeResponseCompression(),
   ];
   if (!options.fieldSuggestions) {

@@ -45,4 +45,23 @@ describe.each(drivers)('GraphQL over HTTP audit (%s)', (driver) => {
       else expect(result.status, reason).toBe('ok');
     });
   }
+
+  // Sent as real clients send them, with a bearer token (which a browser only adds after a CORS
+  // preflight), the GET items hold too: queries run, URL-encoded variables are read, and a
+  // mutation is refused. Without a header that proves the preflight, a GET is refused with 403.
+  const GET_AUDITS = ['5A70', 'D6D5', '6A70', '9C48'];
+  it('passes the GET audits when the requests carry a bearer token', async ({ t }) => {
+    const authorization = `Bearer ${await t.token('admin')}`;
+    const fetchFn = (input: RequestInfo | URL, init: RequestInit = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set('authorization', authorization);
+      return fetch(input, { ...init, headers });
+    };
+    const audits = serverAudits({ url: () => url, fetchFn }).filter((audit) => GET_AUDITS.includes(audit.id));
+    expect(audits.map((audit) => audit.id).sort()).toEqual([...GET_AUDITS].sort());
+    for (const audit of audits) {
+      const result = await audit.fn();
+      expect(result.status, `${audit.name}: ${result.status === 'ok' ? '' : result.reason}`).toBe('ok');
+    }
+  });
 });

@@ -122,6 +122,9 @@ describe('request logs (pglite, in process)', () => {
       {
         headers: { authorization: 'Bearer header-secret' },
         connectionParams: { authorization: 'Bearer init-secret' },
+        ws: {
+          connectionParams: { Authorization: 'Bearer init2-secret', headers: { Authorization: 'Bearer init3-secret' } },
+        },
         token: 'token-secret',
         config: { authSecret: 'auth-secret-value', databaseUrl: 'postgres://u:pw-secret@db/x', password: 'pw2-secret' },
       },
@@ -133,7 +136,9 @@ describe('request logs (pglite, in process)', () => {
       connectionParams: { authorization: '[redacted]' },
       token: '[redacted]',
     });
-    expect(out).not.toMatch(/header-secret|init-secret|token-secret|auth-secret-value|pw-secret|pw2-secret/);
+    expect(out).not.toMatch(
+      /header-secret|init-secret|init2-secret|init3-secret|token-secret|auth-secret-value|pw-secret|pw2-secret/,
+    );
   });
 });
 

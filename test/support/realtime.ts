@@ -66,28 +66,40 @@ export interface WsConnection {
   client: Client;
   /** The close event of the socket, once closed (code 4401 for a rejected token). */
   closeCode(): number | null;
+  /** The reason the server gave with its close frame, once closed. */
+  closeReason(): string | null;
   subscribe(query: string, variables: Record<string, unknown>): { recording: Recording; unsubscribe: () => void };
   dispose(): Promise<void>;
 }
 
-/** A graphql-ws client over `ws`, sending the token in connection_init as the browser would. */
-export function connectWs(baseUrl: string, token: string | null): WsConnection {
+/**
+ * A graphql-ws client over `ws`, sending the token in connection_init as the browser would;
+ * `connectionParams` replaces that payload whole (other shapes clients send).
+ */
+export function connectWs(
+  baseUrl: string,
+  token: string | null,
+  options: { connectionParams?: Record<string, unknown> } = {},
+): WsConnection {
   let closeCode: number | null = null;
+  let closeReason: string | null = null;
   const client = createClient({
     url: `${baseUrl.replace(/^http/, 'ws')}/graphql`,
     webSocketImpl: WebSocket,
-    connectionParams: token === null ? {} : { authorization: `Bearer ${token}` },
+    connectionParams: options.connectionParams ?? (token === null ? {} : { authorization: `Bearer ${token}` }),
     retryAttempts: 0,
     lazy: true,
     on: {
       closed: (event) => {
         closeCode = (event as { code: number }).code;
+        closeReason = String((event as { reason?: unknown }).reason ?? '');
       },
     },
   });
   return {
     client,
     closeCode: () => closeCode,
+    closeReason: () => closeReason,
     subscribe(query, variables) {
       const recording = new Recording();
       const unsubscribe = client.subscribe(
