@@ -12,7 +12,7 @@ import { refundReservation } from '../../src/ledger/settlements.ts';
 import { sweepOnce, sweepUntilIdle, SweepBackoff, type SweepItem } from '../../src/ledger/sweeper.ts';
 import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
-import { holdOrganizationLock } from '../support/organization-lock.ts';
+import { databaseUrlOf, holdOrganizationLock, lockWaiters } from '../support/organization-lock.ts';
 import { CAPTURE, CREATE_ORGANIZATION, EXTEND, REFUND } from '../support/operations.ts';
 import {
   balanceOf,
@@ -255,16 +255,14 @@ describe.each(drivers)('money safety (%s)', (driver) => {
       });
       t.clock.set('2026-01-10T11:59:59Z');
       // Another connection holds the organization's lock while the reservation arrives.
-      const url = new URL(process.env.DATABASE_URL!);
-      url.pathname = `/${await currentDatabase(t)}`;
-      const lock = await holdOrganizationLock(url.toString(), org.id);
+      const lock = await holdOrganizationLock(await databaseUrlOf(t.database), org.id);
       try {
         const waiting = reserveCredits(ctx(t), {
           organizationId: org.id,
           idempotencyKey: uniqueKey(),
           generation: textCredits(5),
         }).catch((error: unknown) => error);
-        await vi.waitFor(async () => expect(await lockWaiters(t)).toBe(1), { timeout: 10_000, interval: 20 });
+        await vi.waitFor(async () => expect(await lockWaiters(t.database)).toBe(1), { timeout: 10_000, interval: 20 });
         // The promotional lot expires while the reservation waits.
         t.clock.set('2026-01-10T12:00:01Z');
         await lock.release();
@@ -273,25 +271,6 @@ describe.each(drivers)('money safety (%s)', (driver) => {
         await lock.release();
       }
     });
-  }
-
-  async function currentDatabase(t: TestApp): Promise<string> {
-    const [row] = rowsOf<{ name: string }>(await t.database.db.execute(sql`select current_database() as name`));
-    return row!.name;
-  }
-
-  /** Sessions of this test's database waiting for a lock. */
-  async function lockWaiters(t: TestApp): Promise<number> {
-    // On Citus the lock is waited for on the worker that holds the organization's shard, which
-    // Citus's cluster-wide view of lock waits shows.
-    const [row] = rowsOf<{ n: number }>(
-      await t.database.db.execute(
-        t.database.citus
-          ? sql`select count(*)::int as n from citus_lock_waits`
-          : sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-      ),
-    );
-    return row!.n;
   }
 
   /** Creates or drops a fault-injecting trigger; Citus does so on a sharded table only when told it is safe. */

@@ -2,12 +2,10 @@
 // a process runs at most one transaction per organization at a time (the organization queue),
 // so every other organization keeps its connections, and settlements that pile up are written
 // together. PostgreSQL only: the lock is held from another connection, as another process would.
-import { sql } from 'drizzle-orm';
 import { describe, expect, vi } from 'vitest';
-import { rowsOf } from '../../src/db/client.ts';
 import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { hasPostgres } from '../support/database.ts';
-import { holdOrganizationLock } from '../support/organization-lock.ts';
+import { databaseUrlOf, holdOrganizationLock, lockWaiters } from '../support/organization-lock.ts';
 import { CAPTURE, CHANGE_PLAN, EXTEND, PURCHASE_PACK, REFUND } from '../support/operations.ts';
 import {
   balanceOf,
@@ -22,25 +20,6 @@ describe.skipIf(!hasPostgres)('a noisy neighbour (postgres)', () => {
   // The test app's pool has 10 connections, as the server's default.
   useTestApp('postgres');
 
-  async function databaseUrl(t: TestApp): Promise<string> {
-    const [row] = rowsOf<{ name: string }>(await t.database.db.execute(sql`select current_database() as name`));
-    const url = new URL(process.env.DATABASE_URL!);
-    url.pathname = `/${row!.name}`;
-    return url.toString();
-  }
-
-  /** The app's connections waiting on a lock now (the holder's own connection waits on nothing). */
-  async function lockWaiters(t: TestApp): Promise<number> {
-    const [row] = rowsOf<{ n: number }>(
-      await t.database.db.execute(
-        t.database.citus
-          ? sql`select count(*)::int as n from citus_lock_waits`
-          : sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-      ),
-    );
-    return row!.n;
-  }
-
   async function pendingReservations(t: TestApp, org: TestOrganization, count: number): Promise<string[]> {
     const ids: string[] = [];
     for (let i = 0; i < count; i++) ids.push((await reserve(t, org, textCredits(1))).reservation.id);
@@ -53,7 +32,7 @@ describe.skipIf(!hasPostgres)('a noisy neighbour (postgres)', () => {
     const noisy = await newOrganization(t, { planId: 'pro' });
     const quiet = await newOrganization(t, { planId: 'free' });
     const ids = await pendingReservations(t, noisy, 40);
-    const lock = await holdOrganizationLock(await databaseUrl(t), noisy.id);
+    const lock = await holdOrganizationLock(await databaseUrlOf(t.database), noisy.id);
     let burst: Promise<unknown[]>;
     try {
       // Every kind of write the noisy organization can send, far more than the pool holds.
@@ -73,10 +52,10 @@ describe.skipIf(!hasPostgres)('a noisy neighbour (postgres)', () => {
         ),
         ...Array.from({ length: 10 }, () => reserve(t, noisy, textCredits(1))),
       ]);
-      await vi.waitFor(async () => expect(await lockWaiters(t)).toBe(1), { timeout: 10_000, interval: 20 });
+      await vi.waitFor(async () => expect(await lockWaiters(t.database)).toBe(1), { timeout: 10_000, interval: 20 });
       // Give the rest of the burst every chance to take more connections, then look again.
       await new Promise((resolve) => setTimeout(resolve, 300));
-      expect(await lockWaiters(t)).toBe(1);
+      expect(await lockWaiters(t.database)).toBe(1);
       // The quiet organization is served while the noisy one is still stuck on its lock.
       const quietReserve = await reserve(t, quiet, textCredits(7));
       expect(quietReserve.balance).toMatchObject({ available: 93, reserved: 7 });
@@ -102,7 +81,7 @@ describe.skipIf(!hasPostgres)('a noisy neighbour (postgres)', () => {
     const org = await newOrganization(t, { planId: 'free' });
     const ids = await pendingReservations(t, org, 12);
     const versionBefore = (await balanceOf(t, org)).version;
-    const lock = await holdOrganizationLock(await databaseUrl(t), org.id);
+    const lock = await holdOrganizationLock(await databaseUrlOf(t.database), org.id);
     let answers: Array<{ data: Record<string, any> }>;
     try {
       const burst = Promise.all([
@@ -115,9 +94,9 @@ describe.skipIf(!hasPostgres)('a noisy neighbour (postgres)', () => {
         t.gql(CAPTURE, { input: { reservationId: ids[11], amount: 2 } }, org.service), // more than it holds
         t.gql(CAPTURE, { input: { reservationId: '00000000-0000-4000-8000-000000000000' } }, org.service),
       ]);
-      await vi.waitFor(async () => expect(await lockWaiters(t)).toBe(1), { timeout: 10_000, interval: 20 });
+      await vi.waitFor(async () => expect(await lockWaiters(t.database)).toBe(1), { timeout: 10_000, interval: 20 });
       await new Promise((resolve) => setTimeout(resolve, 200));
-      expect(await lockWaiters(t)).toBe(1);
+      expect(await lockWaiters(t.database)).toBe(1);
       await lock.release();
       answers = (await burst) as typeof answers;
     } finally {
