@@ -13,3 +13,6 @@ GRANT SELECT, INSERT ON ledger_entries TO :"app_role";
 GRANT USAGE ON SEQUENCE ledger_entries_id_seq TO :"app_role";
 -- External-id claims are written once, with the organization they name, and never changed.
 GRANT SELECT, INSERT ON organization_external_ids TO :"app_role";
+-- The plan history is appended to with every plan change and never rewritten, like the journal.
+-- Lots need UPDATE (their credits move); the trigger credit_lots_immutable keeps the rest of a lot.
+GRANT SELECT, INSERT ON plan_changes TO :"app_role";
