@@ -1,6 +1,6 @@
 // Journal history for the growth figure, written directly in SQL: organizations that are not the
-// bench's, each with one PURCHASED lot and captured reservations (a RESERVE and a CAPTURE entry
-// each). Every lot's cached numbers equal its entries, each reservation matches its entries and
+// bench's, each with its creation in the plan history, one PURCHASED lot and captured reservations
+// (a RESERVE and a CAPTURE entry each). Every lot's cached numbers equal its entries, each reservation matches its entries and
 // took from the only lot there was, so `npm run audit` stays clean. ledger_entries refuses
 // UPDATE, DELETE and TRUNCATE, not INSERT.
 import postgres from 'postgres';
@@ -45,14 +45,17 @@ export async function seedJournalTo(databaseUrl: string, target: number): Promis
               ${now}::timestamptz + interval '1 month', ${now}::timestamptz
             from generate_series(1, ${count}::int) g
             returning id
+          ), history as (
+            insert into plan_changes (organization_id, change_number, kind, plan_id, next_plan_id, cycle_starts_at, created_at)
+            select id, 1, 'CREATED', 'pro', null, ${now}::timestamptz, ${now}::timestamptz from seeded
           )
           insert into credit_lots (id, organization_id, type, granted, available, reserved, expires_at, created_at, source, source_key, reason)
           select gen_random_uuid(), id, 'PURCHASED', ${granted}::int, ${granted - COST * reservations}::int, 0, null, ${now}::timestamptz,
             'GRANT', ${tag}, 'bench seed'
           from seeded`;
         await tx`
-          insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
-          select organization_id, 1, id, null, 'GRANT', granted, 0, reason, created_at
+          insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, lot_type)
+          select organization_id, 1, id, null, 'GRANT', granted, 0, reason, created_at, type
           from credit_lots where source = 'GRANT' and source_key = ${tag}
           order by id`;
         await tx`

@@ -15,3 +15,6 @@ GRANT USAGE ON SEQUENCE ledger_entries_id_seq TO :"app_role";
 GRANT SELECT, INSERT ON organization_external_ids TO :"app_role";
 -- Idempotency keys of captures, refunds and extensions record an answer once and never change.
 GRANT SELECT, INSERT ON reservation_operation_keys TO :"app_role";
+-- The plan history is appended to with every plan change and never rewritten, like the journal.
+-- Lots need UPDATE (their credits move); the trigger credit_lots_immutable keeps the rest of a lot.
+GRANT SELECT, INSERT ON plan_changes TO :"app_role";

@@ -17,22 +17,45 @@ const TENANT_TABLES = [
   'withheld_credits',
   'ledger_entries',
   'reservation_operation_keys',
+  'plan_changes',
 ] as const;
 
 /**
- * The journal's guards (migrations 0001 and 0002). Citus refuses to distribute a table that has
- * triggers, so they are dropped first and created again once the journal is distributed.
+ * The guards the audit's facts rest on: the journal's (migrations 0001 and 0002), the plan
+ * history's and the lots' (migration 0006). Citus refuses to distribute a table that has
+ * triggers, so they are dropped first and created again once the tables are distributed.
  */
-const JOURNAL_TRIGGERS = [
+const GUARD_TRIGGERS = [
   {
+    table: 'ledger_entries',
     name: 'ledger_entries_append_only',
     create: `create trigger ledger_entries_append_only before update or delete on ledger_entries
       for each row execute function ledger_entries_append_only()`,
   },
   {
+    table: 'ledger_entries',
     name: 'ledger_entries_no_truncate',
     create: `create trigger ledger_entries_no_truncate before truncate on ledger_entries
       for each statement execute function ledger_entries_append_only()`,
+  },
+  {
+    table: 'plan_changes',
+    name: 'plan_changes_append_only',
+    create: `create trigger plan_changes_append_only before update or delete on plan_changes
+      for each row execute function plan_changes_append_only()`,
+  },
+  {
+    table: 'plan_changes',
+    name: 'plan_changes_no_truncate',
+    create: `create trigger plan_changes_no_truncate before truncate on plan_changes
+      for each statement execute function plan_changes_append_only()`,
+  },
+  {
+    table: 'credit_lots',
+    name: 'credit_lots_immutable',
+    create: `create trigger credit_lots_immutable
+      before update of id, organization_id, type, granted, created_at, source, source_key, pack_id, plan_id, cycle_starts_at, reason
+      on credit_lots for each row execute function credit_lots_immutable()`,
   },
 ] as const;
 
@@ -57,7 +80,7 @@ export async function distributeTables(sql: postgres.ReservedSql): Promise<void>
   const pending = [...REFERENCE_TABLES, 'organizations', ...TENANT_TABLES, 'organization_external_ids'].filter(
     (table) => !distributed.has(table),
   );
-  if (pending.length === 0) return createJournalTriggers(sql);
+  if (pending.length === 0) return createGuardTriggers(sql);
   // All at once or not at all: a start-up that fails half-way leaves the tables as they were.
   await sql`begin`;
   try {
@@ -69,12 +92,12 @@ export async function distributeTables(sql: postgres.ReservedSql): Promise<void>
       where contype = 'f' and conrelid::regclass::text = any(${[...TENANT_TABLES]})
         and confrelid::regclass::text = any(${['organizations', ...TENANT_TABLES]})`;
     for (const key of foreignKeys) await sql.unsafe(`alter table ${key.table} drop constraint ${key.name}`);
-    for (const trigger of JOURNAL_TRIGGERS)
-      await sql.unsafe(`drop trigger if exists ${trigger.name} on ledger_entries`);
+    for (const trigger of GUARD_TRIGGERS)
+      await sql.unsafe(`drop trigger if exists ${trigger.name} on ${trigger.table}`);
     for (const table of pending) await distribute(sql, table);
     for (const key of foreignKeys)
       await sql.unsafe(`alter table ${key.table} add constraint ${key.name} ${key.definition}`);
-    await createJournalTriggers(sql);
+    await createGuardTriggers(sql);
     await sql`commit`;
   } catch (error) {
     await sql`rollback`.catch(() => {});
@@ -90,18 +113,19 @@ async function distribute(sql: postgres.ReservedSql, table: string): Promise<voi
   else await sql`select create_distributed_table(${table}, 'organization_id', colocate_with => 'organizations')`;
 }
 
-/** Creates the journal's guards that are missing (all of them right after distribution). */
-async function createJournalTriggers(sql: postgres.ReservedSql): Promise<void> {
+/** Creates the guards that are missing (all of them right after distribution). */
+async function createGuardTriggers(sql: postgres.ReservedSql): Promise<void> {
   const present = new Set(
     (
       await sql<Array<{ name: string }>>`
-        select tgname as name from pg_trigger where tgrelid = 'ledger_entries'::regclass and not tgisinternal`
+        select tgrelid::regclass::text || '.' || tgname as name from pg_trigger
+        where tgrelid = any(${[...new Set(GUARD_TRIGGERS.map((trigger) => trigger.table))]}::regclass[]) and not tgisinternal`
     ).map((row) => row.name),
   );
-  const missing = JOURNAL_TRIGGERS.filter((trigger) => !present.has(trigger.name));
+  const missing = GUARD_TRIGGERS.filter((trigger) => !present.has(`${trigger.table}.${trigger.name}`));
   if (missing.length === 0) return;
   // Citus creates triggers on distributed tables only when told it is safe: these run on each
-  // shard and touch nothing but the row (or statement) they refuse.
+  // shard and touch nothing but the row (or statement) they refuse or let through.
   await sql`set citus.enable_unsafe_triggers = on`;
   try {
     for (const trigger of missing) await sql.unsafe(trigger.create);

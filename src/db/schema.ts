@@ -27,6 +27,16 @@ export const entryKind = pgEnum('ledger_entry_kind', ['GRANT', 'RESERVE', 'CAPTU
 // DEMO (the demo seed buys a credit pack like a customer); it stays because dropping a value from a
 // PostgreSQL enum means recreating the type and rewriting credit_lots and withheld_credits.
 export const lotSource = pgEnum('lot_source', ['CYCLE', 'GRANT', 'PURCHASE', 'PLAN_CHANGE', 'DEMO']);
+// What a row of the plan history records: INITIAL is the state an organization was in when the
+// history began (migration 0006, taken as given); the others are written by the ledger.
+export const planChangeKind = pgEnum('plan_change_kind', [
+  'INITIAL',
+  'CREATED',
+  'SCHEDULED',
+  'CANCELLED',
+  'UPGRADED',
+  'APPLIED',
+]);
 
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -126,6 +136,36 @@ export const creditLots = pgTable(
     uniqueIndex('credit_lots_source_key_idx').on(t.organizationId, t.source, t.sourceKey),
     index('credit_lots_organization_idx').on(t.organizationId, t.type),
     index('credit_lots_expiring_idx').on(t.expiresAt).where(sql`${t.available} > 0 and ${t.expiresAt} is not null`),
+    // Purchased credits never expire, and no lot of them is ever closed early.
+    check('credit_lots_purchased_never_expire', sql`${t.type} <> 'PURCHASED' or ${t.expiresAt} is null`),
+  ],
+);
+
+// The plan history, append-only (a trigger refuses updates, deletes and TRUNCATE): every change of
+// an organization's plan, written in the transaction that makes it. Each row is the state after
+// the change: the plan in force and the plan scheduled for the next cycle. The audit judges
+// allowance grants and the organization's plan columns against it, not against the rows it checks.
+export const planChanges = pgTable(
+  'plan_changes',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    // 1, 2, 3, … per organization, assigned under the organization's lock.
+    changeNumber: integer('change_number').notNull(),
+    kind: planChangeKind('kind').notNull(),
+    planId: text('plan_id')
+      .notNull()
+      .references(() => plans.id),
+    nextPlanId: text('next_plan_id').references(() => plans.id),
+    // The billing cycle the change belongs to: the one it was made in, or for APPLIED the one it
+    // starts (a scheduled plan takes effect at the start of a cycle).
+    cycleStartsAt: timestamptz('cycle_starts_at').notNull(),
+    createdAt: timestamptz('created_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.changeNumber] }),
+    check('plan_changes_number_positive', sql`${t.changeNumber} > 0`),
   ],
 );
 
@@ -237,9 +277,15 @@ export const ledgerEntries = pgTable(
     reservedChange: integer('reserved_change').notNull(),
     reason: text('reason'),
     createdAt: timestamptz('created_at').notNull(),
+    // On a GRANT entry, the account type the lot was granted as: the journal's own record of it,
+    // which the audit holds the lot to. Null on every other kind (and on grants written before
+    // migration 0006, whose lots' types are taken as given).
+    lotType: accountType('lot_type'),
   },
   (t) => [
     check('ledger_entries_nonzero', sql`${t.availableChange} <> 0 or ${t.reservedChange} <> 0`),
+    // Created NOT VALID by migration 0006: it holds for every entry written since.
+    check('ledger_entries_grant_names_type', sql`(${t.kind} = 'GRANT') = (${t.lotType} is not null)`),
     primaryKey({ columns: [t.organizationId, t.entryNumber] }),
     foreignKey({
       name: 'ledger_entries_lot_fk',
@@ -270,4 +316,5 @@ export const schema = {
   ledgerEntries,
   withheldCredits,
   reservationOperationKeys,
+  planChanges,
 };

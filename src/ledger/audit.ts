@@ -10,8 +10,14 @@ import {
   expiryNotBeforeLotExpiry,
   journalNumberedWithoutGaps,
   LOT_CHECKS,
+  lotKeepsGrantedType,
   oldReservationSettled,
   organizationConserves,
+  organizationPlanMatchesHistory,
+  type CycleAllowanceRow,
+  type PlanChangeRow,
+  plansInForce,
+  purchasedLotNeverExpires,
   RESERVATION_CHECKS,
   reservationLifetimeBounded,
   type Timestamp,
@@ -58,8 +64,37 @@ export async function auditLedger(db: Queryable, options: AuditOptions = {}): Pr
     ...(await read.reservations()).flatMap((r) => RESERVATION_CHECKS.flatMap((check) => check(r))),
     ...(await read.suspectAllocations()).flatMap(allocationHoldsWhatItMay),
     ...(await read.organizationTotals()).flatMap(organizationConserves),
+    ...(await read.suspectLotIdentities()).flatMap(lotKeepsGrantedType),
+    ...(await read.expiringPurchases()).flatMap(purchasedLotNeverExpires),
     ...(await auditLifecycle(db, options)),
   ];
+}
+
+/**
+ * The plan rules, judged against the plan history (append-only, written with every plan change)
+ * rather than against the rows they check: each organization's plan and scheduled plan are the
+ * history's last state and the history itself is whole, and each billing cycle's allowance lots
+ * name plans in force during it and grant no more than the largest of them.
+ */
+async function auditPlans(read: Reader): Promise<Violation[]> {
+  const allowances = Object.fromEntries((await read.plans()).map((plan) => [plan.id, plan.monthlyCredits]));
+  const histories = new Map<string, PlanChangeRow[]>();
+  for (const change of await read.planHistory()) {
+    const history = histories.get(change.organizationId) ?? [];
+    history.push(change);
+    histories.set(change.organizationId, history);
+  }
+  const organizations = (await read.organizationPlans()).flatMap((org) =>
+    organizationPlanMatchesHistory({ ...org, history: histories.get(org.organizationId) ?? [] }, allowances),
+  );
+  const cycles = (await read.cycleAllowances()).map((cycle): CycleAllowanceRow => {
+    const { cycleKey, ...row } = cycle;
+    if (cycleKey === null) return { ...row, inForce: {} };
+    const inForce = plansInForce(histories.get(cycle.organizationId) ?? [], cycleKey);
+    const planIds = inForce.beforeHistory ? [...inForce.planIds, ...cycle.labels] : inForce.planIds;
+    return { ...row, inForce: Object.fromEntries(planIds.map((id) => [id, allowances[id] ?? 0])) };
+  });
+  return [...organizations, ...cycles.flatMap(cycleAllowanceBounded)];
 }
 
 /**
@@ -75,7 +110,7 @@ export async function auditLifecycle(db: Queryable, options: AuditOptions = {}):
     ...(await read.expiredLots()).flatMap(expiredLotStaysClosed),
     ...(await read.earlyExpiries()).flatMap(expiryNotBeforeLotExpiry),
     ...(await read.overlongReservations()).flatMap(reservationLifetimeBounded),
-    ...(await read.suspectCycleAllowances()).flatMap(cycleAllowanceBounded),
+    ...(await auditPlans(read)),
   ];
   if (options.sweptAt) {
     violations.push(...(await read.unsweptLots(options.sweptAt)).flatMap(expiredLotSwept));
@@ -88,11 +123,21 @@ export async function auditLifecycle(db: Queryable, options: AuditOptions = {}):
 type Raw = Record<string, unknown>;
 
 const text = (value: unknown) => String(value);
+/** A text[] arrives as an array, or (some drivers, for an aggregate) as its literal `{a,b}`. */
+const textArray = (value: unknown): string[] => {
+  if (Array.isArray(value)) return value.map(String);
+  const literal = String(value ?? '{}').replace(/^\{|\}$/g, '');
+  return literal === '' ? [] : literal.split(',').map((item) => item.replace(/^"|"$/g, ''));
+};
 const optionalText = (value: unknown) => (value === null || value === undefined ? null : String(value));
 /** Counts and sums arrive as text (bigint) or numbers, depending on the driver. */
 const count = (value: unknown) => Number(value);
 const timestamp = (value: unknown) => value as Timestamp;
 const optionalTimestamp = (value: unknown) => (value === null || value === undefined ? null : timestamp(value));
+/** A timestamp as microseconds since the epoch, exact, for comparing cycles (see CycleKey). */
+const cycleKeyOf = (column: SQL) => sql`(extract(epoch from ${column}) * 1000000)::bigint::text`;
+
+type Reader = ReturnType<typeof reader>;
 
 /**
  * The audit's queries, each returning typed rows. `only(column)` narrows a query to the audited
@@ -281,23 +326,88 @@ function reader(db: Queryable, organizationId: string | undefined) {
         expiresAt: timestamp(row.expires_at),
       })),
 
-    // Only the cycles that break the rule: there is one per organization and month.
-    suspectCycleAllowances: async () =>
+    // One row per organization and billing cycle: the audit judges every cycle against the history.
+    cycleAllowances: async () =>
       (
         await query(sql`
-          select l.organization_id, l.cycle_starts_at, sum(l.granted)::bigint as granted,
-            max(p.monthly_credits) as largest, count(*) filter (where p.id is null or l.cycle_starts_at is null)::int as unlabelled
-          from credit_lots l left join plans p on p.id = l.plan_id
+          select l.organization_id, l.cycle_starts_at, ${cycleKeyOf(sql`l.cycle_starts_at`)} as cycle_key,
+            sum(l.granted)::bigint as granted,
+            coalesce(array_agg(distinct l.plan_id) filter (where l.plan_id is not null), '{}') as labels,
+            count(*) filter (where l.plan_id is null or l.cycle_starts_at is null)::int as unlabelled
+          from credit_lots l
           where ${only(sql`l.organization_id`)} and l.source in ('CYCLE', 'PLAN_CHANGE')
-          group by l.organization_id, l.cycle_starts_at
-          having sum(l.granted) > coalesce(max(p.monthly_credits), 0)
-            or count(*) filter (where p.id is null or l.cycle_starts_at is null) > 0`)
+          group by l.organization_id, l.cycle_starts_at`)
       ).map((row) => ({
         organizationId: text(row.organization_id),
         cycleStartsAt: optionalTimestamp(row.cycle_starts_at),
+        cycleKey: optionalText(row.cycle_key),
         granted: count(row.granted),
-        largest: row.largest === null ? null : count(row.largest),
+        labels: textArray(row.labels),
         unlabelled: count(row.unlabelled),
+      })),
+
+    planHistory: async () =>
+      (
+        await query(sql`
+          select organization_id, change_number, kind, plan_id, next_plan_id, ${cycleKeyOf(sql`cycle_starts_at`)} as cycle_key
+          from plan_changes where ${only(sql`organization_id`)}
+          order by organization_id, change_number`)
+      ).map(
+        (row): PlanChangeRow => ({
+          organizationId: text(row.organization_id),
+          changeNumber: count(row.change_number),
+          kind: text(row.kind),
+          planId: text(row.plan_id),
+          nextPlanId: optionalText(row.next_plan_id),
+          cycleKey: text(row.cycle_key),
+        }),
+      ),
+
+    organizationPlans: async () =>
+      (await query(sql`select id, plan_id, next_plan_id from organizations o where ${only(sql`o.id`)}`)).map((row) => ({
+        organizationId: text(row.id),
+        planId: text(row.plan_id),
+        nextPlanId: optionalText(row.next_plan_id),
+      })),
+
+    plans: async () =>
+      (await query(sql`select id, monthly_credits from plans`)).map((row) => ({
+        id: text(row.id),
+        monthlyCredits: count(row.monthly_credits),
+      })),
+
+    // Only the lots that break the rule: a type other than their GRANT entry's or their source's.
+    suspectLotIdentities: async () =>
+      (
+        await query(sql`
+          select l.id, l.organization_id, l.type, l.source, e.lot_type
+          from credit_lots l
+            left join ledger_entries e on e.organization_id = l.organization_id and e.lot_id = l.id and e.kind = 'GRANT'
+          where ${only(sql`l.organization_id`)} and (
+            (e.lot_type is not null and e.lot_type <> l.type)
+            or (l.source = 'PURCHASE' and l.type <> 'PURCHASED')
+            or (l.source in ('CYCLE', 'PLAN_CHANGE') and l.type <> 'SUBSCRIPTION')
+          )
+          limit 1000`)
+      ).map((row) => ({
+        organizationId: text(row.organization_id),
+        lotId: text(row.id),
+        type: text(row.type),
+        source: text(row.source),
+        grantedAs: optionalText(row.lot_type),
+      })),
+
+    // The CHECK constraint refuses these; the audit looks anyway, in case it was bypassed.
+    expiringPurchases: async () =>
+      (
+        await query(sql`
+          select l.id, l.organization_id, l.expires_at from credit_lots l
+          where ${only(sql`l.organization_id`)} and l.type = 'PURCHASED' and l.expires_at is not null
+          limit 1000`)
+      ).map((row) => ({
+        organizationId: text(row.organization_id),
+        lotId: text(row.id),
+        expiresAt: optionalTimestamp(row.expires_at),
       })),
 
     unsweptLots: async (sweptAt: Date) =>

@@ -3,7 +3,7 @@ import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservationOperationKeys, reservations } from '../db/schema.ts';
 import { announcedCte, announcesFromCoordinator, notifyFromCoordinator } from './announcements.ts';
-import type { EntryKind, ReservationStatus } from './enums.ts';
+import type { AccountType, EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
 import { notePosted } from './movements.ts';
 
@@ -19,6 +19,8 @@ export interface EntryDraft {
   reservedChange: number;
   reason?: string | null;
   createdAt: Date;
+  /** On a GRANT, and only there: the account type the lot is granted as (the audit holds the lot to it). */
+  lotType?: AccountType | null;
 }
 
 /** The shape each kind of entry must have: which way it moves available and reserved credits. */
@@ -105,6 +107,10 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
       `malformed ${draft.kind} entry (${draft.availableChange}, ${draft.reservedChange})`,
     );
     invariant(draft.organizationId === organizationId, 'one posting moves credits of one organization');
+    invariant(
+      (draft.kind === 'GRANT') === (draft.lotType != null),
+      'a GRANT entry, and only a GRANT, names its lot type',
+    );
     const change = changeByLot.get(draft.lotId) ?? { available: 0, reserved: 0 };
     change.available += draft.availableChange;
     change.reserved += draft.reservedChange;
@@ -129,8 +135,8 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
         and l.available + c.available >= 0 and l.reserved + c.reserved >= 0
       returning l.id
     ), appended as (
-      insert into ${ledgerEntries} (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at)
-      select ${organizationId}, last.entry_number + e.n, e.lot_id, e.reservation_id, e.kind::ledger_entry_kind, e.available_change, e.reserved_change, e.reason, e.created_at
+      insert into ${ledgerEntries} (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, lot_type)
+      select ${organizationId}, last.entry_number + e.n, e.lot_id, e.reservation_id, e.kind::ledger_entry_kind, e.available_change, e.reserved_change, e.reason, e.created_at, e.lot_type::credit_account_type
       from (
         select coalesce(max(entry_number), 0) as entry_number from ${ledgerEntries} where organization_id = ${organizationId}
       ) as last, unnest(
@@ -140,8 +146,9 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
         ${pgArray(drafts.map((d) => d.availableChange))}::int[],
         ${pgArray(drafts.map((d) => d.reservedChange))}::int[],
         ${pgArray(drafts.map((d) => d.reason ?? null))}::text[],
-        ${pgArray(drafts.map((d) => d.createdAt.toISOString()))}::timestamptz[]
-      ) with ordinality as e(lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, n)
+        ${pgArray(drafts.map((d) => d.createdAt.toISOString()))}::timestamptz[],
+        ${pgArray(drafts.map((d) => d.lotType ?? null))}::text[]
+      ) with ordinality as e(lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, lot_type, n)
       order by e.n
       returning 1
     ), ${announcedPart(organizationId, options.announce ?? false, !fromCoordinator)}

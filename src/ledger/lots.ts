@@ -66,6 +66,7 @@ export async function grantLot(tx: Tx, grant: LotGrant): Promise<CreditLot | nul
       reservedChange: 0,
       reason: grant.reason,
       createdAt: grant.now,
+      lotType: grant.type,
     },
   ]);
   return { ...lot, available: grant.amount };

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
-import { creditLots, organizationExternalIds, organizations } from '../db/schema.ts';
+import { creditLots, organizationExternalIds, organizations, planChanges } from '../db/schema.ts';
 import { cycleContaining, type BillingCycle } from './billing-cycle.ts';
 import { findPlan, type Plan } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
@@ -33,6 +33,32 @@ export async function requireLockedOrganization(tx: Tx, organizationId: string):
 export async function findOrganization(db: Queryable, organizationId: string): Promise<Organization | undefined> {
   const [org] = await db.select().from(organizations).where(eq(organizations.id, organizationId));
   return org;
+}
+
+type PlanChangeKind = (typeof planChanges.$inferInsert)['kind'];
+
+/** A change of an organization's plan, as the plan history records it: the state after it. */
+interface RecordedPlanChange {
+  organizationId: string;
+  kind: PlanChangeKind;
+  planId: string;
+  nextPlanId: string | null;
+  cycleStartsAt: Date;
+  now: Date;
+}
+
+/**
+ * Appends the change to the organization's plan history, numbered next after its last one (under
+ * the organization's lock, so the numbers run 1, 2, 3, … without gaps). Written in the transaction
+ * that changes the plan, so the history and the organization never disagree; the audit holds the
+ * organization, and the allowances it was granted, to this history.
+ */
+async function recordPlanChange(tx: Tx, change: RecordedPlanChange): Promise<void> {
+  await tx.execute(sql`
+    insert into ${planChanges} (organization_id, change_number, kind, plan_id, next_plan_id, cycle_starts_at, created_at)
+    select ${change.organizationId}, coalesce(max(change_number), 0) + 1, ${change.kind}::plan_change_kind,
+      ${change.planId}, ${change.nextPlanId}, ${change.cycleStartsAt.toISOString()}::timestamptz, ${change.now.toISOString()}::timestamptz
+    from ${planChanges} where organization_id = ${change.organizationId}`);
 }
 
 function cycleLotKey(startsAt: Date): string {
@@ -79,6 +105,17 @@ export async function ensureCurrentCycle(
     .where(eq(organizations.id, org.id))
     .returning();
   invariant(updated, `organization ${org.id} vanished while locked`);
+  if (org.nextPlanId !== null) {
+    // The scheduled plan is in force from the start of the new cycle, whenever this runs.
+    await recordPlanChange(tx, {
+      organizationId: org.id,
+      kind: 'APPLIED',
+      planId,
+      nextPlanId: null,
+      cycleStartsAt: cycle.startsAt,
+      now,
+    });
+  }
   await grantCycleAllowance(tx, updated, plan, cycle, now);
   const balanceVersion = await bumpBalanceVersion(tx, org.id);
   return { org: { ...updated, balanceVersion }, changed: true };
@@ -123,6 +160,15 @@ export async function createOrganization(ctx: LedgerContext, input: CreateOrgani
       })
       .returning();
     invariant(org, `organization ${id} was not inserted`);
+    await tx.insert(planChanges).values({
+      organizationId: id,
+      changeNumber: 1,
+      kind: 'CREATED',
+      planId: plan.id,
+      nextPlanId: null,
+      cycleStartsAt: cycle.startsAt,
+      createdAt: now,
+    });
     await grantCycleAllowance(tx, org, plan, cycle, now);
     const balanceVersion = await bumpBalanceVersion(tx, org.id);
     return { ...org, balanceVersion };
@@ -206,12 +252,12 @@ export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Pr
     const current = await findPlan(tx, org.planId);
     invariant(current, `plan ${org.planId} of organization ${org.id} is missing`);
     if (plan.id === current.id) {
-      const organization = org.nextPlanId === null ? org : await setNextPlan(tx, org.id, null);
+      const organization = await setNextPlan(tx, org, null, now);
       return { organization, appliedImmediately: true, effectiveAt: now };
     }
     if (!input.immediately || plan.monthlyCredits <= current.monthlyCredits) {
       return {
-        organization: await setNextPlan(tx, org.id, plan.id),
+        organization: await setNextPlan(tx, org, plan.id, now),
         appliedImmediately: false,
         effectiveAt: org.cycleEndsAt,
       };
@@ -220,13 +266,22 @@ export async function changePlan(ctx: LedgerContext, input: ChangePlanInput): Pr
   });
 }
 
-async function setNextPlan(tx: Tx, organizationId: string, nextPlanId: string | null): Promise<Organization> {
-  const [updated] = await tx
-    .update(organizations)
-    .set({ nextPlanId })
-    .where(eq(organizations.id, organizationId))
-    .returning();
+/**
+ * Schedules a plan for the next cycle (null cancels the scheduled one) and records it in the plan
+ * history as SCHEDULED or CANCELLED. Scheduling what is scheduled already changes nothing.
+ */
+async function setNextPlan(tx: Tx, org: Organization, nextPlanId: string | null, now: Date): Promise<Organization> {
+  if (org.nextPlanId === nextPlanId) return org;
+  const [updated] = await tx.update(organizations).set({ nextPlanId }).where(eq(organizations.id, org.id)).returning();
   invariant(updated, 'organization vanished while locked');
+  await recordPlanChange(tx, {
+    organizationId: org.id,
+    kind: nextPlanId === null ? 'CANCELLED' : 'SCHEDULED',
+    planId: org.planId,
+    nextPlanId,
+    cycleStartsAt: org.cycleStartsAt,
+    now,
+  });
   return updated;
 }
 
@@ -242,6 +297,14 @@ async function upgradeNow(tx: Tx, org: Organization, current: Plan, plan: Plan, 
     .where(eq(organizations.id, org.id))
     .returning();
   invariant(updated, 'organization vanished while locked');
+  await recordPlanChange(tx, {
+    organizationId: org.id,
+    kind: 'UPGRADED',
+    planId: plan.id,
+    nextPlanId: null,
+    cycleStartsAt: org.cycleStartsAt,
+    now,
+  });
   const sourceKey = `${cycleLotKey(org.cycleStartsAt)}:${plan.id}`;
   const [used] = await tx
     .select({ id: creditLots.id })

@@ -8,7 +8,7 @@ import { ManualClock } from '../../src/clock.ts';
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
-import { createOrganization } from '../../src/ledger/organizations.ts';
+import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
 import { reserveCredits } from '../../src/ledger/reservations.ts';
 
 describe('audit invariants (PGlite)', () => {
@@ -44,6 +44,7 @@ describe('audit invariants (PGlite)', () => {
   const nextEntryNumber = (org: string) =>
     sql`(select coalesce(max(entry_number), 0) + 1 from ledger_entries where organization_id = ${org})`;
 
+  // A GRANT names its lot's type, as the journal requires of every grant.
   const entry = (
     org: string,
     lot: string,
@@ -53,8 +54,9 @@ describe('audit invariants (PGlite)', () => {
     reservation: string | null = null,
   ) =>
     database.db.execute(sql`
-      insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, created_at)
-      values (${org}, ${nextEntryNumber(org)}, ${lot}, ${reservation}, ${kind}, ${available}, ${reserved}, now())`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, created_at, lot_type)
+      values (${org}, ${nextEntryNumber(org)}, ${lot}, ${reservation}, ${kind}, ${available}, ${reserved}, now(),
+        case when ${kind} = 'GRANT' then (select type from credit_lots where organization_id = ${org} and id = ${lot}) end)`);
 
   it('names an entry whose shape does not fit its kind', async () => {
     const { org, a } = await organizationWithLots();
@@ -79,9 +81,13 @@ describe('audit invariants (PGlite)', () => {
 
   it('names a second GRANT of a lot', async () => {
     const { org, a } = await organizationWithLots();
-    await database.db.execute(
-      sql`update credit_lots set available = available + 10, granted = granted + 10 where id = ${a.id}`,
-    );
+    // A lot's granted credits never change (a trigger refuses it); written past the trigger.
+    await database.db.transaction(async (tx) => {
+      await tx.execute(sql`set local session_replication_role = replica`);
+      await tx.execute(
+        sql`update credit_lots set available = available + 10, granted = granted + 10 where id = ${a.id}`,
+      );
+    });
     await entry(org.id, a.id, 'GRANT', 10, 0);
     expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
       expect.objectContaining({
@@ -216,20 +222,22 @@ describe('audit invariants (PGlite)', () => {
 
   it('names a cycle whose allowance grants exceed the largest plan in force (a full grant on every plan change)', async () => {
     const { ctx, org } = await organizationWithLots();
-    // The old rule: an immediate change to starter granted starter's whole 1,000 on top of the
-    // 100 of free. The largest plan of the cycle allows 1,000.
+    // An immediate upgrade to starter, as the ledger makes it: the difference, 900, on top of free's 100.
+    await changePlan(ctx, { organizationId: org.id, planId: 'starter', immediately: true });
+    expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([]);
+    // The old rule granted starter's whole 1,000 on every plan change. The largest plan of the cycle allows 1,000.
     await database.db.execute(sql`
       with lot as (
         insert into credit_lots (id, organization_id, type, granted, available, reserved, expires_at, created_at, source, source_key, plan_id, cycle_starts_at, reason)
         values (gen_random_uuid(), ${org.id}, 'SUBSCRIPTION', 1000, 1000, 0, ${org.cycleEndsAt}, ${ctx.clock.now()}, 'PLAN_CHANGE', 'full-grant', 'starter', ${org.cycleStartsAt}, 'Starter plan allowance (plan change)')
         returning id
       )
-      insert into ledger_entries (organization_id, entry_number, lot_id, kind, available_change, reserved_change, created_at)
-      select ${org.id}, ${nextEntryNumber(org.id)}, id, 'GRANT', 1000, 0, ${ctx.clock.now()} from lot`);
+      insert into ledger_entries (organization_id, entry_number, lot_id, kind, available_change, reserved_change, created_at, lot_type)
+      select ${org.id}, ${nextEntryNumber(org.id)}, id, 'GRANT', 1000, 0, ${ctx.clock.now()}, 'SUBSCRIPTION' from lot`);
     expect(await auditLedger(database.db, { organizationId: org.id })).toEqual([
       expect.objectContaining({
         organizationId: org.id,
-        message: expect.stringMatching(/granted 1100 allowance credits, more than the largest plan's 1000$/),
+        message: expect.stringMatching(/granted 2000 allowance credits, more than the largest plan's 1000$/),
       }),
     ]);
   });

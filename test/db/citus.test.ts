@@ -54,7 +54,7 @@ describe.skipIf(!(await onCitus()))('start-up on Citus', () => {
     const byName = Object.fromEntries(tables.map((table) => [table.name, table]));
     for (const catalog of ['plans', 'credit_packs', 'generation_models']) expect(byName[catalog]?.method).toBe('n');
     expect(byName.organizations).toMatchObject({ method: 'h', key: 'id', colocated: true });
-    for (const tenant of ['credit_lots', 'reservations', 'withheld_credits', 'ledger_entries'])
+    for (const tenant of ['credit_lots', 'reservations', 'withheld_credits', 'ledger_entries', 'plan_changes'])
       expect(byName[tenant], tenant).toMatchObject({ method: 'h', key: 'organization_id', colocated: true });
     expect(byName.organization_external_ids).toMatchObject({ method: 'h', key: 'external_id' });
   });
@@ -68,6 +68,13 @@ describe.skipIf(!(await onCitus()))('start-up on Citus', () => {
       refused,
     );
     await expect(database.db.execute(sql`delete from ledger_entries`)).rejects.toMatchObject(refused);
+    // So are the plan history and the lots' identity.
+    await expect(
+      database.db.execute(sql`update plan_changes set plan_id = 'studio' where organization_id = ${org.id}`),
+    ).rejects.toMatchObject(refused);
+    await expect(
+      database.db.execute(sql`update credit_lots set type = 'PURCHASED' where organization_id = ${org.id}`),
+    ).rejects.toMatchObject({ cause: { message: expect.stringMatching(/never change/) } });
     const before = await distribution(database);
     const again = await openDatabase({ databaseUrl: url });
     try {

@@ -88,15 +88,31 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     expect(await auditLedger(runtime.db)).toEqual([]);
   });
 
-  it('cannot update, delete or truncate the journal, nor change the schema', async () => {
+  it('cannot update, delete or truncate the journal or the plan history, nor change the schema', async () => {
     for (const statement of [
       'update ledger_entries set available_change = available_change + 1',
       'delete from ledger_entries',
       'truncate ledger_entries',
       'alter table ledger_entries disable trigger ledger_entries_append_only',
       'drop trigger ledger_entries_no_truncate on ledger_entries',
+      "update plan_changes set plan_id = 'studio'",
+      'delete from plan_changes',
+      'truncate plan_changes',
+      'alter table credit_lots disable trigger credit_lots_immutable',
+      'alter table credit_lots drop constraint credit_lots_purchased_never_expire',
     ]) {
       await expect(asRole.unsafe(statement), statement).rejects.toMatchObject({ code: INSUFFICIENT_PRIVILEGE });
+    }
+  });
+
+  it("may update lots (the ledger moves their credits) but never a lot's type or credits granted", async () => {
+    for (const statement of [
+      "update credit_lots set type = 'PURCHASED'",
+      'update credit_lots set granted = granted + 1',
+    ]) {
+      await expect(asRole.unsafe(statement), statement).rejects.toThrow(
+        /type, source, plan, cycle and granted credits never change/,
+      );
     }
   });
 

@@ -7,8 +7,13 @@ import {
   lotGrantedOnce,
   lotMatchesJournal,
   lotNotNegative,
+  lotKeepsGrantedType,
   lotWithinGrant,
   organizationConserves,
+  organizationPlanMatchesHistory,
+  type PlanChangeRow,
+  plansInForce,
+  purchasedLotNeverExpires,
   type ReservationRow,
   reservationMatchesJournal,
   reservationStatusAgrees,
@@ -145,14 +150,183 @@ describe('organization and cycle checks', () => {
     );
   });
 
-  it('bounds a cycle allowance by the largest plan, and names unlabelled allowance lots', () => {
-    const cycle = { organizationId: ORG, cycleStartsAt: '2026-01-01', granted: 1000, largest: 1000, unlabelled: 0 };
+  it('bounds a cycle allowance by the largest plan in force, and names unlabelled allowance lots', () => {
+    const cycle = {
+      organizationId: ORG,
+      cycleStartsAt: '2026-01-01',
+      granted: 1000,
+      labels: ['free', 'starter'],
+      unlabelled: 0,
+      inForce: { free: 100, starter: 1000 },
+    };
     expect(cycleAllowanceBounded(cycle)).toEqual([]);
     expect(cycleAllowanceBounded({ ...cycle, granted: 1100 })[0]?.message).toMatch(
       /granted 1100 allowance credits, more than the largest plan's 1000$/,
     );
     expect(cycleAllowanceBounded({ ...cycle, unlabelled: 2 })[0]?.message).toBe(
       '2 allowance lot(s) without a plan or billing cycle',
+    );
+  });
+
+  it('names an allowance lot of a plan the history never put in force, however much it grants', () => {
+    // Only free was ever in force: a studio lot is named even though 100 + 50 stays under studio's 20,000.
+    const cycle = {
+      organizationId: ORG,
+      cycleStartsAt: '2026-01-01',
+      granted: 150,
+      labels: ['free', 'studio'],
+      unlabelled: 0,
+      inForce: { free: 100 },
+    };
+    expect(cycleAllowanceBounded(cycle).map((v) => v.message)).toEqual([
+      'cycle starting 2026-01-01 has an allowance lot of plan studio, which the plan history never put in force during it',
+      "cycle starting 2026-01-01 granted 150 allowance credits, more than the largest plan's 100",
+    ]);
+    // A cycle in which no plan was in force (before the organization existed) allows nothing.
+    expect(cycleAllowanceBounded({ ...cycle, labels: ['free'], granted: 100, inForce: {} }).at(-1)?.message).toMatch(
+      /granted 100 allowance credits, more than the largest plan's 0$/,
+    );
+  });
+});
+
+// Cycles as the audit compares them: microseconds since the epoch. January, February, March 2026.
+const JAN = String(Date.UTC(2026, 0, 1) * 1000);
+const FEB = String(Date.UTC(2026, 1, 1) * 1000);
+const MAR = String(Date.UTC(2026, 2, 1) * 1000);
+const change = (
+  changeNumber: number,
+  kind: string,
+  planId: string,
+  nextPlanId: string | null,
+  cycleKey: string,
+): PlanChangeRow => ({ organizationId: ORG, changeNumber, kind, planId, nextPlanId, cycleKey });
+const ALLOWANCES = { free: 100, starter: 1000, pro: 5000, studio: 20000 };
+
+describe('plans in force, by the plan history', () => {
+  it('is the plan the organization was created on, in its first cycle and every later one until a change', () => {
+    const history = [change(1, 'CREATED', 'free', null, JAN)];
+    expect(plansInForce(history, JAN)).toEqual({ planIds: ['free'], beforeHistory: false });
+    expect(plansInForce(history, MAR)).toEqual({ planIds: ['free'], beforeHistory: false });
+  });
+
+  it('holds no plan for a cycle before the organization was created', () => {
+    expect(plansInForce([change(1, 'CREATED', 'free', null, FEB)], JAN).planIds).toEqual([]);
+  });
+
+  it('counts the plan before an immediate upgrade and the plan after it, in the cycle of the upgrade', () => {
+    const history = [change(1, 'CREATED', 'free', null, JAN), change(2, 'UPGRADED', 'pro', null, FEB)];
+    expect(plansInForce(history, JAN).planIds).toEqual(['free']);
+    expect(plansInForce(history, FEB).planIds.sort()).toEqual(['free', 'pro']);
+    expect(plansInForce(history, MAR).planIds).toEqual(['pro']);
+  });
+
+  it('puts a scheduled plan in force from the start of the cycle it applies in, not before, and the old plan no longer', () => {
+    const history = [
+      change(1, 'CREATED', 'studio', null, JAN),
+      change(2, 'SCHEDULED', 'studio', 'free', JAN),
+      change(3, 'APPLIED', 'free', null, MAR),
+    ];
+    expect(plansInForce(history, JAN).planIds).toEqual(['studio']);
+    // February had no change at all (nothing ran then): studio was still in force.
+    expect(plansInForce(history, FEB).planIds).toEqual(['studio']);
+    expect(plansInForce(history, MAR).planIds).toEqual(['free']);
+  });
+
+  it('takes the lots of cycles before the history began as given', () => {
+    const history = [change(1, 'INITIAL', 'pro', null, FEB)];
+    expect(plansInForce(history, JAN)).toEqual({ planIds: [], beforeHistory: true });
+    expect(plansInForce(history, FEB)).toEqual({ planIds: ['pro'], beforeHistory: true });
+    expect(plansInForce(history, MAR)).toEqual({ planIds: ['pro'], beforeHistory: false });
+  });
+});
+
+describe('an organization against its plan history', () => {
+  const org = (planId: string, nextPlanId: string | null, history: PlanChangeRow[]) => ({
+    organizationId: ORG,
+    planId,
+    nextPlanId,
+    history,
+  });
+  const lived = [
+    change(1, 'CREATED', 'free', null, JAN),
+    change(2, 'SCHEDULED', 'free', 'starter', JAN),
+    change(3, 'CANCELLED', 'free', null, JAN),
+    change(4, 'UPGRADED', 'pro', null, JAN),
+    change(5, 'SCHEDULED', 'pro', 'free', JAN),
+    change(6, 'APPLIED', 'free', null, MAR),
+    change(7, 'SCHEDULED', 'free', 'studio', MAR),
+  ];
+
+  it('passes a history every change of which follows from the one before, ending where the organization is', () => {
+    expect(organizationPlanMatchesHistory(org('free', 'studio', lived), ALLOWANCES)).toEqual([]);
+  });
+
+  it("names an organization whose plan or scheduled plan is not the history's last state", () => {
+    expect(organizationPlanMatchesHistory(org('studio', 'studio', lived), ALLOWANCES).map((v) => v.message)).toEqual([
+      'plan studio (next studio) but the plan history says free (next studio)',
+    ]);
+    expect(organizationPlanMatchesHistory(org('free', null, lived), ALLOWANCES)[0]?.message).toMatch(
+      /^plan free \(next none\) but the plan history says free \(next studio\)$/,
+    );
+  });
+
+  it('names an organization without a history, and a history with a gap or a second beginning', () => {
+    expect(organizationPlanMatchesHistory(org('free', null, []), ALLOWANCES)[0]?.message).toBe('no plan history');
+    const gap = [lived[0]!, { ...lived[1]!, changeNumber: 3 }];
+    expect(organizationPlanMatchesHistory(org('free', 'starter', gap), ALLOWANCES)[0]?.message).toBe(
+      'plan history of 2 changes is not numbered 1 to 2',
+    );
+    const reborn = [lived[0]!, change(2, 'CREATED', 'studio', null, JAN)];
+    expect(organizationPlanMatchesHistory(org('studio', null, reborn), ALLOWANCES)[0]?.message).toMatch(
+      /^plan change 2 \(CREATED to studio/,
+    );
+  });
+
+  it('names changes the product cannot make: an upgrade to a smaller plan, an applied plan never scheduled, a plan switched by a schedule', () => {
+    const cases: PlanChangeRow[][] = [
+      [change(1, 'CREATED', 'pro', null, JAN), change(2, 'UPGRADED', 'starter', null, JAN)],
+      [change(1, 'CREATED', 'free', null, JAN), change(2, 'APPLIED', 'studio', null, FEB)],
+      [change(1, 'CREATED', 'free', 'pro', JAN), change(2, 'APPLIED', 'pro', null, JAN)],
+      [change(1, 'CREATED', 'free', null, JAN), change(2, 'SCHEDULED', 'studio', 'pro', JAN)],
+      [change(1, 'CREATED', 'free', null, JAN), change(2, 'CANCELLED', 'free', null, JAN)],
+    ];
+    for (const history of cases) {
+      const last = history.at(-1)!;
+      expect(
+        organizationPlanMatchesHistory(org(last.planId, last.nextPlanId, history), ALLOWANCES).map((v) => v.message),
+      ).toEqual([expect.stringMatching(/^plan change 2 .* cannot follow the one before it$/)]);
+    }
+  });
+});
+
+describe('lot identity', () => {
+  const lot = { lotId: 'lot-1', organizationId: ORG, type: 'PROMOTIONAL', source: 'GRANT', grantedAs: 'PROMOTIONAL' };
+
+  it('names a lot whose type is not the one its GRANT entry granted', () => {
+    expect(lotKeepsGrantedType(lot)).toEqual([]);
+    expect(lotKeepsGrantedType({ ...lot, type: 'PURCHASED' }).map((v) => v.message)).toEqual([
+      'PURCHASED lot, but its GRANT entry granted PROMOTIONAL credits',
+    ]);
+    // A grant from before the journal named types is taken as given.
+    expect(lotKeepsGrantedType({ ...lot, type: 'PURCHASED', grantedAs: null })).toEqual([]);
+  });
+
+  it('names a lot of a type its source never grants: purchases are PURCHASED, allowances SUBSCRIPTION', () => {
+    expect(lotKeepsGrantedType({ ...lot, type: 'PURCHASED', source: 'PURCHASE', grantedAs: null })).toEqual([]);
+    expect(lotKeepsGrantedType({ ...lot, source: 'PURCHASE', grantedAs: null })[0]?.message).toBe(
+      'PROMOTIONAL lot from a PURCHASE grant, which grants PURCHASED credits',
+    );
+    for (const source of ['CYCLE', 'PLAN_CHANGE']) {
+      expect(lotKeepsGrantedType({ ...lot, type: 'SUBSCRIPTION', source, grantedAs: 'SUBSCRIPTION' })).toEqual([]);
+      expect(lotKeepsGrantedType({ ...lot, type: 'PURCHASED', source, grantedAs: null })).toHaveLength(1);
+    }
+  });
+
+  it('names a PURCHASED lot with an expiry: purchased credits never expire', () => {
+    const purchase = { lotId: 'lot-1', organizationId: ORG, expiresAt: '2026-02-01T00:00:00Z' };
+    expect(purchasedLotNeverExpires({ ...purchase, expiresAt: null })).toEqual([]);
+    expect(purchasedLotNeverExpires(purchase)[0]?.message).toBe(
+      'PURCHASED lot expires at 2026-02-01T00:00:00Z; purchased credits never expire',
     );
   });
 });
