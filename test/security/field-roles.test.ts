@@ -44,29 +44,42 @@ const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
     'reservation',
     'reserveCredits',
   ],
-  read: ['balance', 'balanceChanged', 'creditPacks', 'creditQuote', 'ledger', 'models', 'organization', 'plans', 'reservation'],
+  read: [
+    'balance',
+    'balanceChanged',
+    'creditPacks',
+    'creditQuote',
+    'ledger',
+    'models',
+    'organization',
+    'plans',
+    'reservation',
+  ],
   billing: ['changePlan', 'createOrganization', 'creditPacks', 'grantCredits', 'models', 'plans', 'purchaseCreditPack'],
 };
 
 describe('roles and scopes per root field', () => {
-  it.each(rootFields())('%s names the roles and the token scopes that may call it, and nothing else', (_name, field) => {
-    const declared = (field.extensions as { pothosOptions?: { authScopes?: Declared } }).pothosOptions?.authScopes;
-    expect(declared).toBeTypeOf('object');
-    expect(Object.keys(declared!)).toEqual(['$all']);
-    const all = declared!.$all!;
-    expect(Object.keys(all).filter((key) => key !== '$any')).toEqual(['role', 'scope']);
-    expectSubsetOf(all.role, ROLES);
-    expectSubsetOf(all.scope, SCOPES);
-    if (all.$any) {
-      // Some of the roles only with a scope claim: together the two lists are the field's roles.
-      expect(Object.keys(all.$any)).toEqual(['role', 'scopedRole']);
-      expectSubsetOf(all.$any.role, ROLES);
-      expectSubsetOf(all.$any.scopedRole, ROLES);
-      expect([...(all.$any.role as string[]), ...(all.$any.scopedRole as string[])].sort()).toEqual(
-        [...(all.role as string[])].sort(),
-      );
-    }
-  });
+  it.each(rootFields())(
+    '%s names the roles and the token scopes that may call it, and nothing else',
+    (_name, field) => {
+      const declared = (field.extensions as { pothosOptions?: { authScopes?: Declared } }).pothosOptions?.authScopes;
+      expect(declared).toBeTypeOf('object');
+      expect(Object.keys(declared!)).toEqual(['$all']);
+      const all = declared!.$all!;
+      expect(Object.keys(all).filter((key) => key !== '$any')).toEqual(['role', 'scope']);
+      expectSubsetOf(all.role, ROLES);
+      expectSubsetOf(all.scope, SCOPES);
+      if (all.$any) {
+        // Some of the roles only with a scope claim: together the two lists are the field's roles.
+        expect(Object.keys(all.$any)).toEqual(['role', 'scopedRole']);
+        expectSubsetOf(all.$any.role, ROLES);
+        expectSubsetOf(all.$any.scopedRole, ROLES);
+        expect([...(all.$any.role as string[]), ...(all.$any.scopedRole as string[])].sort()).toEqual(
+          [...(all.role as string[])].sort(),
+        );
+      }
+    },
+  );
 
   it.each(SCOPES)('scope %s opens exactly its fields', (scope) => {
     const opened = rootFields()
