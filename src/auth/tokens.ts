@@ -119,9 +119,14 @@ export async function verifyAuthorization(
 // The claims are checked for shape before anything reads them: a value the service would pass
 // on to the database (an `org` that is no UUID) is a bad token, never a failed query.
 
+/** A subject the service accepts: printable text of 1 to SUBJECT_LENGTH_MAX characters. */
+export function isAcceptableSubject(sub: string): boolean {
+  return sub.length > 0 && sub.length <= SUBJECT_LENGTH_MAX && !UNPRINTABLE.test(sub);
+}
+
 function checkedSubject(sub: unknown): string {
   if (typeof sub !== 'string' || sub.length === 0) throw new AuthenticationError('The token has no subject.');
-  if (sub.length > SUBJECT_LENGTH_MAX || UNPRINTABLE.test(sub)) {
+  if (!isAcceptableSubject(sub)) {
     throw new AuthenticationError(
       `The token's "sub" claim must be printable text of at most ${SUBJECT_LENGTH_MAX} characters.`,
     );
