@@ -189,6 +189,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       issuer: optionalText(env, 'TOKEN_ISSUER'),
       audience: optionalText(env, 'TOKEN_AUDIENCE'),
       clockSkewSeconds: integer(env, 'TOKEN_CLOCK_SKEW_SECONDS', TOKEN_CLOCK_SKEW_SECONDS_DEFAULT, 0, 300),
+      // A token without a `scope` claim holds every right of its role. Production refuses such
+      // member and service tokens; TOKEN_SCOPES_REQUIRED=0 accepts them while scoped tokens are
+      // rolled out (README, Authentication).
+      scopesRequired: flag(env, 'TOKEN_SCOPES_REQUIRED', production),
     },
     subscriptionLimits: {
       perConnection: integer(env, 'SUBSCRIPTIONS_PER_CONNECTION', SUBSCRIPTIONS_MAX_DEFAULT, 1, 10_000),

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createApp } from './app.ts';
 import { developmentSecret } from './auth/development-secret.ts';
-import { ROLES, secretKey, signToken, type Role } from './auth/tokens.ts';
+import { ROLES, secretKey, signToken, type Role, type Scope } from './auth/tokens.ts';
 import { systemClock } from './clock.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { openDatabase } from './db/client.ts';
@@ -27,6 +27,15 @@ function describeSeconds(seconds: number): string {
   return seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;
 }
 
+// What each demo token may do: a member prices, reserves and reads; a service also settles
+// (its role) and bills; an admin holds every right and carries no scope claim. Scoped, they are
+// accepted whether or not TOKEN_SCOPES_REQUIRED is on.
+const DEMO_SCOPES: Record<Role, readonly Scope[] | null> = {
+  member: ['generation', 'read'],
+  service: ['generation', 'read', 'billing'],
+  admin: null,
+};
+
 /**
  * A banner for the developer on their own machine, not a log line: it never appears in
  * production or with AUTH_SECRET set, the only cases whose output is collected. The tokens are
@@ -45,6 +54,7 @@ async function printDemoTokens(config: Config, organizationId: string, authKey: 
         subject: `demo-${role}`,
         role,
         organizationId: role === 'admin' ? null : organizationId,
+        scopes: DEMO_SCOPES[role],
         expiresIn: longestLifetime(config, role),
         issuer: config.tokenPolicy.issuer,
         audience: config.tokenPolicy.audience,

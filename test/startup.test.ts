@@ -61,7 +61,8 @@ describe('npm start', () => {
     // A secret file left readable by others (a copy, a loose umask) is made owner-only on start.
     writeFileSync(path.join(dataDir, 'auth-secret'), 'a-development-secret-from-an-earlier-start', { mode: 0o644 });
     const server = await startServer({
-      env: { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, PORT: '0' },
+      // Scopes required, as in production: the printed tokens carry scopes and still work.
+      env: { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, PORT: '0', TOKEN_SCOPES_REQUIRED: '1' },
       ready: (out) => out.includes('admin:') && out.includes('Bearer', out.indexOf('admin:')),
     });
     const { port, url } = server;
@@ -69,6 +70,10 @@ describe('npm start', () => {
     const organizationId = /Organization: (\S+)/.exec(out)?.[1];
     const member = /member:\s+\{"Authorization": "(Bearer [^"]+)"\}/.exec(out)?.[1];
     const admin = /admin:\s+\{"Authorization": "Bearer ([^"]+)"\}/.exec(out)?.[1];
+    const service = /service:\s+\{"Authorization": "Bearer ([^"]+)"\}/.exec(out)?.[1];
+    expect(decodeJwt(member!.slice('Bearer '.length)).scope).toBe('generation read');
+    expect(decodeJwt(service!).scope).toBe('generation read billing');
+    expect(decodeJwt(admin!).scope).toBeUndefined();
     expect(statSync(path.join(dataDir, 'auth-secret')).mode & 0o777).toBe(0o600);
     // Development binds to this machine only, and its printed tokens follow the token rules.
     expect(out).toMatch(/listening on 127\.0\.0\.1\)/);

@@ -1,7 +1,22 @@
 import { SignJWT, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { isUuid } from '../ledger/validation.ts';
 
 export const ROLES = ['member', 'service', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
+
+/**
+ * What a token may be used for, on top of its role (least privilege, like restricted API keys):
+ * `generation` prices, reserves and settles generations and reads the balance, `read` reads,
+ * `billing` buys packs, changes plans and grants credits.
+ */
+export const SCOPES = ['generation', 'read', 'billing'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** The longest `sub` accepted; a subject is a name for logs and rate limits, not a document. */
+export const SUBJECT_LENGTH_MAX = 200;
+// Controls, format characters (bidirectional overrides among them), unassigned code points and
+// line separators: a subject is echoed into logs, where it must stay one readable line.
+const UNPRINTABLE = /[\p{C}\u2028\u2029]/u;
 
 /** Who is calling, as proven by a verified token. */
 export interface Viewer {
@@ -11,6 +26,11 @@ export interface Viewer {
   organizationId: string | null;
   /** Seconds since the epoch at which the token stops being valid, if it says. */
   expiresAt: number | null;
+  /**
+   * The scopes the token's `scope` claim lists; null for a token without one, which keeps every
+   * right of its role (accepted only while scopes are not required).
+   */
+  scopes: readonly Scope[] | null;
 }
 
 export class AuthenticationError extends Error {
@@ -27,6 +47,8 @@ export interface TokenPolicy {
   audience: string | null;
   /** How far the issuer's clock may be from ours when `exp`, `iat` and `nbf` are checked. */
   clockSkewSeconds: number;
+  /** A member or service token must carry a `scope` claim (TOKEN_SCOPES_REQUIRED). */
+  scopesRequired: boolean;
 }
 
 // A leaked token is only worth as much as it lives: a day for the everyday roles, an hour for an
@@ -36,6 +58,7 @@ export const DEFAULT_TOKEN_POLICY: TokenPolicy = {
   issuer: null,
   audience: null,
   clockSkewSeconds: 30,
+  scopesRequired: false,
 };
 
 export function secretKey(secret: string): Uint8Array {
@@ -69,28 +92,86 @@ export async function verifyAuthorization(
   } catch (error) {
     throw new AuthenticationError(refusal(error));
   }
-  const role = payload.role;
-  if (typeof payload.sub !== 'string' || payload.sub.length === 0)
-    throw new AuthenticationError('The token has no subject.');
-  if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
-    throw new AuthenticationError('The token has no valid role.');
-  }
-  const lifetimeMax = policy.maxLifetimeSeconds[role as Role];
+  const subject = checkedSubject(payload.sub);
+  const role = checkedRole(payload.role);
+  const lifetimeMax = policy.maxLifetimeSeconds[role];
   if (payload.exp! - payload.iat! > lifetimeMax) {
     throw new AuthenticationError(
       `The token lives longer than a ${role} token may (${lifetimeMax} s from iat to exp).`,
     );
   }
-  const org = payload.org;
-  if (role !== 'admin' && (typeof org !== 'string' || org.length === 0)) {
-    throw new AuthenticationError('A member or service token must name its organization.');
+  const scopes = checkedScopes(payload.scope);
+  if (scopes === null && role !== 'admin' && policy.scopesRequired) {
+    throw new AuthenticationError(
+      `The token has no "scope" claim, which a ${role} token must carry here; mint one with scopes ` +
+        '(credits token --scope generation,read).',
+    );
   }
   return {
-    subject: payload.sub,
-    role: role as Role,
-    organizationId: role === 'admin' ? null : (org as string).toLowerCase(),
+    subject,
+    role,
+    organizationId: checkedOrganization(payload.org, role),
     expiresAt: payload.exp!,
+    scopes,
   };
+}
+
+// The claims are checked for shape before anything reads them: a value the service would pass
+// on to the database (an `org` that is no UUID) is a bad token, never a failed query.
+
+/** A subject the service accepts: printable text of 1 to SUBJECT_LENGTH_MAX characters. */
+export function isAcceptableSubject(sub: string): boolean {
+  return sub.length > 0 && sub.length <= SUBJECT_LENGTH_MAX && !UNPRINTABLE.test(sub);
+}
+
+function checkedSubject(sub: unknown): string {
+  if (typeof sub !== 'string' || sub.length === 0) throw new AuthenticationError('The token has no subject.');
+  if (!isAcceptableSubject(sub)) {
+    throw new AuthenticationError(
+      `The token's "sub" claim must be printable text of at most ${SUBJECT_LENGTH_MAX} characters.`,
+    );
+  }
+  return sub;
+}
+
+function checkedRole(role: unknown): Role {
+  if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
+    throw new AuthenticationError('The token has no valid role.');
+  }
+  return role as Role;
+}
+
+/** A member's or service's organization, lower-cased; an admin acts for every one and names none. */
+function checkedOrganization(org: unknown, role: Role): string | null {
+  if (role === 'admin') {
+    if (org !== undefined)
+      throw new AuthenticationError('An admin token acts for every organization; it has no "org" claim.');
+    return null;
+  }
+  if (typeof org !== 'string' || org.length === 0) {
+    throw new AuthenticationError('A member or service token must name its organization.');
+  }
+  if (!isUuid(org)) throw new AuthenticationError('The token\'s "org" claim is not an organization id (a UUID).');
+  return org.toLowerCase();
+}
+
+/**
+ * The `scope` claim as OAuth 2 writes it (RFC 8693): one string of scope names separated by
+ * single spaces, such as "generation read". Null when the token has none; an empty, unknown or
+ * repeated name makes the token invalid rather than quietly narrower.
+ */
+function checkedScopes(scope: unknown): readonly Scope[] | null {
+  if (scope === undefined) return null;
+  const refused = () =>
+    new AuthenticationError(
+      `The token's "scope" claim must be a space-separated list of distinct scopes from ${SCOPES.join(', ')}.`,
+    );
+  if (typeof scope !== 'string' || scope.length === 0) throw refused();
+  const names = scope.split(' ');
+  if (names.some((name) => !(SCOPES as readonly string[]).includes(name)) || new Set(names).size !== names.length) {
+    throw refused();
+  }
+  return names as Scope[];
 }
 
 /** Why jose refused a token, in words that name the claim but echo nothing of the token. */
@@ -110,6 +191,8 @@ export interface TokenClaims {
   subject: string;
   role: Role;
   organizationId?: string | null;
+  /** Written as the `scope` claim; absent or null for a token without one (all its role's rights). */
+  scopes?: readonly Scope[] | null;
   /** A jose duration such as '1h' or '30d'. */
   expiresIn?: string;
   issuer?: string | null;
@@ -117,9 +200,11 @@ export interface TokenClaims {
 }
 
 export function signToken(claims: TokenClaims, key: Uint8Array): Promise<string> {
-  const jwt = new SignJWT(
-    claims.organizationId ? { role: claims.role, org: claims.organizationId } : { role: claims.role },
-  )
+  const jwt = new SignJWT({
+    role: claims.role,
+    ...(claims.organizationId ? { org: claims.organizationId } : {}),
+    ...(claims.scopes ? { scope: claims.scopes.join(' ') } : {}),
+  })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(claims.subject)
     .setIssuedAt();

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { SCOPES, type Scope } from '../auth/tokens.ts';
 import { GRANT_CREDITS_MAX } from '../ledger/limits.ts';
 import { isUuid } from '../ledger/validation.ts';
 
@@ -37,6 +38,15 @@ export function instant(value: string): Date {
       'expected a date (2026-12-31) or a date and time with a time zone (2026-12-31T18:00:00Z).',
     );
   return date;
+}
+
+/** Token scopes, comma-separated (`generation,read`): each known, none twice. */
+export function scopes(value: string): Scope[] {
+  const names = value.split(',').map((name) => name.trim());
+  if (names.some((name) => !(SCOPES as readonly string[]).includes(name)) || new Set(names).size !== names.length) {
+    throw new InvalidArgumentError(`expected distinct scopes from ${SCOPES.join(', ')}, separated by commas.`);
+  }
+  return names as Scope[];
 }
 
 /** A token lifetime such as 30m, 12h or 30d (at most a year). */

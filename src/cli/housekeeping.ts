@@ -1,4 +1,4 @@
-import { signToken, type Role } from '../auth/tokens.ts';
+import { SUBJECT_LENGTH_MAX, isAcceptableSubject, signToken, type Role, type Scope } from '../auth/tokens.ts';
 import { systemClock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { auditLedger } from '../ledger/audit.ts';
@@ -13,7 +13,7 @@ import { fields, type Output } from './output.ts';
 export async function tokenCommand(
   config: Config,
   out: Output,
-  options: { role: Role; org?: string; ttl: string; subject?: string },
+  options: { role: Role; org?: string; ttl: string; subject?: string; scope?: Scope[] },
 ): Promise<void> {
   if (options.role === 'admin' && options.org) {
     throw new InvalidInputError('An admin token acts for every organization; leave --org out.', 'org');
@@ -28,20 +28,43 @@ export async function tokenCommand(
       'ttl',
     );
   }
+  // Without scopes a member or service token holds all of its role's rights, and where scopes are
+  // required (production) the service refuses it: such a token is not signed.
+  if (!options.scope && options.role !== 'admin' && config.tokenPolicy.scopesRequired) {
+    throw new InvalidInputError(
+      `A ${options.role} token needs --scope here (TOKEN_SCOPES_REQUIRED); for example --scope generation,read.`,
+      'scope',
+    );
+  }
   const subject = options.subject ?? `cli-${options.role}`;
+  if (!isAcceptableSubject(subject)) {
+    throw new InvalidInputError(
+      `--subject must be printable text of 1 to ${SUBJECT_LENGTH_MAX} characters.`,
+      'subject',
+    );
+  }
   const token = await signToken(
     {
       subject,
       role: options.role,
       organizationId: options.org ?? null,
+      scopes: options.scope ?? null,
       expiresIn: options.ttl,
       issuer: config.tokenPolicy.issuer,
       audience: config.tokenPolicy.audience,
     },
     signingKey(config),
   );
-  out.print({ token, role: options.role, organizationId: options.org ?? null, subject, expiresIn: options.ttl }, () =>
-    out.line(token),
+  out.print(
+    {
+      token,
+      role: options.role,
+      organizationId: options.org ?? null,
+      scopes: options.scope ?? null,
+      subject,
+      expiresIn: options.ttl,
+    },
+    () => out.line(token),
   );
 }
 

@@ -1,8 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ROLES, type Role } from '../auth/tokens.ts';
+import { ROLES, type Role, type Scope } from '../auth/tokens.ts';
 import { CreditError } from '../ledger/errors.ts';
 import { ACCOUNT_TYPES, type AccountType } from '../ledger/enums.ts';
-import { duration, instant, listLimit, organizationId, wholeNumber } from './arguments.ts';
+import { duration, instant, listLimit, organizationId, scopes, wholeNumber } from './arguments.ts';
 import { balanceCommand, grantCommand } from './credits.ts';
 import { CliFailure, EXIT_CANNOT_RUN, EXIT_REFUSED, cliConfig } from './environment.ts';
 import { auditCommand, resetCommand, sweepCommand, tokenCommand } from './housekeeping.ts';
@@ -96,7 +96,12 @@ export function buildProgram(): Command {
     .option('--org <id>', 'organization (members and services)', organizationId)
     .option('--ttl <duration>', 'lifetime such as 30m, 12h, 30d', duration, '1h')
     .option('--subject <subject>', 'who the token stands for (default: cli-<role>)')
-    .action((options: { role: Role; org?: string; ttl: string; subject?: string }) =>
+    .option(
+      '--scope <scopes>',
+      'what the token may do, comma-separated: generation (price, reserve, settle, balance), read, billing (packs, plans, grants)',
+      scopes,
+    )
+    .action((options: { role: Role; org?: string; ttl: string; subject?: string; scope?: Scope[] }) =>
       tokenCommand(cliConfig(), output(), options),
     );
 

@@ -1,5 +1,6 @@
-import { GraphQLError } from 'graphql';
-import type { Role, Viewer } from '../auth/tokens.ts';
+import { AuthScopeFailureType, type AuthFailure } from '@pothos/plugin-scope-auth';
+import { GraphQLError, type GraphQLResolveInfo } from 'graphql';
+import type { Role, Scope, Viewer } from '../auth/tokens.ts';
 import type { GraphQLContext } from '../context.ts';
 import { InvalidInputError } from '../ledger/errors.ts';
 import { isUuid } from '../ledger/validation.ts';
@@ -8,22 +9,118 @@ export function unauthenticated(message: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code: 'UNAUTHENTICATED' } });
 }
 
-export function forbidden(): GraphQLError {
-  return new GraphQLError('You are not allowed to do this.', { extensions: { code: 'FORBIDDEN' } });
+/**
+ * The generic refusal, for an organization or object the token may not use: it says nothing of
+ * whether that organization exists.
+ */
+export function forbidden(message = 'This token may not act for this organization.'): GraphQLError {
+  return new GraphQLError(message, { extensions: { code: 'FORBIDDEN' } });
 }
 
 /**
- * The scope-auth initializer: the caller holds exactly the scope of its token's role, and none
- * without a valid token. Fields name every role they admit, so a field reads as its own rule.
+ * Who may call a root field: a token of one of `roles` that holds one of `scopes`, or of one of
+ * `scopedRoles` whose `scope` claim names one of them (a token without the claim keeps only the
+ * rights its role had before scopes, which `roles` lists).
  */
-export function roleScopes(ctx: GraphQLContext): Record<Role, boolean> {
-  const role = ctx.viewer?.role;
-  return { member: role === 'member', service: role === 'service', admin: role === 'admin' };
+export interface FieldAccess {
+  roles: readonly Role[];
+  scopedRoles?: readonly Role[];
+  scopes: readonly Scope[];
 }
 
-/** Why a field's scopes refused the caller: no valid token, or a role the field does not admit. */
-export function refusal(ctx: GraphQLContext): GraphQLError {
-  return ctx.viewer ? forbidden() : unauthenticated(ctx.authFailure ?? 'Authentication required.');
+interface AccessScopeMap {
+  role: readonly Role[];
+  scope: readonly Scope[];
+  $any?: { role: readonly Role[]; scopedRole: readonly Role[] };
+}
+
+/**
+ * A root field's `authScopes`: its caller's role must be one of `roles` (or `scopedRoles`), and the
+ * token must hold one of `scopes` (an admin, and a token without a `scope` claim, hold every scope
+ * of their role). Every root field declares one, so a field reads as its own rule.
+ */
+export function allow(access: FieldAccess): { $all: AccessScopeMap } {
+  const scopedRoles = access.scopedRoles ?? [];
+  if (scopedRoles.length === 0) return { $all: { role: access.roles, scope: access.scopes } };
+  return {
+    $all: {
+      role: [...access.roles, ...scopedRoles],
+      scope: access.scopes,
+      $any: { role: access.roles, scopedRole: scopedRoles },
+    },
+  };
+}
+
+/** The scope-auth initializer: the loaders `allow` names, for this caller. */
+export function accessScopes(ctx: GraphQLContext): {
+  role: (roles: readonly Role[]) => boolean;
+  scopedRole: (roles: readonly Role[]) => boolean;
+  scope: (scopes: readonly Scope[]) => boolean;
+} {
+  const viewer = ctx.viewer;
+  return {
+    role: (roles) => viewer !== null && roles.includes(viewer.role),
+    scopedRole: (roles) => viewer !== null && viewer.scopes !== null && roles.includes(viewer.role),
+    scope: (scopes) => viewer !== null && holdsAny(viewer, scopes),
+  };
+}
+
+function holdsAny(viewer: Viewer, scopes: readonly Scope[]): boolean {
+  if (viewer.role === 'admin' || viewer.scopes === null) return true;
+  return scopes.some((scope) => viewer.scopes!.includes(scope));
+}
+
+/**
+ * Why a field's scopes refused the caller: no valid token, or a role or scope the field does not
+ * admit. The answer names what the field needs and what this token has, both facts of the field
+ * and the token alone, never of any organization.
+ */
+export function refusal(ctx: GraphQLContext, info: GraphQLResolveInfo, failure: AuthFailure): GraphQLError {
+  if (!ctx.viewer) return unauthenticated(ctx.authFailure ?? 'Authentication required.');
+  const failed = failedScopes(failure);
+  const scopedRole = failed.find((scope) => scope.scope === 'scopedRole');
+  if (scopedRole) {
+    return forbidden(
+      `${info.fieldName} needs the ${either(declaredScopes(info))} scope named in the token's "scope" claim; ` +
+        `this ${ctx.viewer.role} token has no "scope" claim.`,
+    );
+  }
+  const role = failed.find((scope) => scope.scope === 'role');
+  if (role) {
+    return forbidden(
+      `${info.fieldName} needs the ${either(role.parameter as readonly string[])} role; ` +
+        `this token's role is ${ctx.viewer.role}.`,
+    );
+  }
+  const scope = failed.find((scope) => scope.scope === 'scope');
+  if (scope) {
+    const held = ctx.viewer.scopes?.join(', ') ?? 'none';
+    return forbidden(
+      `${info.fieldName} needs the ${either(scope.parameter as readonly string[])} scope; this token has ${held}.`,
+    );
+  }
+  return forbidden('This token may not use this field.');
+}
+
+/** The scopes the refused field's `allow` lists. */
+function declaredScopes(info: GraphQLResolveInfo): readonly string[] {
+  const field = info.parentType.getFields()[info.fieldName];
+  const declared = (field?.extensions as { pothosOptions?: { authScopes?: { $all?: AccessScopeMap } } } | undefined)
+    ?.pothosOptions?.authScopes?.$all?.scope;
+  return declared ?? [];
+}
+
+function failedScopes(failure: AuthFailure): Array<{ scope: string; parameter: unknown }> {
+  if (failure.kind === AuthScopeFailureType.AuthScope) return [failure];
+  if (failure.kind === AuthScopeFailureType.AllAuthScopes || failure.kind === AuthScopeFailureType.AnyAuthScopes) {
+    return failure.failures.flatMap(failedScopes);
+  }
+  return [];
+}
+
+/** "service or admin", "generation, read or billing". */
+function either(names: readonly string[]): string {
+  return names.length <= 1 ? (names[0] ?? '') : `${names.slice(0, -1).join(', ')} or ${names.at(-1)}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { GraphQLContext } from '../context.ts';
 import { getBalance, type Balance, type CreditAccount } from '../ledger/balance.ts';
 import type { CreditLot } from '../ledger/lots.ts';
-import { asQueryInput, authorizeOrganization } from './authorization.ts';
+import { allow, asQueryInput, authorizeOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 import { CreditAccountTypeEnum } from './enums.ts';
 
@@ -67,7 +67,7 @@ builder.queryField('balance', (t) =>
     type: BalanceType,
     nullable: true,
     description: 'The balance of an organization; null when no organization has this id.',
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['generation', 'read'] }),
     args: { organizationId: t.arg.id({ required: true }) },
     resolve: (_root, args, ctx) =>
       asQueryInput(() => findBalance(ctx, authorizeOrganization(ctx, args.organizationId))),

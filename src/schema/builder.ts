@@ -4,14 +4,16 @@ import RelayPlugin from '@pothos/plugin-relay';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { GraphQLError, Kind } from 'graphql';
 import type { GraphQLContext } from '../context.ts';
-import { refusal, roleScopes } from './authorization.ts';
+import type { Role, Scope } from '../auth/tokens.ts';
+import { accessScopes, refusal } from './authorization.ts';
 import { noteResolvedError } from './resolved-errors.ts';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
   DefaultFieldNullability: false;
-  // One scope per role: a field lists the roles that may call it (`{ service: true, admin: true }`).
-  AuthScopes: { member: boolean; service: boolean; admin: boolean };
+  // Every root field admits some roles and some token scopes:
+  // `allow({ roles: ['service', 'admin'], scopes: ['generation'] })` (see authorization.ts).
+  AuthScopes: { role: readonly Role[]; scopedRole: readonly Role[]; scope: readonly Scope[] };
   Scalars: {
     DateTime: { Input: Date; Output: Date };
   };
@@ -21,10 +23,10 @@ export const builder = new SchemaBuilder<{
   plugins: [ScopeAuthPlugin, ErrorsPlugin, RelayPlugin],
   defaultFieldNullability: false,
   scopeAuth: {
-    authScopes: roleScopes,
+    authScopes: accessScopes,
     // A subscription is refused when it starts, not at its first event.
     authorizeOnSubscribe: true,
-    unauthorizedError: (_parent, ctx) => refusal(ctx),
+    unauthorizedError: (_parent, ctx, info, result) => refusal(ctx, info, result.failure),
   },
   relay: {
     // No object is fetched by a global id: the root `node` and `nodes` fields are not offered.

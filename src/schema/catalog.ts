@@ -7,6 +7,8 @@ import {
   type Plan,
 } from '../ledger/catalog.ts';
 import type { Resolution } from '../ledger/pricing.ts';
+import { SCOPES } from '../auth/tokens.ts';
+import { allow } from './authorization.ts';
 import { builder } from './builder.ts';
 import { ModelTierEnum, OutputTypeEnum, ResolutionEnum } from './enums.ts';
 
@@ -49,18 +51,18 @@ export const CreditPackType = builder.objectRef<CreditPack>('CreditPack').implem
 builder.queryFields((t) => ({
   models: t.field({
     type: [GenerationModelType],
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: SCOPES }),
     args: { outputType: t.arg({ type: OutputTypeEnum, required: false }) },
     resolve: (_root, args, ctx) => listModels(ctx.db, args.outputType),
   }),
   plans: t.field({
     type: [PlanType],
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: SCOPES }),
     resolve: (_root, _args, ctx) => listPlans(ctx.db),
   }),
   creditPacks: t.field({
     type: [CreditPackType],
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: SCOPES }),
     resolve: (_root, _args, ctx) => listCreditPacks(ctx.db),
   }),
 }));

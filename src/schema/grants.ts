@@ -1,7 +1,7 @@
 import { IdempotencyConflictError, InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../ledger/grants.ts';
 import type { CreditLot } from '../ledger/lots.ts';
-import { authorizeOrganization } from './authorization.ts';
+import { allow, authorizeOrganization } from './authorization.ts';
 import { BalanceType, CreditLotType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { CreditAccountTypeEnum } from './enums.ts';
@@ -55,19 +55,24 @@ const PurchaseCreditPackInput = builder.inputType('PurchaseCreditPackInput', {
 builder.mutationFields((t) => ({
   grantCredits: t.field({
     type: GrantCreditsSuccess,
-    description: 'Grants credits as a new lot (admin).',
-    authScopes: { admin: true },
+    description:
+      'Grants credits as a new lot (admin; or a service token whose scope claim names billing, to its own organization).',
+    // A service token without a scope claim keeps its old rights, which never included grants.
+    authScopes: allow({ roles: ['admin'], scopedRoles: ['service'], scopes: ['billing'] }),
     errors: { types: [InvalidInputError, NotFoundError, IdempotencyConflictError] },
     args: { input: t.arg({ type: GrantCreditsInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      const lot = await grantCredits(ctx, { ...input, organizationId: String(input.organizationId) });
+      const lot = await grantCredits(ctx, {
+        ...input,
+        organizationId: authorizeOrganization(ctx, input.organizationId),
+      });
       return { lot };
     },
   }),
   purchaseCreditPack: t.field({
     type: PurchaseCreditPackSuccess,
     description: 'Grants a bought credit pack, once per payment reference of the organization (service or admin).',
-    authScopes: { service: true, admin: true },
+    authScopes: allow({ roles: ['service', 'admin'], scopes: ['billing'] }),
     errors: { types: [InvalidInputError, NotFoundError, IdempotencyConflictError] },
     args: { input: t.arg({ type: PurchaseCreditPackInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {

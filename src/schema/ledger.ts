@@ -4,7 +4,7 @@ import { listLedgerEntries, type LedgerEntry } from '../ledger/journal.ts';
 import { LEDGER_PAGE_DEFAULT, LEDGER_PAGE_MAX } from '../ledger/limits.ts';
 import { findOrganization } from '../ledger/organizations.ts';
 import { requireIntInRange } from '../ledger/validation.ts';
-import { asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
+import { allow, asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 
 // Every kind must be described (the Record says so); the order is the database enum's.
@@ -92,7 +92,7 @@ builder.queryField('ledger', (t) =>
     description:
       "The organization's journal, newest first. An id that names no organization is bad input " +
       '(BAD_USER_INPUT on organizationId).',
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['read'] }),
     // Only forward paging: the relay plugin's `last` and `before` are not offered.
     args: {
       organizationId: t.arg.id({ required: true }),

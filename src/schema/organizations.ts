@@ -8,7 +8,7 @@ import {
   type Organization,
   type PlanChange,
 } from '../ledger/organizations.ts';
-import { asQueryInput, authorizeOrganization } from './authorization.ts';
+import { allow, asQueryInput, authorizeOrganization } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { PlanType } from './catalog.ts';
@@ -98,7 +98,7 @@ builder.queryField('organization', (t) =>
     type: OrganizationType,
     nullable: true,
     description: 'The organization with this id; null when there is none.',
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['read'] }),
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => (await findOrganization(ctx.db, authorizeOrganization(ctx, args.id))) ?? null),
@@ -109,7 +109,7 @@ builder.mutationFields((t) => ({
   createOrganization: t.field({
     type: CreateOrganizationSuccess,
     description: "Starts the organization's first billing cycle with its plan's full allowance (admin).",
-    authScopes: { admin: true },
+    authScopes: allow({ roles: ['admin'], scopes: ['billing'] }),
     errors: { types: [InvalidInputError, IdempotencyConflictError] },
     args: { input: t.arg({ type: CreateOrganizationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
@@ -126,7 +126,7 @@ builder.mutationFields((t) => ({
     type: ChangePlanSuccess,
     description:
       'Changes the plan at the next billing cycle; with `immediately`, an upgrade takes effect now (service or admin).',
-    authScopes: { service: true, admin: true },
+    authScopes: allow({ roles: ['service', 'admin'], scopes: ['billing'] }),
     errors: { types: [InvalidInputError, NotFoundError] },
     args: { input: t.arg({ type: ChangePlanInput, required: true }) },
     resolve: async (_root, { input }, ctx) =>

@@ -1,6 +1,6 @@
 import { findOrganization } from '../ledger/organizations.ts';
 import { quoteGeneration, type CreditQuote } from '../ledger/quotes.ts';
-import { asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
+import { allow, asQueryInput, authorizeOrganization, noSuchOrganization } from './authorization.ts';
 import { builder } from './builder.ts';
 import { GenerationInput, generationRequest } from './reservations.ts';
 
@@ -22,7 +22,7 @@ builder.queryField('creditQuote', (t) =>
     description:
       'Prices a generation for an organization. Like an unknown model, an id that names no organization ' +
       'is bad input (BAD_USER_INPUT on organizationId): there is nothing to price against.',
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['generation', 'read'] }),
     args: {
       organizationId: t.arg.id({ required: true }),
       generation: t.arg({ type: GenerationInput, required: true }),

@@ -11,7 +11,7 @@ import {
 } from '../ledger/reservations.ts';
 import { captureReservation, extendReservation, refundReservation } from '../ledger/settlements.ts';
 import { requireUuid } from '../ledger/validation.ts';
-import { asQueryInput, authorizeOrganization, organizationScope, requireViewer } from './authorization.ts';
+import { allow, asQueryInput, authorizeOrganization, organizationScope, requireViewer } from './authorization.ts';
 import { BalanceType, loadBalance } from './balance.ts';
 import { builder } from './builder.ts';
 import { CreditAccountTypeEnum, ReservationStatusEnum, ResolutionEnum } from './enums.ts';
@@ -173,7 +173,7 @@ builder.queryField('reservation', (t) =>
     type: ReservationType,
     nullable: true,
     description: "The reservation with this id; null when there is none, or it is another organization's.",
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['generation', 'read'] }),
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, args, ctx) =>
       asQueryInput(async () => {
@@ -188,7 +188,7 @@ builder.mutationFields((t) => ({
   reserveCredits: t.field({
     type: ReserveCreditsSuccess,
     description: 'Pre-deducts the cost of a generation before it runs.',
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['generation'] }),
     errors: { types: RESERVE_ERRORS },
     args: { input: t.arg({ type: ReserveCreditsInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
@@ -206,7 +206,7 @@ builder.mutationFields((t) => ({
   captureReservation: t.field({
     type: CaptureReservationSuccess,
     description: 'Consumes held credits after a successful generation; capturing less refunds the rest.',
-    authScopes: { service: true, admin: true },
+    authScopes: allow({ roles: ['service', 'admin'], scopes: ['generation'] }),
     errors: { types: SETTLEMENT_ERRORS },
     args: { input: t.arg({ type: CaptureReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
@@ -223,7 +223,7 @@ builder.mutationFields((t) => ({
   refundReservation: t.field({
     type: RefundReservationSuccess,
     description: 'Returns every held credit to the lots it came from, after a failed generation.',
-    authScopes: { service: true, admin: true },
+    authScopes: allow({ roles: ['service', 'admin'], scopes: ['generation'] }),
     errors: { types: SETTLEMENT_ERRORS },
     args: { input: t.arg({ type: RefundReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
@@ -240,7 +240,7 @@ builder.mutationFields((t) => ({
   extendReservation: t.field({
     type: ExtendReservationSuccess,
     description: 'Pushes out the automatic refund of a pending reservation (long videos).',
-    authScopes: { service: true, admin: true },
+    authScopes: allow({ roles: ['service', 'admin'], scopes: ['generation'] }),
     errors: { types: SETTLEMENT_ERRORS },
     args: { input: t.arg({ type: ExtendReservationInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {

@@ -4,6 +4,7 @@ import type { Balance } from '../ledger/balance.ts';
 import { untilDeadline } from '../realtime/deadline.ts';
 import { releasingOnEnd } from '../realtime/subscription-slots.ts';
 import {
+  allow,
   asQueryInput,
   authorizeOrganization,
   noSuchOrganization,
@@ -38,7 +39,7 @@ builder.subscriptionField('balanceChanged', (t) =>
       'after a reconnect of the server to its database the current balance is sent again. ' +
       'The subscription ends with UNAUTHENTICATED when the token expires. An id that names no ' +
       'organization is bad input (BAD_USER_INPUT on organizationId): there is no balance to send.',
-    authScopes: { member: true, service: true, admin: true },
+    authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['generation', 'read'] }),
     args: { organizationId: t.arg.id({ required: true }) },
     subscribe: (_root, args, ctx) =>
       asQueryInput(async (): Promise<AsyncIterableIterator<Balance | typeof TOKEN_EXPIRED>> => {

@@ -2,14 +2,18 @@ import { DrizzleQueryError } from 'drizzle-orm';
 import { GraphQLError } from 'graphql';
 import { createLogger, type YogaLogger } from 'graphql-yoga';
 
-// What the server logs of an unexpected error. drizzle's query error carries the statement and
-// every parameter in its message (idempotency keys, payment references, names), and a driver's
-// message can quote a value ("invalid input syntax for type uuid: \"…\""); a log line carries
-// neither. It keeps what an operator needs: the error classes, the SQLSTATE code, the constraint,
-// table and column it concerns, and the stack.
+// What the server logs of an unexpected error, on every path that logs one (yoga's logger, the
+// pino `err` serializer, the sweeper, listener and health callbacks all describe errors here).
+// drizzle's query error carries the statement and every parameter in its message (idempotency
+// keys, payment references, names), and a driver's message can quote a value or name the
+// statement ("invalid input syntax for type uuid: \"…\"", "insert or update on table …"); a log
+// line carries neither. It keeps what an operator needs: the error classes, the SQLSTATE code,
+// the constraint, table and column it concerns, and the stack without its message line.
 
 const MESSAGE_LENGTH_MAX = 300;
 const QUOTED = /"[^"]*"|'[^']*'/g;
+// A message that quotes a statement or its parameters, whatever wrapped it: withheld whole.
+const QUERY_TEXT = /failed query|params:|\b(select|insert|update|delete)\b[\s\S]*\b(from|into|set|values|where)\b/i;
 
 interface DatabaseErrorFields {
   code?: unknown;
@@ -31,6 +35,7 @@ function bounded(text: string): string {
   return text.length > MESSAGE_LENGTH_MAX ? `${text.slice(0, MESSAGE_LENGTH_MAX)}…` : text;
 }
 
+/** A driver's error by its class, SQLSTATE and the names it concerns; its message is never read. */
 function describeDatabaseError(error: Error & DatabaseErrorFields): string {
   const names = [
     ['constraint', error.constraint_name ?? error.constraint],
@@ -39,8 +44,15 @@ function describeDatabaseError(error: Error & DatabaseErrorFields): string {
   ]
     .filter(([, value]) => typeof value === 'string' && value.length > 0)
     .map(([key, value]) => `${key}=${String(value)}`);
-  const message = bounded(error.message.split('\n')[0]!.replace(QUOTED, '"…"'));
-  return [`${error.name} ${String(error.code)}: ${message}`, ...names].join(' ');
+  // Nor its stack: a driver's frames point into the driver, and its message line is the message.
+  return [`${error.name} ${String(error.code)} (message not logged)`, ...names].join(' ');
+}
+
+/** The first line of a message that is not a database error's, with quoted values and query text withheld. */
+function safeMessage(message: string): string {
+  const line = message.split('\n')[0]!;
+  if (QUERY_TEXT.test(message)) return '(message not logged: it quotes a query)';
+  return bounded(line.replace(QUOTED, '"…"'));
 }
 
 function stackFrames(error: Error): string {
@@ -61,7 +73,26 @@ export function describeError(error: unknown, depth = 0): string {
     return `DrizzleQueryError (query and parameters not logged) <- ${described}`;
   }
   if (isDatabaseError(error)) return describeDatabaseError(error as Error & DatabaseErrorFields);
-  return `${error.name}: ${bounded(error.message.split('\n')[0]!)}${stackFrames(error)}`;
+  // An error that wraps a database error (`cause`) is described with it, never by quoting it.
+  const cause = error.cause instanceof Error ? ` <- ${describeError(error.cause, depth + 1)}` : '';
+  return `${error.name}: ${safeMessage(error.message)}${stackFrames(error)}${cause}`;
+}
+
+/**
+ * `value` as JSON for a log line, with every error in it (at any depth) replaced by its
+ * description: JSON.stringify would write a GraphQLError's message, and drizzle's query error
+ * has its query and parameters as enumerable properties.
+ */
+export function describedJson(value: unknown, lengthMax = 500): string {
+  try {
+    const json = JSON.stringify(value, function (this: Record<string, unknown>, key, replaced) {
+      const original = key === '' ? value : this[key];
+      return original instanceof Error ? describeError(original) : replaced;
+    });
+    return (json ?? String(value)).slice(0, lengthMax);
+  } catch {
+    return `unloggable value (${typeof value})`;
+  }
 }
 
 /**
@@ -72,7 +103,9 @@ export function describeError(error: unknown, depth = 0): string {
 export function sanitisedLogger(log?: (message: string, detail?: unknown) => void): YogaLogger {
   const base = createLogger();
   const describe = (args: unknown[]) =>
-    args.map((arg) => (arg instanceof Error ? describeError(arg) : String(arg))).join(' ');
+    args
+      .map((arg) => (arg instanceof Error ? describeError(arg) : typeof arg === 'string' ? arg : describedJson(arg)))
+      .join(' ');
   return {
     ...base,
     error: (...args: unknown[]) => (log ? log('unexpected error', describe(args)) : base.error(describe(args))),

@@ -1,10 +1,13 @@
 import type { YogaLogger } from 'graphql-yoga';
 import type { NotificationSource } from '../realtime/notification-source.ts';
+import { describedJson } from './error-log.ts';
 import type { Logger } from './logger.ts';
 
 /**
  * yoga's own messages (an unexpected error it masked, a bad request it refused) as lines of the
- * service's logger. An Error among the arguments is logged as `err`, the rest as the message.
+ * service's logger. An Error among the arguments is logged as `err` (which the logger's
+ * serializer describes without its message), the rest as the message; an error's own message
+ * never becomes the line's `msg`, since drizzle's carries the query and its parameters.
  */
 export function yogaLogger(logger: Logger): YogaLogger {
   const at =
@@ -13,22 +16,11 @@ export function yogaLogger(logger: Logger): YogaLogger {
       const err = args.find((arg) => arg instanceof Error);
       const message = args
         .filter((arg) => !(arg instanceof Error))
-        .map((arg) => (typeof arg === 'string' ? arg : safeJson(arg)))
+        .map((arg) => (typeof arg === 'string' ? arg : describedJson(arg)))
         .join(' ');
-      logger[level](
-        { event: 'yoga', ...(err ? { err } : {}) },
-        message || (err as Error | undefined)?.message || 'yoga',
-      );
+      logger[level]({ event: 'yoga', ...(err ? { err } : {}) }, message || (err ? 'unexpected error' : 'yoga'));
     };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
-
-function safeJson(value: unknown): string {
-  try {
-    return JSON.stringify(value)?.slice(0, 500) ?? String(value);
-  } catch {
-    return String(value);
-  }
 }
 
 /**

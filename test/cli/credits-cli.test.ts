@@ -60,11 +60,15 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
   let organizationId: string;
 
   function credits(...args: string[]): Promise<Run> {
+    return creditsWith({}, ...args);
+  }
+
+  function creditsWith(env: Record<string, string>, ...args: string[]): Promise<Run> {
     return new Promise((resolve) => {
       execFile(
         process.execPath,
         [bin, ...args],
-        { cwd: root, env: { ...process.env, AUTH_SECRET: SECRET, ...target.env }, timeout: 90_000 },
+        { cwd: root, env: { ...process.env, AUTH_SECRET: SECRET, ...target.env, ...env }, timeout: 90_000 },
         (error, stdout, stderr) =>
           resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
       );
@@ -293,6 +297,42 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
       /admin token acts for every organization/,
     );
     expectRefused(await credits('token', '--role', 'service'), /service token needs --org/);
+    // Scopes, as the `scope` claim the service reads; unknown or repeated ones are refused.
+    const billing = await credits(
+      '--json',
+      'token',
+      '--role',
+      'service',
+      '--org',
+      organizationId,
+      '--scope',
+      'generation,billing',
+    );
+    expect(billing.code, billing.stderr).toBe(0);
+    expect(JSON.parse(billing.stdout).scopes).toEqual(['generation', 'billing']);
+    expect(await verifyAuthorization(`Bearer ${JSON.parse(billing.stdout).token}`, secretKey(SECRET))).toMatchObject({
+      role: 'service',
+      scopes: ['generation', 'billing'],
+    });
+    expect(viewer.scopes).toBeNull();
+    expectRefused(
+      await credits('token', '--role', 'service', '--org', organizationId, '--scope', 'generation,superuser'),
+      /--scope.*distinct scopes from generation, read, billing/,
+    );
+    expectRefused(
+      await credits('token', '--role', 'service', '--org', organizationId, '--scope', 'read,read'),
+      /--scope.*distinct scopes/,
+    );
+    expectRefused(
+      await credits('token', '--role', 'member', '--org', organizationId, '--subject', 'x'.repeat(201)),
+      /--subject must be printable text of 1 to 200 characters/,
+    );
+    // Where the service requires scopes, a member or service token without them is not signed.
+    expectRefused(
+      await creditsWith({ TOKEN_SCOPES_REQUIRED: '1' }, 'token', '--role', 'member', '--org', organizationId),
+      /member token needs --scope here \(TOKEN_SCOPES_REQUIRED\)/,
+    );
+    expect((await creditsWith({ TOKEN_SCOPES_REQUIRED: '1' }, 'token', '--role', 'admin')).code).toBe(0);
     expectRefused(await credits('token', '--role', 'owner', '--org', organizationId), /--role.*member, service, admin/);
     expectRefused(
       await credits('token', '--role', 'member', '--org', organizationId, '--ttl', 'forever'),

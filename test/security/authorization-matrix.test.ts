@@ -24,10 +24,13 @@ import { snapshot } from './http.ts';
 
 // Every operation of the schema against every kind of caller. Each cell is one of:
 //   UNAUTHENTICATED  a GraphQL error with that code (no token, bad signature, expired token)
-//   FORBIDDEN        a GraphQL error with that code (wrong role, or another organization's id)
+//   FORBIDDEN        a GraphQL error with that code (wrong role or scope, or another organization's id)
 //   HIDDEN           another organization's object, answered exactly like a missing one
 //   ALLOWED          the operation succeeds
 // A cell that is not ALLOWED must leave every balance and row unchanged.
+//
+// Callers come as their role alone (a token without a `scope` claim, which keeps the rights its
+// role had before scopes) and as role x scope: a token whose `scope` claim names one scope.
 
 type Outcome = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'HIDDEN' | 'ALLOWED';
 
@@ -40,6 +43,12 @@ const CALLERS = [
   'member',
   'service',
   'admin',
+  'memberRead',
+  'memberGeneration',
+  'serviceGeneration',
+  'serviceBilling',
+  'otherServiceBilling',
+  'adminRead',
 ] as const;
 type Caller = (typeof CALLERS)[number];
 
@@ -69,22 +78,46 @@ const F = 'FORBIDDEN';
 const H = 'HIDDEN';
 const U = 'UNAUTHENTICATED';
 
+/** The cells of the callers without a scope claim; the scoped callers' come from `scoped`. */
 function outcomes(
   otherMember: Outcome,
   otherService: Outcome,
   member: Outcome,
   service: Outcome,
   admin: Outcome,
+  scoped: Scoped,
 ): Record<Caller, Outcome> {
-  return { none: U, badSignature: U, expired: U, otherMember, otherService, member, service, admin };
+  return { none: U, badSignature: U, expired: U, otherMember, otherService, member, service, admin, ...scoped };
 }
 
-const anyValidToken = outcomes(A, A, A, A, A);
-const ownOrganization = outcomes(F, F, A, A, A);
-const ownObject = outcomes(H, H, A, A, A);
-const serviceOfOrganization = outcomes(F, F, F, A, A);
-const serviceOnObject = outcomes(F, H, F, A, A);
-const adminOnly = outcomes(F, F, F, F, A);
+type Scoped = Record<
+  'memberRead' | 'memberGeneration' | 'serviceGeneration' | 'serviceBilling' | 'otherServiceBilling' | 'adminRead',
+  Outcome
+>;
+
+/** The scoped callers' cells, in the order of the type above. */
+function scoped(
+  memberRead: Outcome,
+  memberGeneration: Outcome,
+  serviceGeneration: Outcome,
+  serviceBilling: Outcome,
+  otherServiceBilling: Outcome,
+  adminRead: Outcome,
+): Scoped {
+  return { memberRead, memberGeneration, serviceGeneration, serviceBilling, otherServiceBilling, adminRead };
+}
+
+// The catalog is open to every scope; reads and generation work to theirs; billing to billing.
+const anyValidToken = outcomes(A, A, A, A, A, scoped(A, A, A, A, A, A));
+const generationOrRead = outcomes(F, F, A, A, A, scoped(A, A, A, F, F, A));
+const readOnly = outcomes(F, F, A, A, A, scoped(A, F, F, F, F, A));
+const objectGenerationOrRead = outcomes(H, H, A, A, A, scoped(A, A, A, F, F, A));
+const reserving = outcomes(F, F, A, A, A, scoped(F, A, A, F, F, A));
+const billing = outcomes(F, F, F, A, A, scoped(F, F, F, A, F, A));
+const settling = outcomes(F, H, F, A, A, scoped(F, F, A, F, F, A));
+// A service grants only with a billing scope claim: without one it keeps its old rights, no grants.
+const granting = outcomes(F, F, F, F, A, scoped(F, F, F, A, F, A));
+const adminOnly = outcomes(F, F, F, F, A, scoped(F, F, F, F, F, A));
 
 /** A fresh pending reservation of the own organization, made by its member. */
 async function pendingReservation(world: World): Promise<string> {
@@ -112,31 +145,31 @@ const operations: Operation[] = [
   {
     name: 'balance',
     field: 'balance',
-    expected: ownOrganization,
+    expected: generationOrRead,
     run: (w, token) => w.t.gql(BALANCE, { id: w.own.id }, token),
   },
   {
     name: 'organization',
     field: 'organization',
-    expected: ownOrganization,
+    expected: readOnly,
     run: (w, token) => w.t.gql('query ($id: ID!) { organization(id: $id) { id name } }', { id: w.own.id }, token),
   },
   {
     name: 'creditQuote',
     field: 'creditQuote',
-    expected: ownOrganization,
+    expected: generationOrRead,
     run: (w, token) => w.t.gql(QUOTE, { id: w.own.id, generation: { modelId: 'text-draft', count: 3 } }, token),
   },
   {
     name: 'ledger',
     field: 'ledger',
-    expected: ownOrganization,
+    expected: readOnly,
     run: (w, token) => w.t.gql(LEDGER, { id: w.own.id, first: 5 }, token),
   },
   {
     name: 'reservation',
     field: 'reservation',
-    expected: ownObject,
+    expected: objectGenerationOrRead,
     prepare: pendingReservation,
     run: (w, token, id) => w.t.gql(RESERVATION, { id }, token),
     runMissing: (w, token) => w.t.gql(RESERVATION, { id: MISSING_ID }, token),
@@ -150,7 +183,7 @@ const operations: Operation[] = [
   {
     name: 'grantCredits',
     field: 'grantCredits',
-    expected: adminOnly,
+    expected: granting,
     run: (w, token) =>
       w.t.gql(
         GRANT_CREDITS,
@@ -169,7 +202,7 @@ const operations: Operation[] = [
   {
     name: 'purchaseCreditPack',
     field: 'purchaseCreditPack',
-    expected: serviceOfOrganization,
+    expected: billing,
     run: (w, token) =>
       w.t.gql(
         PURCHASE_PACK,
@@ -180,13 +213,13 @@ const operations: Operation[] = [
   {
     name: 'changePlan',
     field: 'changePlan',
-    expected: serviceOfOrganization,
+    expected: billing,
     run: (w, token) => w.t.gql(CHANGE_PLAN, { input: { organizationId: w.own.id, planId: 'starter' } }, token),
   },
   {
     name: 'reserveCredits',
     field: 'reserveCredits',
-    expected: ownOrganization,
+    expected: reserving,
     run: (w, token) =>
       w.t.gql(
         RESERVE,
@@ -197,7 +230,7 @@ const operations: Operation[] = [
   {
     name: 'captureReservation',
     field: 'captureReservation',
-    expected: serviceOnObject,
+    expected: settling,
     prepare: pendingReservation,
     run: (w, token, id) => w.t.gql(CAPTURE, { input: { reservationId: id, amount: 1 } }, token),
     runMissing: (w, token) => w.t.gql(CAPTURE, { input: { reservationId: MISSING_ID, amount: 1 } }, token),
@@ -205,7 +238,7 @@ const operations: Operation[] = [
   {
     name: 'refundReservation',
     field: 'refundReservation',
-    expected: serviceOnObject,
+    expected: settling,
     prepare: pendingReservation,
     run: (w, token, id) => w.t.gql(REFUND, { input: { reservationId: id, reason: 'matrix' } }, token),
     runMissing: (w, token) => w.t.gql(REFUND, { input: { reservationId: MISSING_ID, reason: 'matrix' } }, token),
@@ -213,7 +246,7 @@ const operations: Operation[] = [
   {
     name: 'extendReservation',
     field: 'extendReservation',
-    expected: serviceOnObject,
+    expected: settling,
     prepare: pendingReservation,
     run: (w, token, id) => w.t.gql(EXTEND, { input: { reservationId: id, ttlSeconds: 600 } }, token),
     runMissing: (w, token) => w.t.gql(EXTEND, { input: { reservationId: MISSING_ID, ttlSeconds: 600 } }, token),
@@ -221,7 +254,7 @@ const operations: Operation[] = [
   {
     name: 'balanceChanged (subscription)',
     field: 'balanceChanged',
-    expected: ownOrganization,
+    expected: generationOrRead,
     run: (w, token) => firstEvent(w.t, BALANCE_CHANGED, { id: w.own.id }, token),
   },
 ];
@@ -311,6 +344,12 @@ describe.each(drivers)('authorization matrix (%s)', (driver) => {
       member: world.own.member,
       service: world.own.service,
       admin: world.own.admin,
+      memberRead: await world.t.token('member', world.own.id, '1h', ['read']),
+      memberGeneration: await world.t.token('member', world.own.id, '1h', ['generation']),
+      serviceGeneration: await world.t.token('service', world.own.id, '1h', ['generation']),
+      serviceBilling: await world.t.token('service', world.own.id, '1h', ['billing']),
+      otherServiceBilling: await world.t.token('service', world.other.id, '1h', ['billing']),
+      adminRead: await world.t.token('admin', undefined, '1h', ['read']),
     };
   });
   afterAll(() => world.t.close());
@@ -363,7 +402,7 @@ describe.each(drivers)('authorization matrix (%s)', (driver) => {
           expect(connection.closeCode(), String(recording.failure)).toBe(4401);
           outcome = 'UNAUTHENTICATED';
         }
-        expect(outcome).toBe(ownOrganization[caller]);
+        expect(outcome).toBe(generationOrRead[caller]);
       } finally {
         await connection.dispose();
       }

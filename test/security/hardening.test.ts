@@ -348,14 +348,22 @@ describe('tokens', () => {
         TOKEN_ISSUER: 'i',
         TOKEN_AUDIENCE: 'a',
         TOKEN_CLOCK_SKEW_SECONDS: '5',
+        TOKEN_SCOPES_REQUIRED: '1',
       }).tokenPolicy,
     ).toEqual({
       maxLifetimeSeconds: { member: 3600, service: 3600, admin: 600 },
       issuer: 'i',
       audience: 'a',
       clockSkewSeconds: 5,
+      scopesRequired: true,
     });
     expect(() => loadConfig({ TOKEN_CLOCK_SKEW_SECONDS: '3600' })).toThrow(/TOKEN_CLOCK_SKEW_SECONDS/);
+    // Scoped tokens are required in production unless the operator is still rolling them out.
+    const production = { NODE_ENV: 'production', AUTH_SECRET: 'x'.repeat(32) };
+    expect(loadConfig(production).tokenPolicy.scopesRequired).toBe(true);
+    expect(loadConfig({ ...production, TOKEN_SCOPES_REQUIRED: '0' }).tokenPolicy.scopesRequired).toBe(false);
+    expect(loadConfig({}).tokenPolicy.scopesRequired).toBe(false);
+    expect(() => loadConfig({ TOKEN_SCOPES_REQUIRED: 'yes' })).toThrow(/TOKEN_SCOPES_REQUIRED/);
   });
 
   it('refuses a token without exp and a 30-day admin token over HTTP, SSE and WebSockets', async () => {

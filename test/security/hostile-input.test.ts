@@ -13,11 +13,20 @@ import {
   LEDGER,
   PURCHASE_PACK,
   QUOTE,
+  REFUND,
   RESERVATION,
   RESERVE,
 } from '../support/operations.ts';
 import { grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
-import { badTokens, expectNoLeak, send, snapshot, type RawRequest, type SentResponse } from './http.ts';
+import {
+  badTokens,
+  expectNoLeak,
+  malformedClaimTokens,
+  send,
+  snapshot,
+  type RawRequest,
+  type SentResponse,
+} from './http.ts';
 
 // Every request below is hostile or malformed. For each one the suite asserts the answer (code,
 // result type, field), the HTTP status yoga gives for it, that nothing internal leaks, and that
@@ -29,6 +38,7 @@ interface Setup {
   ownReservationId: string;
   otherReservationId: string;
   tokens: Awaited<ReturnType<typeof badTokens>>;
+  malformed: Awaited<ReturnType<typeof malformedClaimTokens>>;
 }
 
 type Outcome =
@@ -576,6 +586,10 @@ const cases: Case[] = [
     expect: { status: 200, code: 'UNAUTHENTICATED' },
   },
 
+  // A claim of the wrong shape in a correctly signed token: UNAUTHENTICATED, never a failed
+  // query, for each operation that used to pass the claim on to the database.
+  ...malformedClaimCases(),
+
   // Query shapes meant to exhaust the server.
   {
     name: 'a deeply nested query',
@@ -628,6 +642,48 @@ const cases: Case[] = [
   },
 ];
 
+function malformedClaimCases(): Case[] {
+  // The names of the tokens, taken from a throwaway set (the set is built again in the setup).
+  const names = [
+    'an org that is not a UUID',
+    'an org that is a number',
+    'an org with a trailing newline',
+    'admin role and an org',
+    'a role that is a number',
+    'a role that is a list',
+    'a role in capitals',
+    'a sub that is empty',
+    'a sub that is a number',
+    'a sub over 200 characters',
+    'a sub with a control character',
+    'a sub with a bidirectional override',
+    'a scope naming an unknown scope',
+    'a scope naming a scope twice',
+    'a scope that is a list',
+    'a scope that is empty',
+    'a scope with two spaces',
+  ] as const satisfies ReadonlyArray<keyof Setup['malformed']>;
+  const operations: Array<[string, (s: Setup) => RawRequest['json']]> = [
+    ['captureReservation', (s) => ({ query: CAPTURE, variables: { input: { reservationId: s.ownReservationId } } })],
+    [
+      'refundReservation',
+      (s) => ({ query: REFUND, variables: { input: { reservationId: s.ownReservationId, reason: 'x' } } }),
+    ],
+    [
+      'extendReservation',
+      (s) => ({ query: EXTEND, variables: { input: { reservationId: s.ownReservationId, ttlSeconds: 60 } } }),
+    ],
+    ['reservation', (s) => ({ query: RESERVATION, variables: { id: s.ownReservationId } })],
+  ];
+  return names.flatMap((name) =>
+    operations.map(([field, json]) => ({
+      name: `${field} with a token whose claims have ${name}`,
+      request: (s: Setup) => ({ json: json(s), token: s.malformed[name] }),
+      expect: { status: 200, code: 'UNAUTHENTICATED' },
+    })),
+  );
+}
+
 describe.each(drivers)('hostile GraphQL input (%s)', (driver) => {
   let t: TestApp;
   let setup: Setup;
@@ -645,6 +701,7 @@ describe.each(drivers)('hostile GraphQL input (%s)', (driver) => {
       ownReservationId: ownReservation.reservation.id,
       otherReservationId: otherReservation.reservation.id,
       tokens: await badTokens(own.id),
+      malformed: await malformedClaimTokens(own.id),
     };
   });
   afterAll(() => t.close());

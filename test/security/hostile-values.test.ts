@@ -476,7 +476,7 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
     // The failure is logged once, with what an operator needs: the classes and the SQLSTATE.
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatch(
-      /^unexpected error GraphQLError at grantCredits <- DrizzleQueryError \(query and parameters not logged\) <- \w+ P0001: test trigger refused the lot/,
+      /^unexpected error GraphQLError at grantCredits <- DrizzleQueryError \(query and parameters not logged\) <- \w+ P0001 \(message not logged\)/,
     );
     for (const secret of [secretKey, secretReason, setup.own.id, 'insert into', 'params:', 'Failed query']) {
       expect(everything).not.toContain(secret);
@@ -492,7 +492,7 @@ describe.each(drivers)('values the database cannot store, and bounded echoes (%s
     expect(error).toBeInstanceOf(Error);
     const described = describeError(error);
     expect(described).toMatch(
-      /DrizzleQueryError \(query and parameters not logged\) <- \w+ 22P02: invalid input syntax for type uuid: "…"/,
+      /DrizzleQueryError \(query and parameters not logged\) <- \w+ 22P02 \(message not logged\)/,
     );
     expect(described).not.toContain(secret);
     expect(described).not.toMatch(/select/i);

@@ -107,6 +107,41 @@ function base64url(value: unknown): string {
   return Buffer.from(JSON.stringify(value)).toString('base64url');
 }
 
+/** A correctly signed service token (unless `claims` says otherwise) with these claims. */
+function signed(claims: Record<string, unknown>): Promise<string> {
+  return new SignJWT({ role: 'service', sub: 'svc', ...claims })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuedAt()
+    .setExpirationTime('1h')
+    .sign(key());
+}
+
+/**
+ * Correctly signed tokens with one claim of the wrong shape, for an organization `org`: each must
+ * be refused with UNAUTHENTICATED before any of its claims reaches the database.
+ */
+export async function malformedClaimTokens(org: string) {
+  return {
+    'an org that is not a UUID': await signed({ org: 'not-a-uuid-secret-ref' }),
+    'an org that is a number': await signed({ org: 12345 }),
+    'an org with a trailing newline': await signed({ org: `${org}\n` }),
+    'admin role and an org': await signed({ role: 'admin', org }),
+    'a role that is a number': await signed({ org, role: 7 }),
+    'a role that is a list': await signed({ org, role: ['service'] }),
+    'a role in capitals': await signed({ org, role: 'SERVICE' }),
+    'a sub that is empty': await signed({ org, sub: '' }),
+    'a sub that is a number': await signed({ org, sub: 42 }),
+    'a sub over 200 characters': await signed({ org, sub: 's'.repeat(201) }),
+    'a sub with a control character': await signed({ org, sub: 'svc\nrole=admin' }),
+    'a sub with a bidirectional override': await signed({ org, sub: 'svc\u202e' }),
+    'a scope naming an unknown scope': await signed({ org, scope: 'generation superuser' }),
+    'a scope naming a scope twice': await signed({ org, scope: 'generation generation' }),
+    'a scope that is a list': await signed({ org, scope: ['generation'] }),
+    'a scope that is empty': await signed({ org, scope: '' }),
+    'a scope with two spaces': await signed({ org, scope: 'generation  read' }),
+  };
+}
+
 /** Tokens that must all be refused with UNAUTHENTICATED, for an organization `org`. */
 export async function badTokens(org: string) {
   const now = Math.floor(Date.now() / 1000);

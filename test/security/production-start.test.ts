@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
 import { graphqlRequest } from '../support/graphql.ts';
-import { QUOTE } from '../support/operations.ts';
+import { BALANCE, CREATE_ORGANIZATION, QUOTE } from '../support/operations.ts';
 import { startServer } from '../support/server-process.ts';
 
 const SECRET = 'production-start-secret-long-enough-for-hs256';
@@ -61,6 +61,32 @@ describe('a production process', () => {
         body: `query=${encodeURIComponent('{ plans { id } }')}`,
       });
       expect(form.status).toBe(403);
+
+      // Scoped tokens are required: a member token without a scope claim is refused with the fix.
+      const created = (await (
+        await post(CREATE_ORGANIZATION, { input: { name: 'Scoped', planId: 'free' } })
+      ).json()) as {
+        data: { createOrganization: { organization: { id: string } } };
+      };
+      const organizationId = created.data.createOrganization.organization.id;
+      const member = (scopes?: ['read']) =>
+        signToken(
+          { subject: 'prod-member', role: 'member', organizationId, scopes, expiresIn: '10m' },
+          secretKey(SECRET),
+        );
+      const unscoped = (await (
+        await fetch(url, graphqlRequest(BALANCE, { id: organizationId }, { token: await member() }))
+      ).json()) as {
+        errors: Array<{ message: string; extensions: { code: string } }>;
+      };
+      expect(unscoped.errors[0]!.extensions.code).toBe('UNAUTHENTICATED');
+      expect(unscoped.errors[0]!.message).toMatch(/no "scope" claim/);
+      const scoped = (await (
+        await fetch(url, graphqlRequest(BALANCE, { id: organizationId }, { token: await member(['read']) }))
+      ).json()) as {
+        data: { balance: { organizationId: string } };
+      };
+      expect(scoped.data.balance.organizationId).toBe(organizationId);
     } finally {
       server.child.kill('SIGTERM');
       expect(await server.exited).toBe(0);

@@ -1,6 +1,6 @@
 import { expect, it as baseIt } from 'vitest';
 import { createApp, type App, type AppOptions } from '../../src/app.ts';
-import { secretKey, signToken, type Role } from '../../src/auth/tokens.ts';
+import { secretKey, signToken, type Role, type Scope } from '../../src/auth/tokens.ts';
 import { ManualClock } from '../../src/clock.ts';
 import type { Database, Driver } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
@@ -14,8 +14,12 @@ export interface TestApp {
   database: Database;
   clock: ManualClock;
   authKey: Uint8Array;
-  /** A token for `role`, scoped to `organizationId` for members and services. */
-  token(role: Role, organizationId?: string, expiresIn?: string): Promise<string>;
+  /**
+   * A token for `role`, for `organizationId` (members and services), with a `scope` claim listing
+   * `scopes`; without them it has none, and so every right of its role (scopes are not required
+   * in tests unless `app.tokenPolicy` says so).
+   */
+  token(role: Role, organizationId?: string, expiresIn?: string, scopes?: readonly Scope[]): Promise<string>;
   /** Sends one GraphQL operation through the whole HTTP pipeline (in process). */
   gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<GraphQLResponse<T>>;
   /** Every invariant violation in the whole database (should always be empty). */
@@ -52,8 +56,8 @@ export async function createTestApp(driver: Driver, options: TestAppOptions = {}
     database,
     clock,
     authKey,
-    token: (role, organizationId, expiresIn = '1h') =>
-      signToken({ subject: `test-${role}`, role, organizationId, expiresIn }, authKey),
+    token: (role, organizationId, expiresIn = '1h', scopes) =>
+      signToken({ subject: `test-${role}`, role, organizationId, expiresIn, scopes }, authKey),
     gql: async (query, variables, token) =>
       readGraphQLResponse(
         await app.yoga.fetch('http://localhost/graphql', graphqlRequest(query, variables, { token })),

@@ -3,6 +3,7 @@ import { AuthenticationError, DEFAULT_TOKEN_POLICY, secretKey, signToken } from 
 import { VerifiedTokens } from '../../src/auth/verified-tokens.ts';
 
 const key = secretKey('a-secret-that-is-long-enough-for-hs256-tests');
+const ORG = '3f0b8e4c-1d2a-4b5c-9e8f-7a6b5c4d3e2f';
 const policy = { ...DEFAULT_TOKEN_POLICY, clockSkewSeconds: 30 };
 
 describe('verified tokens', () => {
@@ -12,8 +13,8 @@ describe('verified tokens', () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(new Date('2026-05-01T00:00:00Z'));
     const tokens = new VerifiedTokens(key, policy);
-    const header = `Bearer ${await signToken({ subject: 's', role: 'service', organizationId: 'ORG', expiresIn: '60s' }, key)}`;
-    expect(await tokens.verify(header)).toMatchObject({ subject: 's', role: 'service', organizationId: 'org' });
+    const header = `Bearer ${await signToken({ subject: 's', role: 'service', organizationId: ORG.toUpperCase(), expiresIn: '60s' }, key)}`;
+    expect(await tokens.verify(header)).toMatchObject({ subject: 's', role: 'service', organizationId: ORG });
     // Within exp + skew (60 s + 30 s): still accepted, now from memory.
     vi.setSystemTime(new Date('2026-05-01T00:01:29Z'));
     expect((await tokens.verify(header)).subject).toBe('s');
@@ -34,7 +35,7 @@ describe('verified tokens', () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(new Date('2026-05-01T00:00:00Z'));
     const tokens = new VerifiedTokens(key, policy);
-    const claims = { subject: 's', role: 'member', organizationId: 'org', expiresIn: '60s' } as const;
+    const claims = { subject: 's', role: 'member', organizationId: ORG, expiresIn: '60s' } as const;
     await tokens.verify(`Bearer ${await signToken(claims, key)}`);
     const other = `Bearer ${await signToken(claims, secretKey('another-secret-that-is-long-enough-too'))}`;
     await expect(tokens.verify(other)).rejects.toThrow('The token is not valid.');
