@@ -165,17 +165,6 @@ export function computeFigures(sections: Sections): FigureRow[] {
       detail: `${ms(large)} ms at ${n(growth.large.entriesAtStart)} ÷ ${ms(small)} ms at ${n(growth.small.entriesAtStart)} entries`,
     };
   });
-  row('7', 'neighbour reserve p99 during a burst ÷ alone', (limiter) => {
-    const result = sections.postgres[limiter]?.neighbour;
-    if (!result) return null;
-    const during = result.during.ops.reserve?.p99Ms;
-    const alone = result.alone.ops.reserve?.p99Ms;
-    const settled = (result.burst.ops.capture?.ok ?? 0) + (result.burst.ops.refund?.ok ?? 0);
-    return {
-      value: ratio(during, alone),
-      detail: `${ms(during)} ÷ ${ms(alone)} ms; ${n(settled)} settlements in ${n(result.burstMs)} ms, ${n(result.burstServerCpuMs)} ms server CPU`,
-    };
-  });
   row('6', 'server RSS idle / under load 1 (PostgreSQL)', (limiter) => {
     const section = sections.postgres[limiter];
     if (!section) return null;
@@ -197,6 +186,17 @@ export function computeFigures(sections: Sections): FigureRow[] {
     if (!section) return null;
     const load = section.ledger?.ledger.rssKb?.max ?? null;
     return { value: load, detail: `${mb(section.idleRssKb)} / ${mb(load)}` };
+  });
+  row('7', 'neighbour reserve p99 during a burst ÷ alone', (limiter) => {
+    const result = sections.postgres[limiter]?.neighbour;
+    if (!result) return null;
+    const during = result.during.ops.reserve?.p99Ms;
+    const alone = result.alone.ops.reserve?.p99Ms;
+    const settled = (result.burst.ops.capture?.ok ?? 0) + (result.burst.ops.refund?.ok ?? 0);
+    return {
+      value: ratio(during, alone),
+      detail: `${ms(during)} ÷ ${ms(alone)} ms; ${n(settled)} settlements in ${n(result.burstMs)} ms, ${n(result.burstServerCpuMs)} ms server CPU`,
+    };
   });
   return rows;
 }
