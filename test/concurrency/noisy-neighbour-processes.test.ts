@@ -153,10 +153,15 @@ function lockWaitersPeak(databaseUrl: string): { stop(): Promise<number> } {
   let peak = 0;
   let running = true;
   const sampling = (async () => {
+    // On a Citus coordinator the lock waits happen on the workers; citus_lock_waits sees them.
+    const [{ citus } = { citus: false }] = await client<Array<{ citus: boolean }>>`
+      select exists (select 1 from pg_extension where extname = 'citus') as citus`;
     while (running) {
-      const [row] = await client<Array<{ n: number }>>`
-        select count(*)::int as n from pg_stat_activity
-        where datname = current_database() and wait_event_type = 'Lock'`;
+      const [row] = citus
+        ? await client<Array<{ n: number }>>`select count(*)::int as n from citus_lock_waits`
+        : await client<Array<{ n: number }>>`
+            select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock'`;
       peak = Math.max(peak, row!.n);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
