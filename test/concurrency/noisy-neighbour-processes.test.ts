@@ -373,8 +373,9 @@ describe.skipIf(!hasPostgres)('a noisy neighbour across two server processes (po
         // B's p99 during ÷ alone is printed, not asserted: on two cores shared by both servers,
         // PostgreSQL and this process, each server first spends its CPU taking in A's 500
         // requests (parse, validate, authorize), and B's request waits behind them in the event
-        // loop, locks or not (30x on this machine, against 65x to 200x without the queue, whose
-        // stall lasts until A's burst is written). The bench's neighbour figure tracks the ratio.
+        // loop, locks or not (12x to 13x on an otherwise idle 2-core machine, against 48x to 130x
+        // with the queue bypassed, whose stall lasts until A's burst is written). The bench's
+        // figure 7 tracks the ratio.
         expect(await Promise.all(servers.map((server) => stopServer(server, 25_000)))).toEqual([0, 0]);
       } finally {
         for (const server of servers) if (server.child.exitCode === null) server.child.kill('SIGKILL');
