@@ -60,7 +60,7 @@ function startProductionServer(databaseUrl: string, dataDir: string): Promise<St
 // B's client runs on a thread of its own, as another tenant's backend would on its own machine:
 // the event loop that fires and reads A's 1,000 requests must not delay the reading of B's answers.
 // It reserves once every tick (open loop: a slow answer does not delay the next request) until it
-// has been told to stop and has sent at least \`samples\`. Plain JavaScript, so that the worker
+// has been told to stop and has sent at least `samples`. Plain JavaScript, so that the worker
 // needs no TypeScript loader.
 const TICKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -102,7 +102,7 @@ interface Ticker {
   stop(): Promise<Tick[]>;
 }
 
-/** B reserves once every 50 ms on \`server\`, at least \`WINDOW_SAMPLES\` times and until stopped. */
+/** B reserves once every 50 ms on `server`, at least `WINDOW_SAMPLES` times and until stopped. */
 function neighbourTicks(server: StartedServer, token: string, organizationId: string): Ticker {
   const worker = new Worker(TICKER, {
     eval: true,
@@ -177,7 +177,7 @@ function lockWaitersPeak(databaseUrl: string): { stop(): Promise<number> } {
 }
 
 /**
- * B alone for \`WINDOW_SAMPLES\` ticks, then B while \`burst\` runs: its window opens as the burst
+ * B alone for `WINDOW_SAMPLES` ticks, then B while `burst` runs: its window opens as the burst
  * starts and lasts until the burst is answered (and at least as many ticks as alone).
  */
 async function measure<T>(
