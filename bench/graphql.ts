@@ -23,6 +23,15 @@ export const CAPTURE = `mutation Capture($id: ID!) {
   }
 }`;
 
+export const REFUND = `mutation Refund($id: ID!) {
+  refundReservation(input: { reservationId: $id }) {
+    __typename
+    ... on RefundReservationSuccess { reservation { id status refundedAmount } balance { available reserved version } }
+    ... on ReservationStateError { status }
+    ... on Error { message }
+  }
+}`;
+
 export const CREATE_ORGANIZATION = `mutation Create($input: CreateOrganizationInput!) {
   createOrganization(input: $input) { __typename ... on CreateOrganizationSuccess { organization { id } } ... on Error { message } }
 }`;

@@ -1,5 +1,5 @@
 // The requests the load is made of, and the bookkeeping of what clients were told.
-import { CAPTURE, GENERATION, type GraphQLHttp, RESERVE, TYPENAME, judge, type Judged } from './graphql.ts';
+import { CAPTURE, GENERATION, type GraphQLHttp, REFUND, RESERVE, TYPENAME, judge, type Judged } from './graphql.ts';
 import type { ScriptContext } from './load.ts';
 import type { BenchOrganization } from './setup.ts';
 
@@ -45,6 +45,15 @@ export class LedgerClient {
     );
     if (verdict.outcome === 'ok') this.acknowledged.capturedCredits += Number(verdict.value.reservation.capturedAmount);
     return verdict;
+  }
+
+  async refund(organization: BenchOrganization, reservationId: string): Promise<Judged> {
+    return judge(
+      await this.http.post(organization.serviceToken, REFUND, { id: reservationId }),
+      'refundReservation',
+      'RefundReservationSuccess',
+      ['ReservationStateError'],
+    );
   }
 
   async typename(token: string): Promise<Judged> {

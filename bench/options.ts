@@ -31,6 +31,9 @@ export interface BenchOptions {
   growthClients: number;
   growthWarmupReserves: number;
   growthReserves: number;
+  /** Figure 7: A's pending reservations settled at once, and B's ticks (every 50 ms) alone and at least during. */
+  neighbourBurst: number;
+  neighbourSamples: number;
   /** How long a server's RSS is watched (its least value taken) when idle and around the subscribers. */
   settleMs: number;
   /**
@@ -69,6 +72,8 @@ const FULL: Omit<BenchOptions, 'quick' | 'keep' | 'resultsFile' | 'skipEmbedded'
   growthClients: 8,
   growthWarmupReserves: 100,
   growthReserves: 1_000,
+  neighbourBurst: 1_000,
+  neighbourSamples: 100,
   settleMs: 2_000,
   concurrentSections: false,
   growthLimiters: ['production', 'off'],
@@ -93,6 +98,8 @@ const QUICK: typeof FULL = {
   growthLargeEntries: 10_000,
   growthWarmupReserves: 8,
   growthReserves: 40,
+  neighbourBurst: 100,
+  neighbourSamples: 20,
   settleMs: 200,
   concurrentSections: true,
   growthLimiters: ['off'],

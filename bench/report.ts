@@ -3,6 +3,7 @@ import type { FanoutResult } from './figures/fanout.ts';
 import type { GrowthPoint } from './figures/growth.ts';
 import type { LedgerVsTransport } from './figures/ledger.ts';
 import type { LimiterProbe } from './figures/limiter.ts';
+import type { NeighbourResult } from './figures/neighbour.ts';
 import type { OpSummary, PhaseResult } from './load.ts';
 import type { Limiter } from './server.ts';
 import { ratio, round } from './stats.ts';
@@ -18,6 +19,7 @@ export interface PostgresSection {
   reservesWithout?: PhaseResult;
   fanout?: FanoutResult;
   reservesWith?: PhaseResult;
+  neighbour?: NeighbourResult;
   /** Subscribers still behind their organization's newest balance after the load with subscribers. */
   laggingAfterLoad?: number;
 }
@@ -184,6 +186,17 @@ export function computeFigures(sections: Sections): FigureRow[] {
     if (!section) return null;
     const load = section.ledger?.ledger.rssKb?.max ?? null;
     return { value: load, detail: `${mb(section.idleRssKb)} / ${mb(load)}` };
+  });
+  row('7', 'neighbour reserve p99 during a burst ÷ alone', (limiter) => {
+    const result = sections.postgres[limiter]?.neighbour;
+    if (!result) return null;
+    const during = result.during.ops.reserve?.p99Ms;
+    const alone = result.alone.ops.reserve?.p99Ms;
+    const settled = (result.burst.ops.capture?.ok ?? 0) + (result.burst.ops.refund?.ok ?? 0);
+    return {
+      value: ratio(during, alone),
+      detail: `${ms(during)} ÷ ${ms(alone)} ms; ${n(settled)} settlements in ${n(result.burstMs)} ms, ${n(result.burstServerCpuMs)} ms server CPU`,
+    };
   });
   return rows;
 }

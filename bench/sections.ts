@@ -7,6 +7,7 @@ import { fanout, SubscriberPool, subscribersCaughtUp } from './figures/fanout.ts
 import { reserveLatency } from './figures/growth.ts';
 import { hotReserves, sqlRowLock } from './figures/hot.ts';
 import { probeLimiter } from './figures/limiter.ts';
+import { neighbour } from './figures/neighbour.ts';
 import { ledgerVsTransport, spreadReserves } from './figures/ledger.ts';
 import type { PhaseResult, Window } from './load.ts';
 import { Acknowledged } from './operations.ts';
@@ -149,6 +150,21 @@ export async function postgresSection(
       label,
     );
     ctx.phases.push(result.sql);
+    assertAlive(server);
+
+    ctx.log(
+      `${label}: figure 7, one organization settles ${options.neighbourBurst} reservations at once while another reserves every 50 ms`,
+    );
+    const [noisy, quiet] = await createOrganizations(server.url, ctx.secret, 2, `${limiter}-neighbour`);
+    result.neighbour = await neighbour(
+      server,
+      noisy!,
+      quiet!,
+      { burst: options.neighbourBurst, samples: options.neighbourSamples, tickMs: 50 },
+      acknowledged,
+      label,
+    );
+    ctx.phases.push(result.neighbour.alone, result.neighbour.during, result.neighbour.burst);
     assertAlive(server);
   } finally {
     await launcher.stop();
