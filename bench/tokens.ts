@@ -9,8 +9,13 @@ export function newSecret(): string {
   return randomBytes(36).toString('base64url');
 }
 
+// Production (which the bench runs as) requires scopes on member and service tokens: a member reads
+// and reserves, a generation backend also captures; neither buys credits.
+const SCOPES: Record<Role, string | null> = { member: 'generation read', service: 'generation read', admin: null };
+
 export function signToken(secret: string, subject: string, role: Role, organizationId?: string): Promise<string> {
-  const claims = organizationId ? { role, org: organizationId } : { role };
+  const scope = SCOPES[role];
+  const claims = { role, ...(organizationId ? { org: organizationId } : {}), ...(scope ? { scope } : {}) };
   return (
     new SignJWT(claims)
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })

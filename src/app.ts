@@ -37,6 +37,7 @@ import { useObservability } from './server/observability.ts';
 import { observedNotificationSource, yogaLogger } from './server/log-adapters.ts';
 import { errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
+import { TenantIntake, withFairIntake, type IntakeLimits } from './server/tenant-intake.ts';
 
 export interface AppOptions {
   database: Database;
@@ -72,6 +73,8 @@ export interface AppOptions {
   metricsToken?: string | null;
   /** Tuning of the live balance feed; the defaults suit both drivers. */
   realtime?: RealtimeOptions;
+  /** Requests of one caller a process works on at once (src/server/tenant-intake.ts); absent or null: no bound. */
+  intakeLimits?: IntakeLimits | null;
 }
 
 export interface RealtimeOptions {
@@ -191,7 +194,12 @@ export function createApp(options: AppOptions): App {
     },
   });
 
-  const server = createServer(yoga);
+  const intakeLimits = options.intakeLimits ?? null;
+  const server = createServer(
+    intakeLimits === null
+      ? yoga
+      : withFairIntake(yoga, new TenantIntake(intakeLimits), (authorization) => verifiedTokens.verify(authorization)),
+  );
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {
     sockets.add(socket);

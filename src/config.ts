@@ -26,6 +26,8 @@ export interface Config {
   serviceMutationRateLimit: { perSecond: number; burst: number } | null;
   /** All members of one organization together; null when off (the default outside production). */
   organizationRateLimit: { perSecond: number; burst: number } | null;
+  /** Requests of one caller a process works on at once, and how many more may wait; null when off. */
+  intakeLimits: { concurrent: number; waitingMax: number } | null;
   /** Serve the GraphiQL page on GET /graphql; off by default in production. */
   graphiql: boolean;
   /** Origins a browser may call from: a list, '*' for any (development), or none. */
@@ -75,6 +77,8 @@ const MUTATION_RATE_BURST_DEFAULT = 200;
 // so it only ever stops a runaway client.
 const SERVICE_MUTATION_RATE_PER_SECOND_PRODUCTION = 5_000;
 const SERVICE_MUTATION_RATE_BURST_DEFAULT = 10_000;
+const CALLER_CONCURRENCY_DEFAULT = 16;
+const CALLER_WAITING_MAX_DEFAULT = 10_000;
 
 // Members of one organization together: a second member token (another `sub`) of the same
 // organization draws from the same bucket, so it cannot double the organization's allowance.
@@ -172,6 +176,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       production ? ORGANIZATION_RATE_PER_SECOND_PRODUCTION : 0,
       ORGANIZATION_RATE_BURST_DEFAULT,
     ),
+    intakeLimits: intakeLimits(env),
     graphiql: flag(env, 'GRAPHIQL', !production),
     corsOrigins: corsOrigins(env, production),
     tokenPolicy: {
@@ -204,6 +209,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsEnabled: !production || metricsToken !== null,
     metricsToken,
   };
+}
+
+/** `CALLER_CONCURRENCY` (0: no bound) and `CALLER_WAITING_MAX`. */
+function intakeLimits(env: NodeJS.ProcessEnv): { concurrent: number; waitingMax: number } | null {
+  const concurrent = integer(env, 'CALLER_CONCURRENCY', CALLER_CONCURRENCY_DEFAULT, 0, 10_000);
+  const waitingMax = integer(env, 'CALLER_WAITING_MAX', CALLER_WAITING_MAX_DEFAULT, 0, 1_000_000);
+  return concurrent === 0 ? null : { concurrent, waitingMax };
 }
 
 /** `<prefix>_LIMIT` per second and `<prefix>_BURST`; null when the limit is 0 (off). */

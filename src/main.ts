@@ -103,6 +103,7 @@ async function main(): Promise<void> {
     mutationRateLimit: config.mutationRateLimit,
     serviceMutationRateLimit: config.serviceMutationRateLimit,
     organizationRateLimit: config.organizationRateLimit,
+    intakeLimits: config.intakeLimits,
     graphiql: config.graphiql,
     corsOrigins: config.corsOrigins,
     tokenPolicy: config.tokenPolicy,

@@ -231,7 +231,10 @@ describe.skipIf(!hasPostgres)('a noisy neighbour across two server processes (po
         const noisyId = await createOrganization('Noisy');
         const quietId = await createOrganization('Quiet');
         const serviceToken = (organizationId: string, subject: string) =>
-          signToken({ subject, role: 'service', organizationId, expiresIn: '1h' }, key);
+          signToken(
+            { subject, role: 'service', organizationId, scopes: ['generation', 'read', 'billing'], expiresIn: '1h' },
+            key,
+          );
         const noisy = await serviceToken(noisyId, 'noisy-backend');
         const quiet = await serviceToken(quietId, 'quiet-backend');
         const serverFor = (i: number) => (i % 2 === 0 ? first : second);
@@ -370,12 +373,13 @@ describe.skipIf(!hasPostgres)('a noisy neighbour across two server processes (po
         // memory, so the pool stayed B's. (Without the queue: 19 to 20 of the 20 connections.)
         expect(settle.lockWaiters).toBeLessThanOrEqual(servers.length);
         expect(plans.lockWaiters).toBeLessThanOrEqual(servers.length);
-        // B's p99 during ÷ alone is printed, not asserted: on two cores shared by both servers,
-        // PostgreSQL and this process, each server first spends its CPU taking in A's 500
-        // requests (parse, validate, authorize), and B's request waits behind them in the event
-        // loop, locks or not (12x to 13x on an otherwise idle 2-core machine, against 48x to 130x
-        // with the queue bypassed, whose stall lasts until A's burst is written). The bench's
-        // figure 7 tracks the ratio.
+        // B's p99 during A's burst stays within 3x of B's p99 alone. Two things make it so: the
+        // organization queue keeps A from holding the pool while it waits for its own lock, and
+        // each process takes in A's requests a few at a time (fair intake, CALLER_CONCURRENCY), so
+        // B's request waits behind at most a handful of A's in the event loop, not all 500
+        // (without it: 12x to 22x for settlements, measured with CALLER_CONCURRENCY=0).
+        expect(settle.during).toBeLessThanOrEqual(3 * settle.alone);
+        expect(plans.during).toBeLessThanOrEqual(3 * plans.alone);
         expect(await Promise.all(servers.map((server) => stopServer(server, 25_000)))).toEqual([0, 0]);
       } finally {
         for (const server of servers) if (server.child.exitCode === null) server.child.kill('SIGKILL');

@@ -366,6 +366,17 @@ describe('tokens', () => {
     expect(() => loadConfig({ TOKEN_SCOPES_REQUIRED: 'yes' })).toThrow(/TOKEN_SCOPES_REQUIRED/);
   });
 
+  it("reads each caller's intake bound from the environment", () => {
+    expect(loadConfig({}).intakeLimits).toEqual({ concurrent: 16, waitingMax: 10_000 });
+    expect(loadConfig({ CALLER_CONCURRENCY: '4', CALLER_WAITING_MAX: '50' }).intakeLimits).toEqual({
+      concurrent: 4,
+      waitingMax: 50,
+    });
+    expect(loadConfig({ CALLER_CONCURRENCY: '0' }).intakeLimits).toBeNull();
+    expect(() => loadConfig({ CALLER_CONCURRENCY: 'many' })).toThrow(/CALLER_CONCURRENCY/);
+    expect(() => loadConfig({ CALLER_WAITING_MAX: '-1' })).toThrow(/CALLER_WAITING_MAX/);
+  });
+
   it('refuses a token without exp and a 30-day admin token over HTTP, SSE and WebSockets', async () => {
     const t = await createTestApp('pglite');
     try {
