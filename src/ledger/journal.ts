@@ -200,16 +200,18 @@ function createdPart(organizationId: string, created: NewReservation[]) {
     )`;
 }
 
+// Every value arrives typed from its array parameter: Citus refuses a cast (a stable function) of a
+// column in an UPDATE's SET list.
 function settledPart(organizationId: string, settlements: Settlement[]) {
   if (settlements.length === 0) return sql`settled as (select 1 where false)`;
   return sql`settled as (
       update ${reservations} as r
-      set status = s.status::reservation_status, captured_amount = s.captured_amount,
+      set status = s.status, captured_amount = s.captured_amount,
         refunded_amount = s.refunded_amount, settled_at = s.settled_at, refund_reason = s.refund_reason,
         expires_at = s.expires_at
       from unnest(
         ${pgArray(settlements.map((s) => s.reservationId))}::uuid[],
-        ${pgArray(settlements.map((s) => s.status))}::text[],
+        ${pgArray(settlements.map((s) => s.status))}::reservation_status[],
         ${pgArray(settlements.map((s) => s.capturedAmount))}::int[],
         ${pgArray(settlements.map((s) => s.refundedAmount))}::int[],
         ${pgArray(settlements.map((s) => s.settledAt.toISOString()))}::timestamptz[],
@@ -226,13 +228,13 @@ export function keyedPart(organizationId: string, keys: OperationKeyRecord[]) {
   if (keys.length === 0) return sql`keyed as (select 1 where false)`;
   return sql`keyed as (
       insert into ${reservationOperationKeys} (organization_id, idempotency_key, reservation_id, operation, request, answer, created_at)
-      select ${organizationId}, k.idempotency_key, k.reservation_id, k.operation, k.request, k.answer::jsonb, k.created_at
+      select ${organizationId}, k.idempotency_key, k.reservation_id, k.operation, k.request, k.answer, k.created_at
       from unnest(
         ${pgArray(keys.map((k) => k.idempotencyKey))}::text[],
         ${pgArray(keys.map((k) => k.reservationId))}::uuid[],
         ${pgArray(keys.map((k) => k.operation))}::text[],
         ${pgArray(keys.map((k) => k.request))}::text[],
-        ${pgArray(keys.map((k) => JSON.stringify(k.answer)))}::text[],
+        ${pgArray(keys.map((k) => JSON.stringify(k.answer)))}::jsonb[],
         ${pgArray(keys.map((k) => k.createdAt.toISOString()))}::timestamptz[]
       ) as k(idempotency_key, reservation_id, operation, request, answer, created_at)
       on conflict do nothing
