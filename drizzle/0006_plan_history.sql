@@ -55,7 +55,14 @@ CREATE TRIGGER credit_lots_immutable
   ON "credit_lots"
   FOR EACH ROW EXECUTE FUNCTION credit_lots_immutable();--> statement-breakpoint
 ALTER TABLE "credit_lots" ADD CONSTRAINT "credit_lots_purchased_never_expire" CHECK ("credit_lots"."type" <> 'PURCHASED' or "credit_lots"."expires_at" is null);--> statement-breakpoint
--- Entries written before this migration name no type (their lots' types are taken as given), so
--- the rule is checked for every entry written from now on, not for the ones already there.
+-- Entries written before this migration are given their lot's type as it stands (what happened
+-- before is taken as given), so the rule holds for every entry, and the constraint is valid: a
+-- database sharded later (Citus) copies the journal into its shards under it. The journal refuses
+-- updates; this one backfill is the migration's, made with the guard off and on again.
 ALTER TABLE "ledger_entries" ADD COLUMN "lot_type" "credit_account_type";--> statement-breakpoint
-ALTER TABLE "ledger_entries" ADD CONSTRAINT "ledger_entries_grant_names_type" CHECK (("ledger_entries"."kind" = 'GRANT') = ("ledger_entries"."lot_type" is not null)) NOT VALID;
+ALTER TABLE "ledger_entries" DISABLE TRIGGER "ledger_entries_append_only";--> statement-breakpoint
+UPDATE "ledger_entries" AS e SET "lot_type" = l."type"
+  FROM "credit_lots" AS l
+  WHERE e."kind" = 'GRANT' AND l."organization_id" = e."organization_id" AND l."id" = e."lot_id";--> statement-breakpoint
+ALTER TABLE "ledger_entries" ENABLE TRIGGER "ledger_entries_append_only";--> statement-breakpoint
+ALTER TABLE "ledger_entries" ADD CONSTRAINT "ledger_entries_grant_names_type" CHECK (("ledger_entries"."kind" = 'GRANT') = ("ledger_entries"."lot_type" is not null));

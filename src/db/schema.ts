@@ -278,13 +278,13 @@ export const ledgerEntries = pgTable(
     reason: text('reason'),
     createdAt: timestamptz('created_at').notNull(),
     // On a GRANT entry, the account type the lot was granted as: the journal's own record of it,
-    // which the audit holds the lot to. Null on every other kind (and on grants written before
-    // migration 0006, whose lots' types are taken as given).
+    // which the audit holds the lot to. Null on every other kind (grants written before migration
+    // 0006 were given their lot's type as it stood then, taken as given).
     lotType: accountType('lot_type'),
   },
   (t) => [
     check('ledger_entries_nonzero', sql`${t.availableChange} <> 0 or ${t.reservedChange} <> 0`),
-    // Created NOT VALID by migration 0006: it holds for every entry written since.
+    // Entries from before migration 0006 were given their lot's type as it stood then.
     check('ledger_entries_grant_names_type', sql`(${t.kind} = 'GRANT') = (${t.lotType} is not null)`),
     primaryKey({ columns: [t.organizationId, t.entryNumber] }),
     foreignKey({

@@ -80,10 +80,17 @@ describe.each(drivers)('migration 0006 on a filled database (%s)', (driver) => {
     ]);
     // The free allowance of A's current cycle is from before the history: taken as given.
     expect(await auditLedger(database.db)).toEqual([]);
-    // Entries from before the migration name no type, and are let be; the lots are now guarded.
+    // Entries from before the migration were given their lot's type, so the journal's rule holds
+    // for every entry; the journal is append-only again, and the lots are now guarded.
+    expect(
+      await rows(sql`select e.kind::text as kind, e.lot_type::text as lot_type from ledger_entries e
+        join credit_lots l on l.organization_id = e.organization_id and l.id = e.lot_id
+        where e.kind = 'GRANT' and e.lot_type is distinct from l.type order by e.entry_number`),
+    ).toEqual([]);
     expect(await rows(sql`select count(*)::int as n from ledger_entries where lot_type is not null`)).toEqual([
-      { n: 0 },
+      { n: 3 },
     ]);
+    await expect(database.db.execute(sql`update ledger_entries set reason = 'x'`)).rejects.toThrow();
     await expect(
       database.db.execute(sql`update credit_lots set type = 'PURCHASED' where id = ${lots.b}`),
     ).rejects.toThrow();
