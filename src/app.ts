@@ -8,7 +8,10 @@ import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
 import { getBalance, type Balance } from './ledger/balance.ts';
+import { BALANCE_ALERT_CHANNEL } from './ledger/alert-evaluation.ts';
+import { findDeliveredAlertEvent } from './ledger/alerts.ts';
 import { BALANCE_CHANNEL } from './ledger/announcements.ts';
+import { createAlertFeed } from './realtime/alert-feed.ts';
 import { observeMovements } from './ledger/movements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
@@ -131,6 +134,13 @@ export function createApp(options: AppOptions): App {
           : null,
     log: log('listener'),
   });
+  const alertFeed = createAlertFeed({
+    source: notificationSourceFor(options.database, BALANCE_ALERT_CHANNEL),
+    load: (organizationId, eventId) =>
+      findDeliveredAlertEvent(options.database.db, organizationId, eventId, options.clock.now()),
+    listenTimeoutMs: options.realtime?.listenTimeoutMs,
+    log: log('listener'),
+  });
   // Learns of an unreachable database from failed requests, and probes until it answers again.
   const databaseHealth = new DatabaseHealth(() => ping(options.database.db), log('database'));
   const tokenPolicy = options.tokenPolicy ?? DEFAULT_TOKEN_POLICY;
@@ -182,7 +192,7 @@ export function createApp(options: AppOptions): App {
       (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
-      const shared = { db: options.database.db, clock: options.clock, notifier, subscriptionSlots };
+      const shared = { db: options.database.db, clock: options.clock, notifier, alertFeed, subscriptionSlots };
       const header = initial.request?.headers.get('authorization') ?? authorizationHeaderOf(initial.connectionParams);
       try {
         const viewer = await verifiedTokens.verify(header);
@@ -269,6 +279,7 @@ export function createApp(options: AppOptions): App {
       sweeper = startAppSweeper(options, options.sweepIntervalMs, metrics, logger, log('sweeper'));
     }
     await notifier.start();
+    await alertFeed.start();
   }
 
   async function shutdown(): Promise<void> {
@@ -280,6 +291,7 @@ export function createApp(options: AppOptions): App {
     // `complete` event, graphql-ws sends `complete` before closing with 1001) and close the listener.
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     await notifier.stop();
+    await alertFeed.stop();
     await webSockets.close();
     // Idle keep-alive connections would hold close() open; end them, and any stragglers later.
     server.closeIdleConnections();
