@@ -1,10 +1,10 @@
-import { asc, eq, sql } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
 import { describe, expect } from 'vitest';
-import { balanceAlertEvents } from '../../src/db/schema.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
+import { SET_ALERT, eventsOf, setAlert } from '../support/alerts.ts';
 import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
-import { CAPTURE, CHANGE_PLAN, ERROR_FIELDS, PURCHASE_PACK, REFUND } from '../support/operations.ts';
+import { CAPTURE, CHANGE_PLAN, PURCHASE_PACK, REFUND } from '../support/operations.ts';
 import {
   balanceOf,
   expectSuccess,
@@ -17,11 +17,6 @@ import {
   type TestOrganization,
 } from '../support/scenario.ts';
 
-export const SET_ALERT = `
-  mutation ($input: SetBalanceAlertInput!) {
-    setBalanceAlert(input: $input) { ${ERROR_FIELDS} ... on SetBalanceAlertSuccess { alert { id threshold armed lastFiredAt } } }
-  }`;
-
 const REMOVE_ALERT = `
   mutation ($input: RemoveBalanceAlertInput!) {
     removeBalanceAlert(input: $input) { __typename ... on Error { message } ... on RemoveBalanceAlertSuccess { alert { id threshold } } }
@@ -29,30 +24,10 @@ const REMOVE_ALERT = `
 
 const ALERTS = `query ($id: ID!) { organization(id: $id) { balanceAlerts { id threshold armed lastFiredAt } } }`;
 
-/** Sets an alert as the organization's service and returns it. */
-export async function setAlert(t: TestApp, org: TestOrganization, threshold: number, key = uniqueKey('alert')) {
-  const result = await t.gql(
-    SET_ALERT,
-    { input: { organizationId: org.id, threshold, idempotencyKey: key } },
-    org.service,
-  );
-  expect(result.errors).toBeUndefined();
-  return expectSuccess(result.data.setBalanceAlert, 'SetBalanceAlertSuccess').alert;
-}
-
 async function alertsOf(t: TestApp, org: TestOrganization) {
   const result = await t.gql(ALERTS, { id: org.id }, org.member);
   expect(result.errors).toBeUndefined();
   return result.data.organization.balanceAlerts;
-}
-
-/** The outbox rows of the organization, oldest first. */
-export async function eventsOf(t: TestApp, organizationId: string) {
-  return t.database.db
-    .select()
-    .from(balanceAlertEvents)
-    .where(eq(balanceAlertEvents.organizationId, organizationId))
-    .orderBy(asc(balanceAlertEvents.occurredAt), asc(balanceAlertEvents.available));
 }
 
 describe.each(drivers)('low-balance alerts (%s)', (driver) => {
