@@ -9,9 +9,9 @@ import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
 import { getBalance, type Balance } from './ledger/balance.ts';
 import { BALANCE_ALERT_CHANNEL } from './ledger/alert-evaluation.ts';
-import { findDeliveredAlertEvent } from './ledger/alerts.ts';
+import { findDeliveredAlertEvent, type DeliveredAlertEvent } from './ledger/alerts.ts';
 import { BALANCE_CHANNEL } from './ledger/announcements.ts';
-import { createAlertFeed } from './realtime/alert-feed.ts';
+import { createAlertFeed, type AlertFeed } from './realtime/alert-feed.ts';
 import { observeMovements } from './ledger/movements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
@@ -98,6 +98,8 @@ export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   server: Server;
   notifier: BalanceNotifier<Balance>;
+  /** The live feed of committed balance alert events. */
+  alertFeed: AlertFeed<DeliveredAlertEvent>;
   metrics: Metrics;
   /**
    * Starts the background work: the balance listener, the sweeper and the movement metrics. Done
@@ -250,6 +252,7 @@ export function createApp(options: AppOptions): App {
     yoga,
     server,
     notifier,
+    alertFeed,
     metrics,
     start,
     listen: async (port, host = '127.0.0.1') => {
