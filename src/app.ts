@@ -15,7 +15,7 @@ import { createAlertFeed, type AlertFeed } from './realtime/alert-feed.ts';
 import { observeMovements } from './ledger/movements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
-import { notificationSourceFor } from './realtime/notification-source.ts';
+import { notificationSourcesFor } from './realtime/notification-source.ts';
 import {
   DEFAULT_SUBSCRIPTION_LIMITS,
   SubscriptionSlots,
@@ -123,8 +123,13 @@ interface RequestAuthSource {
 export function createApp(options: AppOptions): App {
   const logger = options.logger ?? silentLogger();
   const log = (event: string) => options.log ?? logCallback(logger, event);
+  // One listening connection per process hears both balance changes and alert events.
+  const [balanceSource, alertSource] = notificationSourcesFor(options.database, [
+    BALANCE_CHANNEL,
+    BALANCE_ALERT_CHANNEL,
+  ]);
   const notifier = createBalanceNotifier<Balance>({
-    source: observedNotificationSource(notificationSourceFor(options.database, BALANCE_CHANNEL), log('listener')),
+    source: observedNotificationSource(balanceSource!, log('listener')),
     load: (organizationId) => getBalance(options.database.db, organizationId, options.clock.now()),
     coalesceMs: options.realtime?.coalesceMs,
     listenTimeoutMs: options.realtime?.listenTimeoutMs,
@@ -137,7 +142,7 @@ export function createApp(options: AppOptions): App {
     log: log('listener'),
   });
   const alertFeed = createAlertFeed({
-    source: notificationSourceFor(options.database, BALANCE_ALERT_CHANNEL),
+    source: alertSource!,
     load: (organizationId, eventId) =>
       findDeliveredAlertEvent(options.database.db, organizationId, eventId, options.clock.now()),
     listenTimeoutMs: options.realtime?.listenTimeoutMs,
