@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import type { Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
@@ -6,6 +7,9 @@ import { announcesFromCoordinator } from './announcements.ts';
 
 /** The channel on which committed alert events are announced as `<organizationId>:<eventId>`. */
 export const BALANCE_ALERT_CHANNEL = 'balance_alert';
+
+/** Alerts an organization may watch at once (removed ones do not count). */
+export const ALERTS_PER_ORGANIZATION_MAX = 10;
 
 /** What one posting moves in available credits, lot by lot, as the posting statement binds it. */
 export interface AvailableChanges {
@@ -39,6 +43,9 @@ export function alertCtes(
   notify: boolean,
 ) {
   const at = now.toISOString();
+  // Ids for the events this posting may write, at most one per watched alert, made here rather
+  // than by a volatile SQL function so that the statement runs alike on every node of a cluster.
+  const eventIds = `{${Array.from({ length: ALERTS_PER_ORGANIZATION_MAX }, () => randomUUID()).join(',')}}`;
   const notification = notify
     ? sql`, pg_notify(${BALANCE_ALERT_CHANNEL}, organization_id::text || ':' || id::text)`
     : sql``;
@@ -71,8 +78,8 @@ export function alertCtes(
       returning 1
     ), alerted as (
       insert into ${balanceAlertEvents} (organization_id, id, alert_id, threshold, available, balance_version, occurred_at)
-      select ${organizationId}::uuid, gen_random_uuid(), f.id, f.threshold, f.available, (${balanceVersion}), ${at}::timestamptz
-      from fired as f
+      select ${organizationId}::uuid, (${eventIds}::uuid[])[f.n], f.id, f.threshold, f.available, (${balanceVersion}), ${at}::timestamptz
+      from (select fired.*, row_number() over (order by fired.threshold) as n from fired) as f
       returning id${notification}
     )`;
 }

@@ -3,6 +3,7 @@ import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import type { Queryable } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { balanceAlertEvents, balanceAlerts, reservations } from '../db/schema.ts';
+import { ALERTS_PER_ORGANIZATION_MAX } from './alert-evaluation.ts';
 import { availableCredits } from './balance.ts';
 import { findModel, listModels, type GenerationModel } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
@@ -17,8 +18,6 @@ export type BalanceAlertEvent = typeof balanceAlertEvents.$inferSelect;
 
 export const ALERT_THRESHOLD_MIN = 1;
 export const ALERT_THRESHOLD_MAX = 2_000_000_000;
-/** Alerts an organization may watch at once (removed ones do not count). */
-export const ALERTS_PER_ORGANIZATION_MAX = 10;
 /** How far back "the organization's most used model" looks. */
 const USAGE_WINDOW_DAYS = 30;
 

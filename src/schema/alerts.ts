@@ -1,13 +1,13 @@
 import type { Viewer } from '../auth/tokens.ts';
 import {
   ALERT_THRESHOLD_MAX,
-  ALERTS_PER_ORGANIZATION_MAX,
   listBalanceAlerts,
   removeBalanceAlert,
   setBalanceAlert,
   type BalanceAlert,
   type DeliveredAlertEvent,
 } from '../ledger/alerts.ts';
+import { ALERTS_PER_ORGANIZATION_MAX } from '../ledger/alert-evaluation.ts';
 import { IdempotencyConflictError, InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { findOrganization } from '../ledger/organizations.ts';
 import { untilDeadline } from '../realtime/deadline.ts';

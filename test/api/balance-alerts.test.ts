@@ -69,6 +69,23 @@ describe.each(drivers)('low-balance alerts (%s)', (driver) => {
     expect((await eventsOf(t, org.id)).map((e) => e.threshold)).toEqual([100]);
   });
 
+  it('fires every alert one change takes below its threshold, each with an event of its own', async ({ t }) => {
+    const org = await newOrganization(t);
+    const high = await setAlert(t, org, 80);
+    const low = await setAlert(t, org, 60);
+    const untouched = await setAlert(t, org, 40);
+    await reserve(t, org, textCredits(50)); // 50: below 80 and 60, not 40
+    const events = await eventsOf(t, org.id);
+    expect(events.map((e) => e.alertId).sort()).toEqual([high.id, low.id].sort());
+    expect(new Set(events.map((e) => e.id)).size).toBe(2);
+    expect((await alertsOf(t, org)).map((a: any) => [a.threshold, a.armed])).toEqual([
+      [40, true],
+      [60, false],
+      [80, false],
+    ]);
+    expect(untouched.armed).toBe(true);
+  });
+
   it('capture leaves available unchanged; a partial capture refunds the rest and may re-arm', async ({ t }) => {
     const org = await newOrganization(t);
     await setAlert(t, org, 80);
