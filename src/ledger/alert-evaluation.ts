@@ -32,8 +32,9 @@ const NO_CHANGES: AvailableChanges = { lotIds: '{}', amounts: '{}' };
  * evaluated, so comparing the new measure with it is comparing before and after: an armed alert
  * below its threshold fires (disarms, one event row), a disarmed one at or above it re-arms. That
  * also covers credits that expired with time alone: the sweeper's posting is the first change to
- * see them gone. Without alerts, `measured` is empty after one index probe of balance_alerts, and
- * nothing else is read.
+ * see them gone. Without alerts, `fired` and `rearmed` each probe the alerts' index and find
+ * nothing, so `measured` is never computed and the lots are not summed (EXPLAIN ANALYZE on
+ * PostgreSQL 15: "never executed").
  */
 export function alertCtes(
   organizationId: string,
