@@ -18,3 +18,7 @@ GRANT SELECT, INSERT ON reservation_operation_keys TO :"app_role";
 -- The plan history is appended to with every plan change and never rewritten, like the journal.
 -- Lots need UPDATE (their credits move); the trigger credit_lots_immutable keeps the rest of a lot.
 GRANT SELECT, INSERT ON plan_changes TO :"app_role";
+-- Low-balance alerts change state (armed, fired, removed); their events are an outbox that is
+-- appended to and read, never rewritten.
+GRANT SELECT, INSERT, UPDATE ON balance_alerts TO :"app_role";
+GRANT SELECT, INSERT ON balance_alert_events TO :"app_role";

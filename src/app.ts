@@ -8,11 +8,14 @@ import type { Clock } from './clock.ts';
 import type { GraphQLContext } from './context.ts';
 import { ping, type Database } from './db/client.ts';
 import { getBalance, type Balance } from './ledger/balance.ts';
+import { BALANCE_ALERT_CHANNEL } from './ledger/alert-evaluation.ts';
+import { findDeliveredAlertEvent, type DeliveredAlertEvent } from './ledger/alerts.ts';
 import { BALANCE_CHANNEL } from './ledger/announcements.ts';
+import { createAlertFeed, type AlertFeed } from './realtime/alert-feed.ts';
 import { observeMovements } from './ledger/movements.ts';
 import { startSweeper, type Sweeper } from './ledger/sweeper.ts';
 import { createBalanceNotifier, type BalanceNotifier } from './realtime/balance-notifier.ts';
-import { notificationSourceFor } from './realtime/notification-source.ts';
+import { notificationSourcesFor } from './realtime/notification-source.ts';
 import {
   DEFAULT_SUBSCRIPTION_LIMITS,
   SubscriptionSlots,
@@ -95,6 +98,8 @@ export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   server: Server;
   notifier: BalanceNotifier<Balance>;
+  /** The live feed of committed balance alert events. */
+  alertFeed: AlertFeed<DeliveredAlertEvent>;
   metrics: Metrics;
   /**
    * Starts the background work: the balance listener, the sweeper and the movement metrics. Done
@@ -118,8 +123,13 @@ interface RequestAuthSource {
 export function createApp(options: AppOptions): App {
   const logger = options.logger ?? silentLogger();
   const log = (event: string) => options.log ?? logCallback(logger, event);
+  // One listening connection per process hears both balance changes and alert events.
+  const [balanceSource, alertSource] = notificationSourcesFor(options.database, [
+    BALANCE_CHANNEL,
+    BALANCE_ALERT_CHANNEL,
+  ]);
   const notifier = createBalanceNotifier<Balance>({
-    source: observedNotificationSource(notificationSourceFor(options.database, BALANCE_CHANNEL), log('listener')),
+    source: observedNotificationSource(balanceSource!, log('listener')),
     load: (organizationId) => getBalance(options.database.db, organizationId, options.clock.now()),
     coalesceMs: options.realtime?.coalesceMs,
     listenTimeoutMs: options.realtime?.listenTimeoutMs,
@@ -129,6 +139,13 @@ export function createApp(options: AppOptions): App {
         : options.database.driver === 'postgres'
           ? 5000
           : null,
+    log: log('listener'),
+  });
+  const alertFeed = createAlertFeed({
+    source: alertSource!,
+    load: (organizationId, eventId) =>
+      findDeliveredAlertEvent(options.database.db, organizationId, eventId, options.clock.now()),
+    listenTimeoutMs: options.realtime?.listenTimeoutMs,
     log: log('listener'),
   });
   // Learns of an unreachable database from failed requests, and probes until it answers again.
@@ -182,7 +199,7 @@ export function createApp(options: AppOptions): App {
       (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
-      const shared = { db: options.database.db, clock: options.clock, notifier, subscriptionSlots };
+      const shared = { db: options.database.db, clock: options.clock, notifier, alertFeed, subscriptionSlots };
       const header = initial.request?.headers.get('authorization') ?? authorizationHeaderOf(initial.connectionParams);
       try {
         const viewer = await verifiedTokens.verify(header);
@@ -240,6 +257,7 @@ export function createApp(options: AppOptions): App {
     yoga,
     server,
     notifier,
+    alertFeed,
     metrics,
     start,
     listen: async (port, host = '127.0.0.1') => {
@@ -269,6 +287,7 @@ export function createApp(options: AppOptions): App {
       sweeper = startAppSweeper(options, options.sweepIntervalMs, metrics, logger, log('sweeper'));
     }
     await notifier.start();
+    await alertFeed.start();
   }
 
   async function shutdown(): Promise<void> {
@@ -280,6 +299,7 @@ export function createApp(options: AppOptions): App {
     // `complete` event, graphql-ws sends `complete` before closing with 1001) and close the listener.
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     await notifier.stop();
+    await alertFeed.stop();
     await webSockets.close();
     // Idle keep-alive connections would hold close() open; end them, and any stragglers later.
     server.closeIdleConnections();

@@ -2,6 +2,8 @@ import type { Viewer } from './auth/tokens.ts';
 import type { Clock } from './clock.ts';
 import type { Db } from './db/client.ts';
 import type { Balance } from './ledger/balance.ts';
+import type { DeliveredAlertEvent } from './ledger/alerts.ts';
+import type { AlertFeed } from './realtime/alert-feed.ts';
 import type { BalanceNotifier } from './realtime/balance-notifier.ts';
 import type { SubscriptionSlots } from './realtime/subscription-slots.ts';
 
@@ -14,6 +16,8 @@ export interface GraphQLContext {
   authFailure: string | null;
   /** This process's live balance feed, which subscriptions register with. */
   notifier: BalanceNotifier<Balance>;
+  /** This process's live feed of committed balance alert events. */
+  alertFeed: AlertFeed<DeliveredAlertEvent>;
   /** Open subscriptions per token and per connection, which subscriptions take a slot from. */
   subscriptionSlots: SubscriptionSlots;
   /** The WebSocket an operation arrived on; null over HTTP. */

@@ -18,6 +18,8 @@ const TENANT_TABLES = [
   'ledger_entries',
   'reservation_operation_keys',
   'plan_changes',
+  'balance_alerts',
+  'balance_alert_events',
 ] as const;
 
 /**

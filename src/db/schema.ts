@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import {
   bigint,
   bigserial,
+  boolean,
   check,
   foreignKey,
   index,
@@ -305,6 +306,62 @@ export const ledgerEntries = pgTable(
   ],
 );
 
+// Low-balance alerts: an organization's thresholds on its available credits (all account types
+// together). `armed` says whether available stood at or above the threshold when last evaluated;
+// the posting that takes it below fires the alert (disarms it and appends an event), the one that
+// brings it back re-arms it. Evaluated in every posting's statement, under the organization's lock.
+// A removed alert keeps its row (events refer to it) and is never evaluated again.
+export const balanceAlerts = pgTable(
+  'balance_alerts',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    id: uuid('id').notNull(),
+    threshold: integer('threshold').notNull(),
+    armed: boolean('armed').notNull(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    createdAt: timestamptz('created_at').notNull(),
+    lastFiredAt: timestamptz('last_fired_at'),
+    removedAt: timestamptz('removed_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.id] }),
+    uniqueIndex('balance_alerts_idempotency_idx').on(t.organizationId, t.idempotencyKey),
+    check('balance_alerts_threshold_range', sql`${t.threshold} between 1 and 2000000000`),
+  ],
+);
+
+// The outbox of fired alerts, append-only: one row per crossing, written in the statement of the
+// posting that crossed, so an event exists if and only if its change committed. Its id is stable,
+// what live subscribers receive and what a receiver deduplicates by.
+export const balanceAlertEvents = pgTable(
+  'balance_alert_events',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    id: uuid('id').notNull(),
+    alertId: uuid('alert_id').notNull(),
+    threshold: integer('threshold').notNull(),
+    // Available credits right after the change that crossed the threshold.
+    available: bigint('available', { mode: 'number' }).notNull(),
+    // The balance version the change announced, when it announced one.
+    balanceVersion: integer('balance_version'),
+    occurredAt: timestamptz('occurred_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.id] }),
+    check('balance_alert_events_below_threshold', sql`${t.available} < ${t.threshold}`),
+    foreignKey({
+      name: 'balance_alert_events_alert_fk',
+      columns: [t.organizationId, t.alertId],
+      foreignColumns: [balanceAlerts.organizationId, balanceAlerts.id],
+    }),
+    index('balance_alert_events_time_idx').on(t.organizationId, t.occurredAt),
+  ],
+);
+
 export const schema = {
   plans,
   creditPacks,
@@ -317,4 +374,6 @@ export const schema = {
   withheldCredits,
   reservationOperationKeys,
   planChanges,
+  balanceAlerts,
+  balanceAlertEvents,
 };

@@ -2,6 +2,7 @@ import { and, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Queryable, Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
 import { creditLots, ledgerEntries, reservationOperationKeys, reservations } from '../db/schema.ts';
+import { alertCtes, firedEventIds, notifyAlertsFromCoordinator, type AvailableChanges } from './alert-evaluation.ts';
 import { announcedCte, announcesFromCoordinator, notifyFromCoordinator } from './announcements.ts';
 import type { AccountType, EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
@@ -79,6 +80,12 @@ export interface PostingOptions {
    * (see `bumpBalanceVersion`); the new version is returned.
    */
   announce?: boolean;
+  /**
+   * Evaluate the organization's balance alerts on the balance this posting leaves (the default).
+   * Off only for a step of a change whose caller evaluates its net effect afterwards (see
+   * `evaluateBalanceAlerts`).
+   */
+  evaluateAlerts?: boolean;
 }
 
 /**
@@ -121,14 +128,16 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   const settlements = options.settlements ?? [];
   const operationKeys = options.operationKeys ?? [];
   const fromCoordinator = announcesFromCoordinator(tx);
+  const lotIds = pgArray(changes.map(([lotId]) => lotId));
+  const availableChanges = pgArray(changes.map(([, change]) => change.available));
   const result = await tx.execute(sql`
     with ${createdPart(organizationId, created)}, ${settledPart(organizationId, settlements)},
     ${keyedPart(organizationId, operationKeys)}, changed as (
       update ${creditLots} as l
       set available = l.available + c.available, reserved = l.reserved + c.reserved
       from unnest(
-        ${pgArray(changes.map(([lotId]) => lotId))}::uuid[],
-        ${pgArray(changes.map(([, change]) => change.available))}::int[],
+        ${lotIds}::uuid[],
+        ${availableChanges}::int[],
         ${pgArray(changes.map(([, change]) => change.reserved))}::int[]
       ) as c(id, available, reserved)
       where l.organization_id = ${organizationId} and l.id = c.id
@@ -151,11 +160,13 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
       ) with ordinality as e(lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, lot_type, n)
       order by e.n
       returning 1
-    ), ${announcedPart(organizationId, options.announce ?? false, !fromCoordinator)}
+    ), ${announcedPart(organizationId, options.announce ?? false, !fromCoordinator)},
+    ${alertsPart(organizationId, { lotIds, amounts: availableChanges }, drafts[0]!.createdAt, options, !fromCoordinator)}
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
       (select count(*) from keyed)::int as keyed,
-      (select max(balance_version) from announced) as balance_version`);
+      (select max(balance_version) from announced) as balance_version,
+      (select string_agg(id::text, ',') from alerted) as alert_events`);
   const [row] = rowsOf<{
     lots: number;
     entries: number;
@@ -163,6 +174,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
     settled: number;
     keyed: number;
     balance_version: number | null;
+    alert_events: string | null;
   }>(result);
   invariant(Number(row?.lots) === changes.length, `a lot of organization ${organizationId} would go negative`);
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
@@ -170,6 +182,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   invariant(Number(row?.settled) === settlements.length, 'a reservation of the posting was not pending');
   invariant(Number(row?.keyed) === operationKeys.length, 'an idempotency key seen free under the lock was taken');
   notePosted(tx, drafts);
+  if (fromCoordinator) await notifyAlertsFromCoordinator(tx, organizationId, firedEventIds(row?.alert_events));
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
   const version = Number(row.balance_version);
@@ -246,6 +259,25 @@ function announcedPart(organizationId: string, announce: boolean, notify: boolea
   return announce
     ? announcedCte(organizationId, notify)
     : sql`announced as (select null::bigint as balance_version where false)`;
+}
+
+/**
+ * The alert evaluation (see `alertCtes`), at the posting's time. Skipped, the same CTEs stay in
+ * the statement, empty, so that it keeps one shape.
+ */
+function alertsPart(
+  organizationId: string,
+  changes: AvailableChanges,
+  now: Date,
+  options: PostingOptions,
+  notify: boolean,
+) {
+  if (options.evaluateAlerts === false) {
+    return sql`alert_watch as (select 1 where false), measured as (select 1 where false),
+    fired as (select 1 where false), rearmed as (select 1 where false),
+    alerted as (select null::uuid as id where false)`;
+  }
+  return alertCtes(organizationId, changes, sql`select max(balance_version) from announced`, now, notify);
 }
 
 /**

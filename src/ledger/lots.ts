@@ -84,12 +84,17 @@ export const CONSUMPTION_ORDER = [
   asc(creditLots.id),
 ];
 
-/** Expires the remaining credits of every lot of the organization whose expiry has passed. */
+/**
+ * Expires the remaining credits of every lot of the organization whose expiry has passed. With
+ * `evaluateAlerts` false the posting leaves balance alerts to the caller, which judges the net
+ * effect of a change made of several postings (a billing cycle's reset).
+ */
 export async function expireDueLots(
   tx: Tx,
   organizationId: string,
   now: Date,
   reason = 'lot expired',
+  evaluateAlerts = true,
 ): Promise<number> {
   const due = await tx
     .select({ id: creditLots.id, available: creditLots.available, expiresAt: creditLots.expiresAt })
@@ -97,7 +102,7 @@ export async function expireDueLots(
     .where(
       and(eq(creditLots.organizationId, organizationId), gt(creditLots.available, 0), lte(creditLots.expiresAt, now)),
     );
-  await expireLots(tx, organizationId, due, now, reason);
+  await expireLots(tx, organizationId, due, now, reason, evaluateAlerts);
   return due.length;
 }
 
@@ -112,6 +117,7 @@ export async function expireLots(
   lots: Array<Pick<CreditLot, 'id' | 'available' | 'expiresAt'>>,
   now: Date,
   reason: string,
+  evaluateAlerts = true,
 ): Promise<void> {
   const closedEarly = lots.filter((lot) => !isExpired(lot, now)).map((lot) => lot.id);
   if (closedEarly.length > 0) {
@@ -133,6 +139,7 @@ export async function expireLots(
         reason,
         createdAt: now,
       })),
+    { evaluateAlerts },
   );
 }
 

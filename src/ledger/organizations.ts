@@ -7,6 +7,7 @@ import { findPlan, type Plan } from './catalog.ts';
 import type { LedgerContext } from './context.ts';
 import { IdempotencyConflictError, InvalidInputError, NotFoundError, invariant } from './errors.ts';
 import { expireDueLots, grantAllowance } from './lots.ts';
+import { evaluateBalanceAlerts } from './alert-evaluation.ts';
 import { inOrganizationTransaction } from './organization-queue.ts';
 import { inTransaction } from './transaction.ts';
 import { bumpBalanceVersion } from './announcements.ts';
@@ -98,7 +99,9 @@ export async function ensureCurrentCycle(
   const planId = org.nextPlanId ?? org.planId;
   const plan = await findPlan(tx, planId);
   invariant(plan, `plan ${planId} of organization ${org.id} is missing`);
-  await expireDueLots(tx, org.id, now, 'billing cycle ended');
+  // A reset expires the old allowance and grants the new one: alerts judge the two together, so
+  // a balance that only dips while the allowance is replaced neither fires nor re-arms.
+  await expireDueLots(tx, org.id, now, 'billing cycle ended', false);
   const [updated] = await tx
     .update(organizations)
     .set({ planId, nextPlanId: null, cycleStartsAt: cycle.startsAt, cycleEndsAt: cycle.endsAt })
@@ -117,6 +120,7 @@ export async function ensureCurrentCycle(
     });
   }
   await grantCycleAllowance(tx, updated, plan, cycle, now);
+  await evaluateBalanceAlerts(tx, org.id, now);
   const balanceVersion = await bumpBalanceVersion(tx, org.id);
   return { org: { ...updated, balanceVersion }, changed: true };
 }

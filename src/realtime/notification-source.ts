@@ -18,64 +18,6 @@ export interface NotificationSource {
   close(): Promise<void>;
 }
 
-export interface PostgresSourceOptions {
-  channel: string;
-  /** Opens a new client used for nothing but LISTEN, so the pool never lends that connection out. */
-  connectListener: () => postgres.Sql;
-  /** The pool, for sending pings. */
-  pool: postgres.Sql;
-}
-
-/**
- * PostgreSQL: a dedicated connection runs LISTEN. postgres.js reconnects it by itself and calls
- * `onlisten` again afterwards; the watchdog covers the cases it does not (a reconnect that gives
- * up, a connection that stays open but silently stops delivering) by replacing the whole client.
- */
-export function postgresNotificationSource(options: PostgresSourceOptions): NotificationSource {
-  let handlers: NotificationHandlers | null = null;
-  let client: postgres.Sql | null = null;
-  let closed = false;
-
-  async function listen(): Promise<void> {
-    const current = options.connectListener();
-    client = current;
-    // A replaced client may still deliver a late message; only the current one speaks.
-    await current.listen(
-      options.channel,
-      (payload) => {
-        if (client === current) handlers?.onNotification(payload);
-      },
-      () => {
-        if (client === current && !closed) handlers?.onListen();
-      },
-    );
-  }
-
-  async function drop(): Promise<void> {
-    const old = client;
-    client = null;
-    await old?.end({ timeout: 0 }).catch(() => {});
-  }
-
-  return {
-    async start(h) {
-      handlers = h;
-      await listen();
-    },
-    async restart() {
-      await drop();
-      if (!closed) await listen();
-    },
-    async notify(payload) {
-      await options.pool.notify(options.channel, payload);
-    },
-    async close() {
-      closed = true;
-      await drop();
-    },
-  };
-}
-
 /**
  * PGlite: the embedded database is one in-process connection with its own listen/notify, which
  * cannot drop, so it is heard once and never needs a resync.
@@ -115,12 +57,83 @@ export function pgliteNotificationSource(pglite: PGlite, channel: string): Notif
   };
 }
 
-/** The source that fits the database the service runs on. */
-export function notificationSourceFor(database: Database, channel: string): NotificationSource {
-  if (database.driver === 'pglite') return pgliteNotificationSource(database.pglite!, channel);
-  return postgresNotificationSource({
-    channel,
-    connectListener: database.connectListener!,
-    pool: database.postgresClient!,
-  });
+/**
+ * One source per channel, in the order given. On PostgreSQL a dedicated connection runs LISTEN,
+ * and the sources share it (one `credits-listener` per process, whatever it listens to).
+ * postgres.js reconnects it by itself and calls `onlisten` again afterwards; the watchdog covers
+ * the cases it does not (a reconnect that gives up, a connection that stays open but silently
+ * stops delivering) by replacing the whole client: a restart of any source replaces that
+ * connection for all, and each is told it listens afresh.
+ */
+export function notificationSourcesFor(database: Database, channels: string[]): NotificationSource[] {
+  if (database.driver === 'pglite')
+    return channels.map((channel) => pgliteNotificationSource(database.pglite!, channel));
+  return sharedPostgresSources(channels, database.connectListener!, database.postgresClient!);
+}
+
+function sharedPostgresSources(
+  channels: string[],
+  connectListener: () => postgres.Sql,
+  pool: postgres.Sql,
+): NotificationSource[] {
+  const handlers = new Map<string, NotificationHandlers>();
+  const open = new Set<string>();
+  let client: postgres.Sql | null = null;
+  let listening: Promise<void> | null = null;
+
+  async function listen(): Promise<void> {
+    const current = connectListener();
+    client = current;
+    for (const channel of channels) {
+      // A replaced client may still deliver a late message; only the current one speaks.
+      await current.listen(
+        channel,
+        (payload) => {
+          if (client === current) handlers.get(channel)?.onNotification(payload);
+        },
+        () => {
+          if (client === current) handlers.get(channel)?.onListen();
+        },
+      );
+    }
+  }
+
+  async function drop(): Promise<void> {
+    const old = client;
+    client = null;
+    listening = null;
+    await old?.end({ timeout: 0 }).catch(() => {});
+  }
+
+  return channels.map(
+    (channel): NotificationSource => ({
+      async start(h) {
+        handlers.set(channel, h);
+        open.add(channel);
+        if (listening) {
+          // Already listening for another channel: this one was registered with it.
+          await listening;
+          h.onListen();
+          return;
+        }
+        listening = listen();
+        await listening;
+      },
+      async restart() {
+        await drop();
+        if (open.size > 0) {
+          listening = listen();
+          await listening;
+        }
+      },
+      async notify(payload) {
+        await pool.notify(channel, payload);
+      },
+      async close() {
+        handlers.delete(channel);
+        open.delete(channel);
+        if (open.size === 0) await drop();
+      },
+    }),
+  );
 }

@@ -10,6 +10,7 @@ import './reservations.ts';
 import './quotes.ts';
 import './ledger.ts';
 import './subscriptions.ts';
+import './alerts.ts';
 import { builder } from './builder.ts';
 
 export const schema = builder.toSchema({ sortSchema: false });

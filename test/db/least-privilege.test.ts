@@ -9,6 +9,7 @@ import { ManualClock } from '../../src/clock.ts';
 import { sql } from 'drizzle-orm';
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
+import { setBalanceAlert } from '../../src/ledger/alerts.ts';
 import { grantCredits } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
 import { reserveCredits } from '../../src/ledger/reservations.ts';
@@ -59,6 +60,8 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     const clock = new ManualClock('2026-03-01T00:00:00Z');
     const ctx = { db: runtime.db, clock };
     const org = await createOrganization(ctx, { name: 'Least', planId: 'starter', externalId: `least-${role}` });
+    // An alert that the reservations below fire: its state changes and its event is appended.
+    await setBalanceAlert(ctx, { organizationId: org.id, threshold: 1005, idempotencyKey: 'low' });
     await grantCredits(ctx, {
       organizationId: org.id,
       type: 'PROMOTIONAL',
@@ -85,6 +88,8 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
       .execute(sql`select cycle_starts_at from organizations where id = ${org.id}`)
       .then((r) => rowsOf<{ cycle_starts_at: string }>(r));
     expect(new Date(after!.cycle_starts_at).toISOString()).toBe('2026-04-01T00:00:00.000Z');
+    const events = await runtime.db.execute(sql`select threshold from balance_alert_events`).then((r) => rowsOf(r));
+    expect(events.length).toBeGreaterThan(0);
     expect(await auditLedger(runtime.db)).toEqual([]);
   });
 
@@ -100,6 +105,9 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
       'truncate plan_changes',
       'alter table credit_lots disable trigger credit_lots_immutable',
       'alter table credit_lots drop constraint credit_lots_purchased_never_expire',
+      'update balance_alert_events set available = 0',
+      'delete from balance_alert_events',
+      'delete from balance_alerts',
     ]) {
       await expect(asRole.unsafe(statement), statement).rejects.toMatchObject({ code: INSUFFICIENT_PRIVILEGE });
     }

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { schema } from '../../src/schema/index.ts';
@@ -127,6 +128,32 @@ async function pendingReservation(world: World): Promise<string> {
 
 const BALANCE_CHANGED =
   'subscription ($id: ID!) { balanceChanged(organizationId: $id) { organizationId available version } }';
+const BALANCE_ALERT = 'subscription ($id: ID!) { balanceAlert(organizationId: $id) { id threshold available } }';
+const SET_ALERT = `mutation ($input: SetBalanceAlertInput!) {
+  setBalanceAlert(input: $input) { __typename ... on Error { message } ... on SetBalanceAlertSuccess { alert { id } } } }`;
+const REMOVE_ALERT = `mutation ($input: RemoveBalanceAlertInput!) {
+  removeBalanceAlert(input: $input) { __typename ... on Error { message } ... on RemoveBalanceAlertSuccess { alert { id } } } }`;
+// A service may remove its own organization's alerts with a billing scope claim (or none); another
+// organization's alert is not found.
+const removingAlerts = outcomes(F, H, F, A, A, scoped(F, F, F, A, H, A));
+
+/** Stops watching every alert of the own organization, so each cell starts below the cap of 10. */
+async function clearAlerts(world: World): Promise<void> {
+  await world.t.database.db.execute(
+    sql`update balance_alerts set removed_at = now() where organization_id = ${world.own.id} and removed_at is null`,
+  );
+}
+
+/** A fresh alert of the own organization, set by its admin. */
+async function ownAlert(world: World): Promise<string> {
+  await clearAlerts(world);
+  const result = await world.t.gql(
+    SET_ALERT,
+    { input: { organizationId: world.own.id, threshold: 1, idempotencyKey: uniqueKey('alert') } },
+    world.own.admin,
+  );
+  return result.data.setBalanceAlert.alert.id as string;
+}
 
 const operations: Operation[] = [
   {
@@ -252,12 +279,76 @@ const operations: Operation[] = [
     runMissing: (w, token) => w.t.gql(EXTEND, { input: { reservationId: MISSING_ID, ttlSeconds: 600 } }, token),
   },
   {
+    name: 'setBalanceAlert',
+    field: 'setBalanceAlert',
+    expected: billing,
+    prepare: async (w) => {
+      await clearAlerts(w);
+      return '';
+    },
+    run: (w, token) =>
+      w.t.gql(
+        SET_ALERT,
+        { input: { organizationId: w.own.id, threshold: 5, idempotencyKey: uniqueKey('alert') } },
+        token,
+      ),
+  },
+  {
+    name: 'removeBalanceAlert',
+    field: 'removeBalanceAlert',
+    expected: removingAlerts,
+    prepare: ownAlert,
+    run: (w, token, id) => w.t.gql(REMOVE_ALERT, { input: { alertId: id } }, token),
+    runMissing: (w, token) => w.t.gql(REMOVE_ALERT, { input: { alertId: MISSING_ID } }, token),
+  },
+  {
+    name: 'balanceAlert (subscription)',
+    field: 'balanceAlert',
+    expected: generationOrRead,
+    prepare: async (w) => {
+      await clearAlerts(w);
+      return '';
+    },
+    run: (w, token) => firstAlertEvent(w, token),
+  },
+  {
     name: 'balanceChanged (subscription)',
     field: 'balanceChanged',
     expected: generationOrRead,
     run: (w, token) => firstEvent(w.t, BALANCE_CHANGED, { id: w.own.id }, token),
   },
 ];
+
+/**
+ * The first event of a balanceAlert subscription over server-sent events. A refused one answers
+ * at once; an accepted one registers with the app's alert feed and waits, so then an alert is
+ * made to fire (an armed one at the balance, and a reservation of one credit) and its event read.
+ */
+async function firstAlertEvent(w: World, token: string | null): Promise<GraphQLResponse> {
+  const subscribers = w.t.app.alertFeed.stats().subscribers;
+  const first = firstEvent(w.t, BALANCE_ALERT, { id: w.own.id }, token);
+  const opened = (async () => {
+    while (w.t.app.alertFeed.stats().subscribers === subscribers) await new Promise((r) => setTimeout(r, 10));
+  })();
+  const winner = await Promise.race([first.then(() => 'event' as const), opened.then(() => 'open' as const)]);
+  if (winner === 'open') {
+    const balance = await w.t.gql(BALANCE, { id: w.own.id }, w.own.admin);
+    const alert = await w.t.gql(
+      SET_ALERT,
+      {
+        input: {
+          organizationId: w.own.id,
+          threshold: balance.data.balance.available,
+          idempotencyKey: uniqueKey('alert'),
+        },
+      },
+      w.own.admin,
+    );
+    expect(alert.data.setBalanceAlert.__typename).toBe('SetBalanceAlertSuccess');
+    await reserve(w.t, w.own, textCredits(1));
+  }
+  return first;
+}
 
 /**
  * The first event of a subscription over yoga's server-sent events transport, which runs the

@@ -33,6 +33,7 @@ function expectSubsetOf(values: unknown, allowed: readonly string[]): void {
 const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
   generation: [
     'balance',
+    'balanceAlert',
     'balanceChanged',
     'captureReservation',
     'creditPacks',
@@ -46,6 +47,7 @@ const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
   ],
   read: [
     'balance',
+    'balanceAlert',
     'balanceChanged',
     'creditPacks',
     'creditQuote',
@@ -55,7 +57,17 @@ const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
     'plans',
     'reservation',
   ],
-  billing: ['changePlan', 'createOrganization', 'creditPacks', 'grantCredits', 'models', 'plans', 'purchaseCreditPack'],
+  billing: [
+    'changePlan',
+    'createOrganization',
+    'creditPacks',
+    'grantCredits',
+    'models',
+    'plans',
+    'purchaseCreditPack',
+    'removeBalanceAlert',
+    'setBalanceAlert',
+  ],
 };
 
 describe('roles and scopes per root field', () => {

@@ -210,7 +210,9 @@ export async function snapshot(t: TestApp): Promise<Snapshot> {
       select (select count(*) from organizations)::int as organizations,
         (select count(*) from credit_lots)::int as lots,
         (select count(*) from ledger_entries)::int as entries,
-        (select count(*) from reservations)::int as reservations`),
+        (select count(*) from reservations)::int as reservations,
+        (select count(*) from balance_alerts where removed_at is null)::int as alerts,
+        (select count(*) from balance_alert_events)::int as alert_events`),
   )[0]!;
   return { balances, rows: Object.fromEntries(Object.entries(counts).map(([name, value]) => [name, Number(value)])) };
 }
