@@ -3,6 +3,7 @@ import type { FanoutResult } from './figures/fanout.ts';
 import type { GrowthPoint } from './figures/growth.ts';
 import type { LedgerVsTransport } from './figures/ledger.ts';
 import type { LimiterProbe } from './figures/limiter.ts';
+import type { AlertsResult } from './figures/alerts.ts';
 import type { NeighbourResult } from './figures/neighbour.ts';
 import type { OpSummary, PhaseResult } from './load.ts';
 import type { Limiter } from './server.ts';
@@ -20,6 +21,7 @@ export interface PostgresSection {
   fanout?: FanoutResult;
   reservesWith?: PhaseResult;
   neighbour?: NeighbourResult;
+  alerts?: AlertsResult;
   /** Subscribers still behind their organization's newest balance after the load with subscribers. */
   laggingAfterLoad?: number;
 }
@@ -197,6 +199,13 @@ export function computeFigures(sections: Sections): FigureRow[] {
       value: ratio(during, alone),
       detail: `${ms(during)} ÷ ${ms(alone)} ms; ${n(settled)} settlements in ${n(result.burstMs)} ms, ${n(result.burstServerCpuMs)} ms server CPU`,
     };
+  });
+  row('8', 'reserves/s with ÷ without 10 balance alerts per organization', (limiter) => {
+    const result = sections.postgres[limiter]?.alerts;
+    if (!result) return null;
+    const withAlerts = rate(result.with.ops.reserve);
+    const without = rate(result.without.ops.reserve);
+    return { value: ratio(withAlerts, without), detail: `${n(withAlerts)} ÷ ${n(without)} /s` };
   });
   return rows;
 }

@@ -3,6 +3,7 @@
 // quick run may run them side by side; the full run runs them one after another.
 import type { BenchDatabase } from './database.ts';
 import { countEntries } from './database.ts';
+import { reservesWithAlerts } from './figures/alerts.ts';
 import { fanout, SubscriberPool, subscribersCaughtUp } from './figures/fanout.ts';
 import { reserveLatency } from './figures/growth.ts';
 import { hotReserves, sqlRowLock } from './figures/hot.ts';
@@ -129,6 +130,19 @@ export async function postgresSection(
       `${label} no subscribers`,
     );
     ctx.phases.push(result.reservesWithout);
+
+    ctx.log(`${label}: figure 8, reserves without and with 10 balance alerts per organization`);
+    result.alerts = await reservesWithAlerts(
+      server,
+      ctx.secret,
+      organizations,
+      options.spreadClients,
+      window,
+      acknowledged,
+      label,
+    );
+    ctx.phases.push(result.alerts.without, result.alerts.with);
+    assertAlive(server);
 
     ctx.log(
       `${label}: figure 1, { __typename } then reserve+capture over ${organizations.length} organizations, ${options.spreadClients} clients`,
