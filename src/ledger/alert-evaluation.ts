@@ -11,22 +11,22 @@ export const BALANCE_ALERT_CHANNEL = 'balance_alert';
 /** Alerts an organization may watch at once (removed ones do not count). */
 export const ALERTS_PER_ORGANIZATION_MAX = 10;
 
-/** What one posting moves in available credits, lot by lot, as the posting statement binds it. */
+/** The lots one posting changes (its `changed` CTE returns them as they are left). */
 export interface AvailableChanges {
   /** A PostgreSQL uuid[] literal of lot ids. */
   lotIds: string;
-  /** A PostgreSQL int[] literal of the available change of each of those lots. */
-  amounts: string;
 }
 
-const NO_CHANGES: AvailableChanges = { lotIds: '{}', amounts: '{}' };
+const NO_CHANGES: AvailableChanges = { lotIds: '{}' };
 
 /**
  * The CTEs that evaluate the organization's alerts inside a posting's statement (named
  * `alert_watch`, `measured`, `fired`, `rearmed`, `alerted`). The measure is available credits of
- * every unexpired lot at `now`, as the posting leaves them. All CTEs of one statement read the
- * same snapshot, the lots as they were before it, so it is computed as the spendable credits read
- * there plus this posting's changes on unexpired lots, never by reading the lots again.
+ * every unexpired lot at `now`, as the posting leaves them: the lots the posting changed as its
+ * `changed` CTE returns them, plus every other spendable lot. Only the other lots are read from
+ * the table, so the sum is the same whether the read sees the table before the update (one
+ * snapshot for the whole statement, as PostgreSQL runs it) or after it (Citus may run a
+ * data-modifying CTE as a step of its own, before the rest of the statement).
  *
  * An alert's `armed` remembers which side of its threshold the measure stood on when last
  * evaluated, so comparing the new measure with it is comparing before and after: an armed alert
@@ -58,12 +58,11 @@ export function alertCtes(
           select sum(l.available) from ${creditLots} as l
           where l.organization_id = ${organizationId} and l.available > 0
             and (l.expires_at is null or l.expires_at > ${at}::timestamptz)
+            and not (l.id = any(${changes.lotIds}::uuid[]))
         ), 0)
         + coalesce((
-          select sum(c.available)
-          from unnest(${changes.lotIds}::uuid[], ${changes.amounts}::int[]) as c(id, available)
-          join ${creditLots} as l on l.organization_id = ${organizationId} and l.id = c.id
-          where l.expires_at is null or l.expires_at > ${at}::timestamptz
+          select sum(c.available) from changed as c
+          where c.available > 0 and (c.expires_at is null or c.expires_at > ${at}::timestamptz)
         ), 0)
       )::bigint as available
       where exists (select 1 from alert_watch)
@@ -108,7 +107,8 @@ export function firedEventIds(column: string | null | undefined): string[] {
 export async function evaluateBalanceAlerts(tx: Tx, organizationId: string, now: Date): Promise<string[]> {
   const fromCoordinator = announcesFromCoordinator(tx);
   const result = await tx.execute(sql`
-    with ${alertCtes(organizationId, NO_CHANGES, sql`null::int`, now, !fromCoordinator)}
+    with changed as (select null::uuid as id, null::int as available, null::timestamptz as expires_at where false),
+    ${alertCtes(organizationId, NO_CHANGES, sql`null::int`, now, !fromCoordinator)}
     select (select string_agg(id::text, ',') from alerted) as alert_events,
       (select count(*) from rearmed)::int as rearmed`);
   const [row] = rowsOf<{ alert_events: string | null }>(result);

@@ -142,7 +142,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
       ) as c(id, available, reserved)
       where l.organization_id = ${organizationId} and l.id = c.id
         and l.available + c.available >= 0 and l.reserved + c.reserved >= 0
-      returning l.id
+      returning l.id, l.available, l.expires_at
     ), appended as (
       insert into ${ledgerEntries} (organization_id, entry_number, lot_id, reservation_id, kind, available_change, reserved_change, reason, created_at, lot_type)
       select ${organizationId}, last.entry_number + e.n, e.lot_id, e.reservation_id, e.kind::ledger_entry_kind, e.available_change, e.reserved_change, e.reason, e.created_at, e.lot_type::credit_account_type
@@ -161,7 +161,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
       order by e.n
       returning 1
     ), ${announcedPart(organizationId, options.announce ?? false, !fromCoordinator)},
-    ${alertsPart(organizationId, { lotIds, amounts: availableChanges }, drafts[0]!.createdAt, options, !fromCoordinator)}
+    ${alertsPart(organizationId, { lotIds }, drafts[0]!.createdAt, options, !fromCoordinator)}
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
       (select count(*) from keyed)::int as keyed,
