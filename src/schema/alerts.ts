@@ -1,4 +1,4 @@
-import type { Viewer } from '../auth/tokens.ts';
+import type { GraphQLContext } from '../context.ts';
 import {
   ALERT_THRESHOLD_MAX,
   listBalanceAlerts,
@@ -10,18 +10,9 @@ import {
 import { ALERTS_PER_ORGANIZATION_MAX } from '../ledger/alert-evaluation.ts';
 import { IdempotencyConflictError, InvalidInputError, NotFoundError } from '../ledger/errors.ts';
 import { findOrganization } from '../ledger/organizations.ts';
-import { untilDeadline } from '../realtime/deadline.ts';
-import { releasingOnEnd } from '../realtime/subscription-slots.ts';
-import {
-  allow,
-  asQueryInput,
-  authorizeOrganization,
-  noSuchOrganization,
-  organizationScope,
-  requireViewer,
-  unauthenticated,
-} from './authorization.ts';
+import { allow, authorizeOrganization, noSuchOrganization, organizationScope, requireViewer } from './authorization.ts';
 import { builder } from './builder.ts';
+import { openOrganizationStream, streamEvent } from './organization-streams.ts';
 import { OrganizationType } from './organizations.ts';
 
 export const BalanceAlertType = builder.objectRef<BalanceAlert>('BalanceAlert').implement({
@@ -155,14 +146,6 @@ builder.mutationFields((t) => ({
   }),
 }));
 
-/** One caller, whichever of its tokens it uses (the same key as balanceChanged's slots). */
-function callerKey(viewer: Viewer): string {
-  return `${viewer.role}\u0000${viewer.organizationId ?? ''}\u0000${viewer.subject}`;
-}
-
-/** The last event of a subscription whose token expired; resolving it reports UNAUTHENTICATED. */
-const TOKEN_EXPIRED = Symbol('token expired');
-
 builder.subscriptionField('balanceAlert', (t) =>
   t.field({
     type: BalanceAlertEventType,
@@ -173,27 +156,15 @@ builder.subscriptionField('balanceAlert', (t) =>
     authScopes: allow({ roles: ['member', 'service', 'admin'], scopes: ['generation', 'read'] }),
     args: { organizationId: t.arg.id({ required: true, description: 'The organization.' }) },
     subscribe: (_root, args, ctx) =>
-      asQueryInput(async (): Promise<AsyncIterableIterator<DeliveredAlertEvent | typeof TOKEN_EXPIRED>> => {
-        const organizationId = authorizeOrganization(ctx, args.organizationId);
-        const viewer = requireViewer(ctx);
-        const release = ctx.subscriptionSlots.acquire({ token: callerKey(viewer), connection: ctx.connection });
+      openOrganizationStream<DeliveredAlertEvent, ReturnType<GraphQLContext['alertFeed']['subscribe']>>(
+        ctx,
+        args.organizationId,
+        (organizationId) => ctx.alertFeed.subscribe(organizationId),
         // Registered before the organization is checked, so an event committed meanwhile is heard.
-        const stream = ctx.alertFeed.subscribe(organizationId);
-        try {
+        async (organizationId) => {
           if (!(await findOrganization(ctx.db, organizationId))) throw noSuchOrganization();
-        } catch (error) {
-          release();
-          await stream.return();
-          throw error;
-        }
-        return releasingOnEnd(
-          untilDeadline(stream, viewer.expiresAt === null ? null : viewer.expiresAt * 1000, TOKEN_EXPIRED),
-          release,
-        );
-      }),
-    resolve: (event) => {
-      if (event === TOKEN_EXPIRED) throw unauthenticated('The token has expired.');
-      return event;
-    },
+        },
+      ),
+    resolve: (event) => streamEvent(event),
   }),
 );
