@@ -97,11 +97,20 @@ export function withFairIntake(
       handler(request, response);
       return;
     }
+    // Listened for from the start: a client that gives up while its request waits has closed the
+    // response before the request's turn comes, and 'close' is not emitted again. Its slot must
+    // then be given back at once, or enough such requests would stop the caller for good.
+    let closed = false;
+    let release: (() => void) | null = null;
+    response.once('close', () => {
+      closed = true;
+      release?.();
+    });
     viewerOf(authorization).then(
       async (viewer) => {
-        const release = await intake.enter(intakeKeyOf(viewer));
+        release = await intake.enter(intakeKeyOf(viewer));
         if (release === null) return refuse(response);
-        response.once('close', release);
+        if (closed) return release();
         handler(request, response);
       },
       // The handler refuses the token with its own words.

@@ -62,6 +62,8 @@ describe('tenant intake', () => {
 
 describe('fair intake over HTTP', () => {
   let server: Server | null = null;
+  let baseUrl = '';
+  const base = () => baseUrl;
   afterEach(async () => {
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     server = null;
@@ -83,6 +85,7 @@ describe('fair intake over HTTP', () => {
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', () => resolve()));
     const base = `http://127.0.0.1:${(server!.address() as AddressInfo).port}`;
     const send = (path: string, headers: Record<string, string>) => fetch(`${base}${path}`, { headers });
+    baseUrl = base;
     return { pending, send };
   }
 
@@ -108,6 +111,28 @@ describe('fair intake over HTTP', () => {
     await until(() => pending.some((p) => p.path === '/a2'));
     for (const p of pending) if (p.path !== '/a1') p.answer();
     expect((await Promise.all([a2, b1, stream, bad, open])).map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+  });
+
+  it('gives back the slot of a request whose client gave up while it waited', async () => {
+    const { pending, send } = await serve(new TenantIntake({ concurrent: 1, waitingMax: 5 }));
+    const first = send('/1', { authorization: 'Bearer a' });
+    await until(() => pending.length === 1);
+    const abandoned = new AbortController();
+    const gaveUp = fetch(`${base()}/2`, { headers: { authorization: 'Bearer a' }, signal: abandoned.signal }).catch(
+      (error: Error) => error.name,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    abandoned.abort();
+    expect(await gaveUp).toBe('AbortError');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    pending[0]!.answer();
+    expect((await first).status).toBe(200);
+    // The abandoned request's turn came and went without reaching the handler; the next one runs.
+    const next = send('/3', { authorization: 'Bearer a' });
+    await until(() => pending.some((p) => p.path === '/3'));
+    expect(pending.map((p) => p.path)).toEqual(['/1', '/3']);
+    pending[1]!.answer();
+    expect((await next).status).toBe(200);
   });
 
   it('answers 429 with Retry-After once too many of a caller wait', async () => {
