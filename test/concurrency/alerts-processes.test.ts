@@ -18,7 +18,7 @@ import { gqlData } from '../support/graphql.ts';
 import { CREATE_ORGANIZATION } from '../support/operations.ts';
 import { subscribeSse } from '../support/realtime.ts';
 import { uniqueKey } from '../support/scenario.ts';
-import { SERVER_START_MS, startServer, stopServer, type StartedServer } from '../support/server-process.ts';
+import { SERVER_START_MS, stopServer, type StartedServer, startServerOn } from '../support/server-process.ts';
 
 const SECRET = 'alerts-two-processes-secret-long-enough';
 const RESERVE = `mutation ($input: ReserveCreditsInput!) { reserveCredits(input: $input) { __typename } }`;
@@ -29,17 +29,7 @@ const BALANCE_ALERT = `subscription ($id: ID!) { balanceAlert(organizationId: $i
 const BURST = 200;
 
 function startProductionServer(databaseUrl: string, dataDir: string): Promise<StartedServer> {
-  return startServer({
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      AUTH_SECRET: SECRET,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATA_DIR: dataDir,
-      NODE_ENV: 'production',
-    },
-  });
+  return startServerOn({ databaseUrl, dataDir, secret: SECRET, nodeEnv: 'production' });
 }
 
 describe.skipIf(!hasPostgres)('balance alerts across two server processes (postgres)', () => {

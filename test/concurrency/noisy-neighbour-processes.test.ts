@@ -21,7 +21,7 @@ import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 import { gql, gqlData } from '../support/graphql.ts';
 import { CREATE_ORGANIZATION } from '../support/operations.ts';
 import { uniqueKey } from '../support/scenario.ts';
-import { SERVER_START_MS, startServer, stopServer, type StartedServer } from '../support/server-process.ts';
+import { SERVER_START_MS, stopServer, type StartedServer, startServerOn } from '../support/server-process.ts';
 
 const SECRET = 'noisy-neighbour-processes-secret-long-enough';
 // What a generation backend asks of a settlement or a plan change: the outcome, not the balance.
@@ -43,18 +43,8 @@ const WINDOW_SAMPLES = 80;
 const ONE_CREDIT = { modelId: 'text-draft', count: 1 };
 
 function startProductionServer(databaseUrl: string, dataDir: string): Promise<StartedServer> {
-  return startServer({
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      AUTH_SECRET: SECRET,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATA_DIR: dataDir,
-      // Production's defaults, rate limits included: A's burst is far inside 5,000/s per service org.
-      NODE_ENV: 'production',
-    },
-  });
+  // Production's defaults, rate limits included: A's burst is far inside 5,000/s per service org.
+  return startServerOn({ databaseUrl, dataDir, secret: SECRET, nodeEnv: 'production' });
 }
 
 // B's client runs on a thread of its own, as another tenant's backend would on its own machine:

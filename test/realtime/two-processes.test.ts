@@ -9,22 +9,13 @@ import { gqlData } from '../support/graphql.ts';
 import { CREATE_ORGANIZATION, RESERVE } from '../support/operations.ts';
 import { BALANCE_CHANGED, connectWs, type WsConnection } from '../support/realtime.ts';
 import { textCredits, uniqueKey } from '../support/scenario.ts';
-import { SERVER_START_MS, startServer, stopServer, type StartedServer } from '../support/server-process.ts';
+import { SERVER_START_MS, stopServer, type StartedServer, startServerOn } from '../support/server-process.ts';
 
 const SECRET = 'two-process-test-secret-long-enough-for-hs256';
 
 /** `node --import tsx src/main.ts` as production runs it, on a free port; resolves once it serves. */
 function startTestServer(databaseUrl: string, dataDir: string): Promise<StartedServer> {
-  return startServer({
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      AUTH_SECRET: SECRET,
-      PORT: '0',
-      DATA_DIR: dataDir,
-      NODE_ENV: 'test',
-    },
-  });
+  return startServerOn({ databaseUrl, dataDir, secret: SECRET, nodeEnv: 'test' });
 }
 
 // Exiting on SIGTERM before the orchestrator's SIGKILL is the feature: Kubernetes waits 30 s by

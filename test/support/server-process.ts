@@ -136,3 +136,26 @@ export async function killRunningServers(): Promise<void> {
     ),
   );
 }
+
+/**
+ * The server on a free port of 127.0.0.1 against `databaseUrl`, with its own data folder and
+ * secret, as `nodeEnv` runs it (production: its defaults, rate limits and required scopes included).
+ */
+export function startServerOn(options: {
+  databaseUrl: string;
+  dataDir: string;
+  secret: string;
+  nodeEnv: 'production' | 'test';
+}): Promise<StartedServer> {
+  return startServer({
+    env: {
+      ...process.env,
+      DATABASE_URL: options.databaseUrl,
+      AUTH_SECRET: options.secret,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATA_DIR: options.dataDir,
+      NODE_ENV: options.nodeEnv,
+    },
+  });
+}
