@@ -22,3 +22,5 @@ GRANT SELECT, INSERT ON plan_changes TO :"app_role";
 -- appended to and read, never rewritten.
 GRANT SELECT, INSERT, UPDATE ON balance_alerts TO :"app_role";
 GRANT SELECT, INSERT ON balance_alert_events TO :"app_role";
+-- Webhooks are set, rotated and removed (never deleted); deliveries change state with each attempt.
+GRANT SELECT, INSERT, UPDATE ON organization_webhooks, webhook_deliveries TO :"app_role";

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { AuthenticationError, DEFAULT_TOKEN_POLICY, type TokenPolicy } from './auth/tokens.ts';
@@ -35,12 +35,15 @@ import { corsPolicy } from './server/browsers.ts';
 import { sanitisedLogger } from './server/error-log.ts';
 import { ReadinessCheck, useReadiness } from './server/health.ts';
 import { logCallback, silentLogger, type Logger } from './server/logger.ts';
-import { Metrics } from './server/metrics.ts';
+import { Metrics, type WebhookAttemptOutcome } from './server/metrics.ts';
 import { useObservability } from './server/observability.ts';
 import { observedNotificationSource, yogaLogger } from './server/log-adapters.ts';
 import { errorMasker, protectionPlugins, REQUEST_BODY_BYTES_MAX, requestLimits } from './server/protection.ts';
 import type { MutationRateLimit } from './server/rate-limit.ts';
 import { TenantIntake, withFairIntake, type IntakeLimits } from './server/tenant-intake.ts';
+import type { RetrySchedule } from './webhooks/backoff.ts';
+import { createWebhookDispatcher, type WebhookDispatcher } from './webhooks/dispatcher.ts';
+import { DEVELOPMENT_WEBHOOK_POLICY, type WebhookUrlPolicy } from './webhooks/url-policy.ts';
 
 export interface AppOptions {
   database: Database;
@@ -78,6 +81,19 @@ export interface AppOptions {
   realtime?: RealtimeOptions;
   /** Requests of one caller a process works on at once (src/server/tenant-intake.ts); absent or null: no bound. */
   intakeLimits?: IntakeLimits | null;
+  /** Webhook deliveries: which URLs are accepted (default: any, as in development) and how they are sent. */
+  webhooks?: WebhookOptions;
+}
+
+export interface WebhookOptions {
+  /** Default DEVELOPMENT_WEBHOOK_POLICY (http and private addresses allowed); production passes its own. */
+  urlPolicy?: WebhookUrlPolicy;
+  /** How often due retries are looked for; null never (default 1 s). */
+  pollIntervalMs?: number | null;
+  attemptTimeoutMs?: number;
+  retrySchedule?: RetrySchedule;
+  /** Name resolution for receivers (tests stand in for DNS). */
+  lookup?: LookupFunction;
 }
 
 export interface RealtimeOptions {
@@ -100,6 +116,8 @@ export interface App {
   notifier: BalanceNotifier<Balance>;
   /** The live feed of committed balance alert events. */
   alertFeed: AlertFeed<DeliveredAlertEvent>;
+  /** Sends due webhook deliveries (started with the app). */
+  webhooks: WebhookDispatcher;
   metrics: Metrics;
   /**
    * Starts the background work: the balance listener, the sweeper and the movement metrics. Done
@@ -141,8 +159,25 @@ export function createApp(options: AppOptions): App {
           : null,
     log: log('listener'),
   });
+  const webhookUrlPolicy = options.webhooks?.urlPolicy ?? DEVELOPMENT_WEBHOOK_POLICY;
+  // Declared before the feed that wakes it; the metrics it reports to come later, so it calls through.
+  let reportAttempt: (outcome: WebhookAttemptOutcome, lagMs: number | null, gaveUp: boolean) => void = () => {};
+  const webhooks = createWebhookDispatcher({
+    db: options.database.db,
+    clock: options.clock,
+    policy: webhookUrlPolicy,
+    load: (organizationId, eventId, at) => findDeliveredAlertEvent(options.database.db, organizationId, eventId, at),
+    pollIntervalMs: options.webhooks?.pollIntervalMs,
+    attemptTimeoutMs: options.webhooks?.attemptTimeoutMs,
+    retrySchedule: options.webhooks?.retrySchedule,
+    lookup: options.webhooks?.lookup,
+    onAttempt: (outcome, lagMs, gaveUp) => reportAttempt(outcome, lagMs, gaveUp),
+    log: log('webhooks'),
+  });
   const alertFeed = createAlertFeed({
     source: alertSource!,
+    // Every committed event may have a delivery due at once, on whichever process claims it first.
+    onEvent: () => webhooks.wake(),
     load: (organizationId, eventId) =>
       findDeliveredAlertEvent(options.database.db, organizationId, eventId, options.clock.now()),
     listenTimeoutMs: options.realtime?.listenTimeoutMs,
@@ -161,6 +196,7 @@ export function createApp(options: AppOptions): App {
     notifierStats: () => notifier.stats(),
     databaseAvailable: () => databaseHealth.available,
   });
+  reportAttempt = (outcome, lagMs, gaveUp) => metrics.webhookAttempt(outcome, lagMs, gaveUp);
   // First, so that a request refused by a later plugin (a limit, the health gate) is still logged.
   const operationsPlugins = [
     useObservability({
@@ -199,7 +235,14 @@ export function createApp(options: AppOptions): App {
       (options.graphiql ?? true) ? { title: 'Credits API', additionalHeaders: { 'X-GraphQL-Yoga-CSRF': '1' } } : false,
     renderGraphiQL,
     context: async (initial: RequestAuthSource): Promise<GraphQLContext> => {
-      const shared = { db: options.database.db, clock: options.clock, notifier, alertFeed, subscriptionSlots };
+      const shared = {
+        db: options.database.db,
+        clock: options.clock,
+        notifier,
+        alertFeed,
+        subscriptionSlots,
+        webhookUrlPolicy,
+      };
       const header = initial.request?.headers.get('authorization') ?? authorizationHeaderOf(initial.connectionParams);
       try {
         const viewer = await verifiedTokens.verify(header);
@@ -258,6 +301,7 @@ export function createApp(options: AppOptions): App {
     server,
     notifier,
     alertFeed,
+    webhooks,
     metrics,
     start,
     listen: async (port, host = '127.0.0.1') => {
@@ -281,18 +325,25 @@ export function createApp(options: AppOptions): App {
   // The sweeper and the movement observer are in place before the first await, so a stop that
   // comes while the listener is still starting finds them.
   async function startBackground(): Promise<void> {
-    stopObservingMovements = observeMovements((db, movements) => metrics.movements(db, movements));
+    stopObservingMovements = observeMovements((db, movements, alertsFired) => {
+      metrics.movements(db, movements);
+      if (alertsFired > 0) metrics.alertsFired.inc(alertsFired);
+    });
     metrics.collectProcessMetrics();
     if (options.sweepIntervalMs !== null) {
       sweeper = startAppSweeper(options, options.sweepIntervalMs, metrics, logger, log('sweeper'));
     }
     await notifier.start();
     await alertFeed.start();
+    // After the feed, so that no event announced from here on goes unheard; the first scan picks
+    // up whatever was due before (events committed while no process was up).
+    webhooks.start();
   }
 
   async function shutdown(): Promise<void> {
     stopObservingMovements?.();
     await sweeper?.stop();
+    await webhooks.stop();
     await databaseHealth.stop();
     await started;
     // Stop accepting first; then complete every open subscription (SSE streams end with a

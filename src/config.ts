@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { TokenPolicy } from './auth/tokens.ts';
 import type { SubscriptionLimits } from './realtime/subscription-slots.ts';
 import type { LevelWithSilent } from 'pino';
+import type { WebhookUrlPolicy } from './webhooks/url-policy.ts';
 
 export interface Config {
   port: number;
@@ -40,6 +41,8 @@ export interface Config {
   metricsEnabled: boolean;
   /** Bearer token a scrape of /metrics must present; null when unset. */
   metricsToken: string | null;
+  /** Which webhook URLs and addresses are accepted: in production https and public addresses only. */
+  webhookUrlPolicy: WebhookUrlPolicy;
 }
 
 export class ConfigError extends Error {
@@ -208,6 +211,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // served to a scraper that presents the token (or not at all), elsewhere to anyone.
     metricsEnabled: !production || metricsToken !== null,
     metricsToken,
+    // Outside production webhooks may point at this machine (a receiver under development);
+    // production refuses plain http and every non-public address unless the operator asks.
+    webhookUrlPolicy: {
+      allowHttp: flag(env, 'WEBHOOK_ALLOW_HTTP', !production),
+      allowPrivateAddresses: flag(env, 'WEBHOOK_ALLOW_PRIVATE_ADDRESSES', !production),
+    },
   };
 }
 

@@ -6,6 +6,7 @@ import type { DeliveredAlertEvent } from './ledger/alerts.ts';
 import type { AlertFeed } from './realtime/alert-feed.ts';
 import type { BalanceNotifier } from './realtime/balance-notifier.ts';
 import type { SubscriptionSlots } from './realtime/subscription-slots.ts';
+import type { WebhookUrlPolicy } from './webhooks/url-policy.ts';
 
 /** What every resolver receives. The database handle comes from here, never from a global. */
 export interface GraphQLContext {
@@ -20,6 +21,8 @@ export interface GraphQLContext {
   alertFeed: AlertFeed<DeliveredAlertEvent>;
   /** Open subscriptions per token and per connection, which subscriptions take a slot from. */
   subscriptionSlots: SubscriptionSlots;
+  /** Which webhook URLs this deployment accepts. */
+  webhookUrlPolicy: WebhookUrlPolicy;
   /** The WebSocket an operation arrived on; null over HTTP. */
   connection: object | null;
 }

@@ -111,6 +111,7 @@ async function main(): Promise<void> {
     logger,
     metricsEnabled: config.metricsEnabled,
     metricsToken: config.metricsToken,
+    webhooks: { urlPolicy: config.webhookUrlPolicy },
   });
   // The demo organization exists before the first request can ask for it.
   const demo =

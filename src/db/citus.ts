@@ -20,6 +20,8 @@ const TENANT_TABLES = [
   'plan_changes',
   'balance_alerts',
   'balance_alert_events',
+  'organization_webhooks',
+  'webhook_deliveries',
 ] as const;
 
 /**

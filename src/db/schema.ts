@@ -362,6 +362,73 @@ export const balanceAlertEvents = pgTable(
   ],
 );
 
+// Where an organization's alert events are sent: at most one live webhook per organization. The
+// signing secret is kept to sign with (HMAC needs it); the one it replaced stays valid for a day
+// after a rotation, so receivers can switch without losing a delivery.
+export const organizationWebhooks = pgTable(
+  'organization_webhooks',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    id: uuid('id').notNull(),
+    url: text('url').notNull(),
+    secret: text('secret').notNull(),
+    previousSecret: text('previous_secret'),
+    previousSecretExpiresAt: timestamptz('previous_secret_expires_at'),
+    createdAt: timestamptz('created_at').notNull(),
+    secretRotatedAt: timestamptz('secret_rotated_at'),
+    removedAt: timestamptz('removed_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.id] }),
+    uniqueIndex('organization_webhooks_live_idx').on(t.organizationId).where(sql`${t.removedAt} is null`),
+    check('organization_webhooks_url_length', sql`length(${t.url}) between 1 and 2048`),
+  ],
+);
+
+export const webhookDeliveryStatus = pgEnum('webhook_delivery_status', ['PENDING', 'DELIVERED', 'FAILED', 'CANCELLED']);
+
+// One row per alert event to send, written in the statement that wrote the event when the
+// organization had a webhook then, so a committed event is never without its delivery. A process
+// claims a due row by a lease (a token and a deadline, set by a guarded update), so exactly one
+// attempt is in flight, and a process that died mid-attempt hands the row on once its lease ends.
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    organizationId: uuid('organization_id')
+      .notNull()
+      .references(() => organizations.id),
+    eventId: uuid('event_id').notNull(),
+    status: webhookDeliveryStatus('status').notNull(),
+    attempts: integer('attempts').notNull(),
+    // When the next attempt is due; null once the delivery is over.
+    nextAttemptAt: timestamptz('next_attempt_at'),
+    leaseToken: uuid('lease_token'),
+    leaseUntil: timestamptz('lease_until'),
+    lastAttemptAt: timestamptz('last_attempt_at'),
+    lastHttpStatus: integer('last_http_status'),
+    lastError: text('last_error'),
+    createdAt: timestamptz('created_at').notNull(),
+    deliveredAt: timestamptz('delivered_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.organizationId, t.eventId] }),
+    foreignKey({
+      name: 'webhook_deliveries_event_fk',
+      columns: [t.organizationId, t.eventId],
+      foreignColumns: [balanceAlertEvents.organizationId, balanceAlertEvents.id],
+    }),
+    index('webhook_deliveries_due_idx').on(t.organizationId, t.nextAttemptAt).where(sql`${t.status} = 'PENDING'`),
+    index('webhook_deliveries_time_idx').on(t.organizationId, t.createdAt),
+    check('webhook_deliveries_attempts_range', sql`${t.attempts} >= 0`),
+    check(
+      'webhook_deliveries_pending_has_next_attempt',
+      sql`(${t.status} = 'PENDING') = (${t.nextAttemptAt} is not null)`,
+    ),
+  ],
+);
+
 export const schema = {
   plans,
   creditPacks,
@@ -376,4 +443,6 @@ export const schema = {
   planChanges,
   balanceAlerts,
   balanceAlertEvents,
+  organizationWebhooks,
+  webhookDeliveries,
 };

@@ -2,8 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import type { Tx } from '../db/client.ts';
 import { rowsOf } from '../db/client.ts';
-import { balanceAlertEvents, balanceAlerts, creditLots } from '../db/schema.ts';
+import {
+  balanceAlertEvents,
+  balanceAlerts,
+  creditLots,
+  organizationWebhooks,
+  webhookDeliveries,
+} from '../db/schema.ts';
 import { announcesFromCoordinator } from './announcements.ts';
+import { noteAlertsFired } from './movements.ts';
 
 /** The channel on which committed alert events are announced as `<organizationId>:<eventId>`. */
 export const BALANCE_ALERT_CHANNEL = 'balance_alert';
@@ -21,7 +28,7 @@ const NO_CHANGES: AvailableChanges = { lotIds: '{}' };
 
 /**
  * The CTEs that evaluate the organization's alerts inside a posting's statement (named
- * `alert_watch`, `measured`, `fired`, `rearmed`, `alerted`). The measure is available credits of
+ * `alert_watch`, `measured`, `fired`, `rearmed`, `alerted`, `webhook_queued`). The measure is available credits of
  * every unexpired lot at `now`, as the posting leaves them: the lots the posting changed as its
  * `changed` CTE returns them, plus every other spendable lot. Only the other lots are read from
  * the table, so the sum is the same whether the read sees the table before the update (one
@@ -35,6 +42,10 @@ const NO_CHANGES: AvailableChanges = { lotIds: '{}' };
  * see them gone. Without alerts, `fired` and `rearmed` each probe the alerts' index and find
  * nothing, so `measured` is never computed and the lots are not summed (EXPLAIN ANALYZE on
  * PostgreSQL 15: "never executed").
+ *
+ * When the organization has a webhook, each event gets its delivery row in the same statement
+ * (`webhook_queued`), due at once: an event that committed is never without its delivery, and one
+ * that rolled back has none.
  */
 export function alertCtes(
   organizationId: string,
@@ -81,6 +92,14 @@ export function alertCtes(
       select ${organizationId}::uuid, (${eventIds}::uuid[])[f.n], f.id, f.threshold, f.available, (${balanceVersion}), ${at}::timestamptz
       from (select fired.*, row_number() over (order by fired.threshold) as n from fired) as f
       returning id${notification}
+    ), webhook_queued as (
+      insert into ${webhookDeliveries} (organization_id, event_id, status, attempts, next_attempt_at, created_at)
+      select ${organizationId}::uuid, e.id, 'PENDING', 0, ${at}::timestamptz, ${at}::timestamptz
+      from alerted as e
+      where exists (
+        select 1 from ${organizationWebhooks} as w where w.organization_id = ${organizationId} and w.removed_at is null
+      )
+      returning 1
     )`;
 }
 
@@ -113,6 +132,7 @@ export async function evaluateBalanceAlerts(tx: Tx, organizationId: string, now:
       (select count(*) from rearmed)::int as rearmed`);
   const [row] = rowsOf<{ alert_events: string | null }>(result);
   const ids = firedEventIds(row?.alert_events);
+  noteAlertsFired(tx, ids.length);
   if (fromCoordinator) await notifyAlertsFromCoordinator(tx, organizationId, ids);
   return ids;
 }

@@ -6,7 +6,7 @@ import { alertCtes, firedEventIds, notifyAlertsFromCoordinator, type AvailableCh
 import { announcedCte, announcesFromCoordinator, notifyFromCoordinator } from './announcements.ts';
 import type { AccountType, EntryKind, ReservationStatus } from './enums.ts';
 import { invariant } from './errors.ts';
-import { notePosted } from './movements.ts';
+import { noteAlertsFired, notePosted } from './movements.ts';
 
 export type LedgerEntry = typeof ledgerEntries.$inferSelect;
 
@@ -182,7 +182,9 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   invariant(Number(row?.settled) === settlements.length, 'a reservation of the posting was not pending');
   invariant(Number(row?.keyed) === operationKeys.length, 'an idempotency key seen free under the lock was taken');
   notePosted(tx, drafts);
-  if (fromCoordinator) await notifyAlertsFromCoordinator(tx, organizationId, firedEventIds(row?.alert_events));
+  const fired = firedEventIds(row?.alert_events);
+  noteAlertsFired(tx, fired.length);
+  if (fromCoordinator) await notifyAlertsFromCoordinator(tx, organizationId, fired);
   if (!options.announce) return null;
   invariant(row?.balance_version != null, `organization ${organizationId} vanished while locked`);
   const version = Number(row.balance_version);

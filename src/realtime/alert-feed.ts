@@ -10,6 +10,8 @@ export interface AlertFeedOptions<T> {
   load(organizationId: string, eventId: string): Promise<T | null>;
   /** How long starting to listen may take before it counts as failed. */
   listenTimeoutMs?: number;
+  /** Told of every committed event heard, subscribers or not (the webhook dispatcher wakes on it). */
+  onEvent?: (organizationId: string, eventId: string) => void;
   log?: (message: string, error?: unknown) => void;
 }
 
@@ -48,6 +50,7 @@ export function createAlertFeed<T>(options: AlertFeedOptions<T>): AlertFeed<T> {
     if (separator <= 0) return;
     const organizationId = payload.slice(0, separator);
     const eventId = payload.slice(separator + 1);
+    options.onEvent?.(organizationId, eventId);
     const streams = subscribers.get(organizationId);
     if (!streams || streams.size === 0) return;
     counters.notifications += 1;

@@ -11,6 +11,7 @@ import './quotes.ts';
 import './ledger.ts';
 import './subscriptions.ts';
 import './alerts.ts';
+import './webhooks.ts';
 import { builder } from './builder.ts';
 
 export const schema = builder.toSchema({ sortSchema: false });

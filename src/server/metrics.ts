@@ -30,6 +30,16 @@ export class BoundedLabel {
 }
 
 export type Transport = 'http' | 'sse' | 'ws';
+
+export const WEBHOOK_ATTEMPT_OUTCOMES = [
+  'delivered',
+  'rejected',
+  'timeout',
+  'unreachable',
+  'forbidden_address',
+  'cancelled',
+] as const;
+export type WebhookAttemptOutcome = (typeof WEBHOOK_ATTEMPT_OUTCOMES)[number];
 export type OperationType = 'query' | 'mutation' | 'subscription' | 'unknown';
 
 /** Where the metrics read state they do not count themselves (pool, listener, database health). */
@@ -67,6 +77,10 @@ export class Metrics {
   readonly sweeperItems: Counter<'kind'>;
   readonly sweeperFailures: Counter<'scope'>;
   readonly subscriptions: Gauge<'transport'>;
+  readonly alertsFired: Counter;
+  readonly webhookAttempts: Counter<'outcome'>;
+  readonly webhookDeliveryLag: Histogram;
+  readonly webhookDeliveriesFailed: Counter;
   readonly #movements: CreditMovements;
 
   /**
@@ -146,6 +160,29 @@ export class Metrics {
     });
     this.subscriptions.set({ transport: 'sse' }, 0);
     this.subscriptions.set({ transport: 'ws' }, 0);
+    this.alertsFired = new Counter({
+      name: 'credits_balance_alerts_fired_total',
+      help: 'Balance alert events written by committed changes made by this process (one per threshold crossing).',
+      registers,
+    });
+    this.webhookAttempts = new Counter({
+      name: 'credits_webhook_delivery_attempts_total',
+      help: 'Webhook delivery attempts made by this process, by outcome: delivered (2xx), rejected (any other status), timeout, unreachable, forbidden_address, cancelled.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of WEBHOOK_ATTEMPT_OUTCOMES) this.webhookAttempts.inc({ outcome }, 0);
+    this.webhookDeliveryLag = new Histogram({
+      name: 'credits_webhook_delivery_lag_seconds',
+      help: 'From the alert event to its successful delivery, retries included.',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400],
+      registers,
+    });
+    this.webhookDeliveriesFailed = new Counter({
+      name: 'credits_webhook_deliveries_failed_total',
+      help: 'Webhook deliveries given up after their last attempt (see webhookDeliveries, or `credits webhooks list`).',
+      registers,
+    });
     this.#sourceMetrics(registers);
   }
 
@@ -213,6 +250,13 @@ export class Metrics {
   }
 
   /** Committed movements of this service's database (src/ledger/movements.ts). */
+  /** One finished webhook attempt; `lagMs` when it delivered, `gaveUp` when it was the last. */
+  webhookAttempt(outcome: WebhookAttemptOutcome, lagMs: number | null, gaveUp: boolean): void {
+    this.webhookAttempts.inc({ outcome });
+    if (lagMs !== null) this.webhookDeliveryLag.observe(Math.max(0, lagMs) / 1000);
+    if (gaveUp) this.webhookDeliveriesFailed.inc();
+  }
+
   movements(db: Db, drafts: readonly EntryDraft[]): void {
     if (db !== this.#sources.db) return;
     this.#countReservations(drafts);

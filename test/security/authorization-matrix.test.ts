@@ -22,6 +22,7 @@ import {
 import { grant, newOrganization, reserve, textCredits, uniqueKey, type TestOrganization } from '../support/scenario.ts';
 import { connectWs } from '../support/realtime.ts';
 import { snapshot } from './http.ts';
+import { DELIVERIES, REMOVE_WEBHOOK, ROTATE_SECRET, SET_WEBHOOK } from '../support/webhooks.ts';
 
 // Every operation of the schema against every kind of caller. Each cell is one of:
 //   UNAUTHENTICATED  a GraphQL error with that code (no token, bad signature, expired token)
@@ -136,6 +137,16 @@ const REMOVE_ALERT = `mutation ($input: RemoveBalanceAlertInput!) {
 // A service may remove its own organization's alerts with a billing scope claim (or none); another
 // organization's alert is not found.
 const removingAlerts = outcomes(F, H, F, A, A, scoped(F, F, F, A, H, A));
+
+/** Gives the own organization a webhook (a new one each time), for the cells that rotate or remove it. */
+async function ownWebhook(world: World): Promise<string> {
+  const result = await world.t.gql(
+    SET_WEBHOOK,
+    { input: { organizationId: world.own.id, url: 'https://hooks.example.com/own' } },
+    await world.t.token('admin'),
+  );
+  return result.data.setOrganizationWebhook.webhook.id as string;
+}
 
 /** Stops watching every alert of the own organization, so each cell starts below the cap of 10. */
 async function clearAlerts(world: World): Promise<void> {
@@ -300,6 +311,33 @@ const operations: Operation[] = [
     prepare: ownAlert,
     run: (w, token, id) => w.t.gql(REMOVE_ALERT, { input: { alertId: id } }, token),
     runMissing: (w, token) => w.t.gql(REMOVE_ALERT, { input: { alertId: MISSING_ID } }, token),
+  },
+  {
+    name: 'setOrganizationWebhook',
+    field: 'setOrganizationWebhook',
+    expected: adminOnly,
+    run: (w, token) =>
+      w.t.gql(SET_WEBHOOK, { input: { organizationId: w.own.id, url: 'https://hooks.example.com/matrix' } }, token),
+  },
+  {
+    name: 'rotateWebhookSecret',
+    field: 'rotateWebhookSecret',
+    expected: adminOnly,
+    prepare: ownWebhook,
+    run: (w, token) => w.t.gql(ROTATE_SECRET, { input: { organizationId: w.own.id } }, token),
+  },
+  {
+    name: 'removeOrganizationWebhook',
+    field: 'removeOrganizationWebhook',
+    expected: adminOnly,
+    prepare: ownWebhook,
+    run: (w, token) => w.t.gql(REMOVE_WEBHOOK, { input: { organizationId: w.own.id } }, token),
+  },
+  {
+    name: 'webhookDeliveries',
+    field: 'webhookDeliveries',
+    expected: adminOnly,
+    run: (w, token) => w.t.gql(DELIVERIES, { id: w.own.id }, token),
   },
   {
     name: 'balanceAlert (subscription)',

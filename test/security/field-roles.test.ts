@@ -56,6 +56,7 @@ const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
     'organization',
     'plans',
     'reservation',
+    'webhookDeliveries',
   ],
   billing: [
     'changePlan',
@@ -66,7 +67,11 @@ const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
     'plans',
     'purchaseCreditPack',
     'removeBalanceAlert',
+    'removeOrganizationWebhook',
+    'rotateWebhookSecret',
     'setBalanceAlert',
+    'setOrganizationWebhook',
+    'webhookDeliveries',
   ],
 };
 

@@ -212,7 +212,10 @@ export async function snapshot(t: TestApp): Promise<Snapshot> {
         (select count(*) from ledger_entries)::int as entries,
         (select count(*) from reservations)::int as reservations,
         (select count(*) from balance_alerts where removed_at is null)::int as alerts,
-        (select count(*) from balance_alert_events)::int as alert_events`),
+        (select count(*) from balance_alert_events)::int as alert_events,
+        (select count(*) from organization_webhooks)::int as webhooks,
+        (select count(*) from organization_webhooks where removed_at is null)::int as live_webhooks,
+        (select count(distinct secret) from organization_webhooks)::int as webhook_secrets`),
   )[0]!;
   return { balances, rows: Object.fromEntries(Object.entries(counts).map(([name, value]) => [name, Number(value)])) };
 }
