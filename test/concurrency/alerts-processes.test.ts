@@ -3,7 +3,8 @@
 // The crossing is decided under the organization's lock in the transaction that made it, so it
 // fires exactly once, whichever process wrote it; a further drop fires nothing, and once a grant
 // brought the balance back, the next burst fires once more. A subscriber on one process hears
-// every event, the other process's included.
+// every event, the other process's included, and the organization's webhook receives each event
+// exactly once, from whichever process claimed its delivery.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,13 +12,14 @@ import { eq } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import { secretKey, signToken } from '../../src/auth/tokens.ts';
 import { openDatabase } from '../../src/db/client.ts';
-import { balanceAlertEvents } from '../../src/db/schema.ts';
+import { balanceAlertEvents, webhookDeliveries } from '../../src/db/schema.ts';
 import { auditLedger } from '../../src/ledger/audit.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 import { gqlData } from '../support/graphql.ts';
 import { CREATE_ORGANIZATION } from '../support/operations.ts';
 import { subscribeSse } from '../support/realtime.ts';
 import { uniqueKey } from '../support/scenario.ts';
+import { SET_WEBHOOK, WebhookReceiver } from '../support/webhooks.ts';
 import { SERVER_START_MS, stopServer, type StartedServer, startServerOn } from '../support/server-process.ts';
 
 const SECRET = 'alerts-two-processes-secret-long-enough';
@@ -28,8 +30,11 @@ const GRANT = `mutation ($input: GrantCreditsInput!) { grantCredits(input: $inpu
 const BALANCE_ALERT = `subscription ($id: ID!) { balanceAlert(organizationId: $id) { id threshold available } }`;
 const BURST = 200;
 
+// Production, except that the receiver is a local http server.
+const LOCAL_RECEIVER = { WEBHOOK_ALLOW_HTTP: '1', WEBHOOK_ALLOW_PRIVATE_ADDRESSES: '1' };
+
 function startProductionServer(databaseUrl: string, dataDir: string): Promise<StartedServer> {
-  return startServerOn({ databaseUrl, dataDir, secret: SECRET, nodeEnv: 'production' });
+  return startServerOn({ databaseUrl, dataDir, secret: SECRET, nodeEnv: 'production', env: LOCAL_RECEIVER });
 }
 
 describe.skipIf(!hasPostgres)('balance alerts across two server processes (postgres)', () => {
@@ -40,6 +45,7 @@ describe.skipIf(!hasPostgres)('balance alerts across two server processes (postg
       const dataDir = mkdtempSync(path.join(tmpdir(), 'credits-alerts-'));
       const servers: StartedServer[] = [];
       const database = await openDatabase({ databaseUrl: url, maxConnections: 2 });
+      const receiver = await WebhookReceiver.start();
       try {
         servers.push(
           ...(await Promise.all([startProductionServer(url, dataDir), startProductionServer(url, dataDir)])),
@@ -71,6 +77,13 @@ describe.skipIf(!hasPostgres)('balance alerts across two server processes (postg
           { token: service },
         );
         expect(set.setBalanceAlert.alert.armed).toBe(true);
+        const hooked = await gqlData(
+          first.url,
+          SET_WEBHOOK,
+          { input: { organizationId, url: receiver.url } },
+          { token: admin },
+        );
+        receiver.secrets = [hooked.setOrganizationWebhook.secret];
 
         // Listening on the second process, which writes only half of the reservations.
         const live = subscribeSse(second.baseUrl, service, BALANCE_ALERT, { id: organizationId });
@@ -121,8 +134,23 @@ describe.skipIf(!hasPostgres)('balance alerts across two server processes (postg
         await live.recording.waitFor((r) => r.events.length === 2);
         expect(live.recording.events.map((e) => e.data.balanceAlert.id).sort()).toEqual(all.map((e) => e.id).sort());
         live.close();
+
+        // Each event reached the receiver once, signed, and its delivery says so.
+        const received = await receiver.waitFor(2);
+        await new Promise((resolve) => setTimeout(resolve, 1500)); // room for a duplicate to show up
+        expect(received.map((m) => m.headers['webhook-id']).sort()).toEqual(all.map((e) => e.id).sort());
+        for (const message of received) expect(message.verifiedWith).toHaveLength(1);
+        const deliveries = await database.db
+          .select()
+          .from(webhookDeliveries)
+          .where(eq(webhookDeliveries.organizationId, organizationId));
+        expect(deliveries.map((d) => [d.status, d.attempts])).toEqual([
+          ['DELIVERED', 1],
+          ['DELIVERED', 1],
+        ]);
         expect(await auditLedger(database.db)).toEqual([]);
       } finally {
+        await receiver.close();
         for (const server of servers) await stopServer(server, 15_000);
         await database.close();
         await drop();

@@ -146,6 +146,8 @@ export function startServerOn(options: {
   dataDir: string;
   secret: string;
   nodeEnv: 'production' | 'test';
+  /** More environment, over the above. */
+  env?: Record<string, string>;
 }): Promise<StartedServer> {
   return startServer({
     env: {
@@ -156,6 +158,7 @@ export function startServerOn(options: {
       HOST: '127.0.0.1',
       DATA_DIR: options.dataDir,
       NODE_ENV: options.nodeEnv,
+      ...options.env,
     },
   });
 }
