@@ -18,6 +18,11 @@ export function organizationId(value: string): string {
   return value.toLowerCase();
 }
 
+export function eventId(value: string): string {
+  if (!isUuid(value)) throw new InvalidArgumentError('expected an event id (a UUID).');
+  return value.toLowerCase();
+}
+
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 

@@ -2,12 +2,13 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ROLES, type Role, type Scope } from '../auth/tokens.ts';
 import { CreditError } from '../ledger/errors.ts';
 import { ACCOUNT_TYPES, type AccountType } from '../ledger/enums.ts';
-import { duration, instant, listLimit, organizationId, scopes, wholeNumber } from './arguments.ts';
+import { duration, eventId, instant, listLimit, organizationId, scopes, wholeNumber } from './arguments.ts';
 import { balanceCommand, grantCommand } from './credits.ts';
 import { CliFailure, EXIT_CANNOT_RUN, EXIT_REFUSED, cliConfig } from './environment.ts';
 import { auditCommand, resetCommand, sweepCommand, tokenCommand } from './housekeeping.ts';
 import { createOrganizationCommand, listOrganizationsCommand, showOrganizationCommand } from './organizations.ts';
 import { createOutput, type Output } from './output.ts';
+import { listWebhooksCommand, retryWebhookCommand } from './webhooks.ts';
 
 function accountType(value: string): AccountType {
   const type = value.toUpperCase() as AccountType;
@@ -116,6 +117,20 @@ export function buildProgram(): Command {
     .command('sweep')
     .description('expire due lots, refund expired reservations and start due cycles now')
     .action(() => sweepCommand(cliConfig(), output()));
+
+  const webhooks = program.command('webhooks').description("an organization's webhook deliveries");
+  webhooks
+    .command('list')
+    .description('the webhook and its deliveries, newest first: status, attempts, last answer, next attempt')
+    .requiredOption('--org <id>', 'organization id', organizationId)
+    .option('--limit <n>', 'at most this many (1 to 10000)', listLimit, 20)
+    .action((options: { org: string; limit: number }) => listWebhooksCommand(cliConfig(), output(), options));
+  webhooks
+    .command('retry')
+    .description('send a delivery again (failed, cancelled or delivered) with a fresh series of attempts')
+    .requiredOption('--org <id>', 'organization id', organizationId)
+    .requiredOption('--event <id>', 'the alert event whose delivery to retry', eventId)
+    .action((options: { org: string; event: string }) => retryWebhookCommand(cliConfig(), output(), options));
 
   program
     .command('audit')

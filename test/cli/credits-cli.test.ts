@@ -8,7 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey, verifyAuthorization } from '../../src/auth/tokens.ts';
 import { ManualClock } from '../../src/clock.ts';
 import { openDatabase, type Database } from '../../src/db/client.ts';
+import { setBalanceAlert } from '../../src/ledger/alerts.ts';
+import { createOrganization } from '../../src/ledger/organizations.ts';
 import { reserveCredits } from '../../src/ledger/reservations.ts';
+import { claimDelivery, findDueDeliveries, recordAttempt } from '../../src/ledger/webhook-deliveries.ts';
+import { setOrganizationWebhook } from '../../src/ledger/webhooks.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 
 // The `credits` binary, spawned as a process exactly as an operator runs it, against the
@@ -58,6 +62,7 @@ if (hasPostgres) targets.push(['postgres', postgresTarget]);
 describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
   let target: Target;
   let organizationId: string;
+  let organizationIdOfWebhook: string;
 
   function credits(...args: string[]): Promise<Run> {
     return creditsWith({}, ...args);
@@ -344,6 +349,56 @@ describe.each(targets)('credits command line (%s)', (driver, makeTarget) => {
       await credits('token', '--role', 'member', '--org', organizationId, '--ttl', '2d'),
       /member token may live at most 86400 s/,
     );
+  }, 60_000);
+
+  it('lists webhook deliveries and retries a failed one with a fresh series of attempts', async () => {
+    const database = await target.open();
+    const ctx = { db: database.db, clock: new ManualClock(new Date()) };
+    let eventId: string;
+    try {
+      const created = await createOrganization(ctx, { name: 'Hooked', planId: 'free' });
+      await setBalanceAlert(ctx, { organizationId: created.id, threshold: 50, idempotencyKey: 'cli-alert' });
+      await setOrganizationWebhook(ctx, created.id, 'https://hooks.example.com/cli');
+      await reserveCredits(ctx, {
+        organizationId: created.id,
+        idempotencyKey: 'cli-webhook',
+        generation: { modelId: 'text-draft', count: 60 },
+      });
+      const [due] = await findDueDeliveries(database.db, ctx.clock.now(), [], 10);
+      eventId = due!.eventId;
+      const claim = await claimDelivery(database.db, due!, ctx.clock.now(), 30_000);
+      // The last attempt failed: the delivery is over.
+      await recordAttempt(
+        database.db,
+        claim!,
+        { kind: 'failed', status: 500, error: 'the receiver answered 500', nextAttemptAt: null },
+        ctx.clock.now(),
+      );
+      organizationIdOfWebhook = created.id;
+    } finally {
+      await database.close();
+    }
+    const list = await credits('webhooks', 'list', '--org', organizationIdOfWebhook);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toContain('https://hooks.example.com/cli');
+    expect(list.stdout).toMatch(new RegExp(`${eventId}\\s+FAILED\\s+1\\s+500`));
+    const retried = await credits('--json', 'webhooks', 'retry', '--org', organizationIdOfWebhook, '--event', eventId);
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(JSON.parse(retried.stdout)).toMatchObject({ eventId, status: 'PENDING', attempts: 0 });
+    const listed = JSON.parse((await credits('--json', 'webhooks', 'list', '--org', organizationIdOfWebhook)).stdout);
+    expect(listed.deliveries).toMatchObject([{ eventId, status: 'PENDING', attempts: 0 }]);
+    expectRefused(
+      await credits(
+        'webhooks',
+        'retry',
+        '--org',
+        organizationIdOfWebhook,
+        '--event',
+        '00000000-0000-4000-8000-000000000000',
+      ),
+      /No such webhook delivery/,
+    );
+    expectRefused(await credits('webhooks', 'retry', '--org', organizationIdOfWebhook, '--event', 'nope'), /event id/);
   }, 60_000);
 
   it('sweeps an expired reservation back, and says when no cycle is due for reset', async () => {
