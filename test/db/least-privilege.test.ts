@@ -15,6 +15,11 @@ import { changePlan, createOrganization } from '../../src/ledger/organizations.t
 import { reserveCredits } from '../../src/ledger/reservations.ts';
 import { captureReservation } from '../../src/ledger/settlements.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
+import { findDeliveredAlertEvent } from '../../src/ledger/alerts.ts';
+import { removeOrganizationWebhook, rotateWebhookSecret, setOrganizationWebhook } from '../../src/ledger/webhooks.ts';
+import { createWebhookDispatcher } from '../../src/webhooks/dispatcher.ts';
+import { DEVELOPMENT_WEBHOOK_POLICY } from '../../src/webhooks/url-policy.ts';
+import { WebhookReceiver } from '../support/webhooks.ts';
 import { createPostgresDatabase, hasPostgres } from '../support/database.ts';
 
 const INSUFFICIENT_PRIVILEGE = '42501';
@@ -62,6 +67,10 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     const org = await createOrganization(ctx, { name: 'Least', planId: 'starter', externalId: `least-${role}` });
     // An alert that the reservations below fire: its state changes and its event is appended.
     await setBalanceAlert(ctx, { organizationId: org.id, threshold: 1005, idempotencyKey: 'low' });
+    // A webhook: its events get delivery rows, which a dispatcher under the role claims and records.
+    const receiver = await WebhookReceiver.start();
+    await setOrganizationWebhook(ctx, org.id, receiver.url);
+    await rotateWebhookSecret(ctx, org.id);
     await grantCredits(ctx, {
       organizationId: org.id,
       type: 'PROMOTIONAL',
@@ -90,6 +99,20 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
     expect(new Date(after!.cycle_starts_at).toISOString()).toBe('2026-04-01T00:00:00.000Z');
     const events = await runtime.db.execute(sql`select threshold from balance_alert_events`).then((r) => rowsOf(r));
     expect(events.length).toBeGreaterThan(0);
+    const dispatcher = createWebhookDispatcher({
+      db: runtime.db,
+      clock,
+      policy: DEVELOPMENT_WEBHOOK_POLICY,
+      pollIntervalMs: null,
+      load: (organizationId, eventId, at) => findDeliveredAlertEvent(runtime.db, organizationId, eventId, at),
+    });
+    await dispatcher.deliverDue();
+    await dispatcher.stop();
+    await receiver.close();
+    expect(receiver.received).toHaveLength(events.length);
+    const statuses = await runtime.db.execute(sql`select status from webhook_deliveries`).then((r) => rowsOf(r));
+    expect(statuses).toEqual(events.map(() => ({ status: 'DELIVERED' })));
+    await removeOrganizationWebhook(ctx, org.id);
     expect(await auditLedger(runtime.db)).toEqual([]);
   });
 
@@ -108,6 +131,8 @@ describe.skipIf(!hasPostgres)('least-privilege runtime role (postgres)', () => {
       'update balance_alert_events set available = 0',
       'delete from balance_alert_events',
       'delete from balance_alerts',
+      'delete from webhook_deliveries',
+      'delete from organization_webhooks',
     ]) {
       await expect(asRole.unsafe(statement), statement).rejects.toMatchObject({ code: INSUFFICIENT_PRIVILEGE });
     }
