@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import { describe, expect } from 'vitest';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { SET_ALERT, eventsOf, setAlert } from '../support/alerts.ts';
+import { deliveriesOf, setWebhook } from '../support/webhooks.ts';
 import { it, useTestApp, type TestApp } from '../support/app.ts';
 import { drivers } from '../support/database.ts';
 import { CAPTURE, CHANGE_PLAN, PURCHASE_PACK, REFUND } from '../support/operations.ts';
@@ -191,9 +192,10 @@ describe.each(drivers)('low-balance alerts (%s)', (driver) => {
     expect(events[0]!.available).toBeGreaterThanOrEqual(45 - 5 * 19); // somewhere in the run, once
   });
 
-  it('fires nothing for a change that rolls back', async ({ t }) => {
+  it('fires nothing, and queues no webhook delivery, for a change that rolls back', async ({ t }) => {
     const org = await newOrganization(t);
     await setAlert(t, org, 50);
+    await setWebhook(t, org, 'https://hooks.example.com/doomed');
     const doomed = uniqueKey('doomed');
     await t.database.db.execute(
       sql.raw(`
@@ -225,6 +227,7 @@ describe.each(drivers)('low-balance alerts (%s)', (driver) => {
     expect((await balanceOf(t, org)).available).toBe(100);
     expect(await eventsOf(t, org.id)).toHaveLength(0);
     expect((await alertsOf(t, org))[0]).toMatchObject({ armed: true, lastFiredAt: null });
+    expect(await deliveriesOf(t, org)).toEqual([]);
   });
 
   it('answers a retry with the same key and threshold with the same alert, refuses another threshold', async ({
