@@ -246,7 +246,7 @@ export const reservationOperationKeys = pgTable(
   },
   (t) => [
     primaryKey({ columns: [t.organizationId, t.idempotencyKey] }),
-    check('reservation_operation_keys_operation', sql`${t.operation} in ('CAPTURE', 'REFUND', 'EXTEND')`),
+    check('reservation_operation_keys_operation', sql`${t.operation} in ('CAPTURE', 'REFUND', 'EXTEND', 'INCREASE')`),
     foreignKey({
       name: 'reservation_operation_keys_reservation_fk',
       columns: [t.organizationId, t.reservationId],

@@ -43,13 +43,22 @@ export interface Settlement {
   refundReason: string | null;
   /** The reservation's expiry as it stands (an extension earlier in the same batch moved it). */
   expiresAt: Date;
+  /** The reservation's amount as it stands (an increase earlier in the same batch grew it). */
+  amount: number;
+}
+
+/** A pending reservation that a posting grows (its new RESERVE entries are among the drafts). */
+export interface GrownReservation {
+  reservationId: string;
+  /** The amount after the increase. */
+  amount: number;
 }
 
 /** An idempotency key that a posting records with the answer it gave (see `reservationOperationKeys`). */
 export interface OperationKeyRecord {
   idempotencyKey: string;
   reservationId: string;
-  operation: 'CAPTURE' | 'REFUND' | 'EXTEND';
+  operation: 'CAPTURE' | 'REFUND' | 'EXTEND' | 'INCREASE';
   request: string;
   answer: unknown;
   createdAt: Date;
@@ -73,6 +82,8 @@ export interface PostingOptions {
   newReservations?: NewReservation[];
   /** Pending reservations to settle in the same statement. */
   settlements?: Settlement[];
+  /** Pending reservations to grow in the same statement (none of them also settled by it). */
+  grownReservations?: GrownReservation[];
   /** Idempotency keys to record in the same statement, with their answers. */
   operationKeys?: OperationKeyRecord[];
   /**
@@ -127,12 +138,17 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   const created = options.newReservations ?? [];
   const settlements = options.settlements ?? [];
   const operationKeys = options.operationKeys ?? [];
+  const grown = options.grownReservations ?? [];
+  invariant(
+    grown.every((g) => !settlements.some((s) => s.reservationId === g.reservationId)),
+    'a reservation is grown and settled by one posting: the settlement carries its amount',
+  );
   const fromCoordinator = announcesFromCoordinator(tx);
   const lotIds = pgArray(changes.map(([lotId]) => lotId));
   const availableChanges = pgArray(changes.map(([, change]) => change.available));
   const result = await tx.execute(sql`
     with ${createdPart(organizationId, created)}, ${settledPart(organizationId, settlements)},
-    ${keyedPart(organizationId, operationKeys)}, changed as (
+    ${grownPart(organizationId, grown)}, ${keyedPart(organizationId, operationKeys)}, changed as (
       update ${creditLots} as l
       set available = l.available + c.available, reserved = l.reserved + c.reserved
       from unnest(
@@ -164,7 +180,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
     ${alertsPart(organizationId, { lotIds }, drafts[0]!.createdAt, options, !fromCoordinator)}
     select (select count(*) from changed)::int as lots, (select count(*) from appended)::int as entries,
       (select count(*) from created)::int as created, (select count(*) from settled)::int as settled,
-      (select count(*) from keyed)::int as keyed,
+      (select count(*) from grown)::int as grown, (select count(*) from keyed)::int as keyed,
       (select max(balance_version) from announced) as balance_version,
       (select string_agg(id::text, ',') from alerted) as alert_events`);
   const [row] = rowsOf<{
@@ -172,6 +188,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
     entries: number;
     created: number;
     settled: number;
+    grown: number;
     keyed: number;
     balance_version: number | null;
     alert_events: string | null;
@@ -180,6 +197,7 @@ export async function postEntries(tx: Tx, drafts: EntryDraft[], options: Posting
   invariant(Number(row?.entries) === drafts.length, 'not every entry was appended');
   invariant(Number(row?.created) === created.length, 'not every reservation was inserted');
   invariant(Number(row?.settled) === settlements.length, 'a reservation of the posting was not pending');
+  invariant(Number(row?.grown) === grown.length, 'a reservation the posting grows was not pending');
   invariant(Number(row?.keyed) === operationKeys.length, 'an idempotency key seen free under the lock was taken');
   notePosted(tx, drafts);
   const fired = firedEventIds(row?.alert_events);
@@ -223,7 +241,7 @@ function settledPart(organizationId: string, settlements: Settlement[]) {
       update ${reservations} as r
       set status = s.status, captured_amount = s.captured_amount,
         refunded_amount = s.refunded_amount, settled_at = s.settled_at, refund_reason = s.refund_reason,
-        expires_at = s.expires_at
+        expires_at = s.expires_at, amount = s.amount
       from unnest(
         ${pgArray(settlements.map((s) => s.reservationId))}::uuid[],
         ${pgArray(settlements.map((s) => s.status))}::reservation_status[],
@@ -231,9 +249,24 @@ function settledPart(organizationId: string, settlements: Settlement[]) {
         ${pgArray(settlements.map((s) => s.refundedAmount))}::int[],
         ${pgArray(settlements.map((s) => s.settledAt.toISOString()))}::timestamptz[],
         ${pgArray(settlements.map((s) => s.refundReason))}::text[],
-        ${pgArray(settlements.map((s) => s.expiresAt.toISOString()))}::timestamptz[]
-      ) as s(id, status, captured_amount, refunded_amount, settled_at, refund_reason, expires_at)
+        ${pgArray(settlements.map((s) => s.expiresAt.toISOString()))}::timestamptz[],
+        ${pgArray(settlements.map((s) => s.amount))}::int[]
+      ) as s(id, status, captured_amount, refunded_amount, settled_at, refund_reason, expires_at, amount)
       where r.organization_id = ${organizationId} and r.id = s.id and r.status = 'PENDING'
+      returning 1
+    )`;
+}
+
+/** Grows pending reservations to their new amounts (their RESERVE entries are in the same posting). */
+function grownPart(organizationId: string, grown: GrownReservation[]) {
+  if (grown.length === 0) return sql`grown as (select 1 where false)`;
+  return sql`grown as (
+      update ${reservations} as r set amount = g.amount
+      from unnest(
+        ${pgArray(grown.map((g) => g.reservationId))}::uuid[],
+        ${pgArray(grown.map((g) => g.amount))}::int[]
+      ) as g(id, amount)
+      where r.organization_id = ${organizationId} and r.id = g.id and r.status = 'PENDING' and g.amount > r.amount
       returning 1
     )`;
 }

@@ -2,12 +2,14 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.ts';
 import { rowsOf, type Tx } from '../db/client.ts';
 import { reservationOperationKeys, reservations } from '../db/schema.ts';
-import { isExpired, splitSettlement } from './allocation.ts';
+import { allocateCost, isExpired, spendableInOrder, splitSettlement } from './allocation.ts';
 import { afterPosting, balanceLots, balanceOf } from './balance.ts';
+import type { CreditLot } from './lots.ts';
 import type { LedgerContext } from './context.ts';
 import {
-  type CreditError,
+  CreditError,
   IdempotencyConflictError,
+  InsufficientCreditsError,
   InvalidInputError,
   NotFoundError,
   ReservationStateError,
@@ -21,7 +23,7 @@ import {
   type OperationKeyRecord,
   type Settlement,
 } from './journal.ts';
-import { TTL_SECONDS_MAX } from './limits.ts';
+import { BALANCE_CREDITS_MAX, TTL_SECONDS_MAX } from './limits.ts';
 import { expireDueLots } from './lots.ts';
 import { joinLane, type Lane, type LaneOutcome, type LaneRequest } from './organization-queue.ts';
 import { ensureCurrentCycle, lockOrganization } from './organizations.ts';
@@ -40,6 +42,7 @@ type Operation =
   | { kind: 'CAPTURE'; amount: number | null }
   | { kind: 'REFUND'; reason: string | null }
   | { kind: 'EXTEND'; ttlSeconds: number }
+  | { kind: 'INCREASE'; additionalCredits: number }
   /** The sweeper's: refund it if its time to live has passed, else leave it. */
   | { kind: 'EXPIRE' };
 
@@ -120,6 +123,30 @@ export function extendReservation(ctx: LedgerContext, input: ExtendInput, scope:
   return write(ctx, input.reservationId, scope, { kind: 'EXTEND', ttlSeconds }, input.idempotencyKey);
 }
 
+export interface IncreaseInput {
+  reservationId: string;
+  additionalCredits: number;
+  /** Required: a retry with the same key and input answers what the first request answered. */
+  idempotencyKey: string;
+}
+
+/**
+ * Grows a pending reservation by `additionalCredits`, taken from the organization's lots in
+ * consumption order as they stand now, all or nothing (InsufficientCreditsError, nothing written).
+ * The new credits are allocations of the reservation like the first ones, after them in its
+ * allocation order, so a capture consumes the earliest first and a refund returns every credit to
+ * the lot it came from. The reservation's expiry and its 24-hour lifetime do not change.
+ */
+export function increaseReservation(
+  ctx: LedgerContext,
+  input: IncreaseInput,
+  scope: string | null,
+): Promise<Reservation> {
+  const additionalCredits = requireIntInRange(input.additionalCredits, 1, BALANCE_CREDITS_MAX, 'additionalCredits');
+  const key = requireKey(input.idempotencyKey, 'idempotencyKey');
+  return write(ctx, input.reservationId, scope, { kind: 'INCREASE', additionalCredits }, key);
+}
+
 /**
  * The sweeper's automatic refund; does nothing if the reservation was settled meanwhile or its
  * time to live was extended. The sweeper found the reservation with its organization.
@@ -175,7 +202,11 @@ interface BatchState {
   allocations: Map<string, Allocation[]>;
   keys: Map<string, OperationKeyRecord>;
   drafts: EntryDraft[];
+  /** The organization's lots as the batch found them (after starting a due cycle). */
+  lotsBefore: CreditLot[];
   settlements: Map<string, Settlement>;
+  /** Pending reservations an increase grew, by id. */
+  grown: Set<string>;
   /** Pending reservations whose expiry an extension moved and that the batch does not settle. */
   extended: Set<string>;
   newKeys: OperationKeyRecord[];
@@ -205,13 +236,18 @@ async function settleAll(tx: Tx, clock: Clock, batch: SettlementRequest[]): Prom
   // billing cycle that contains now. A new cycle changes no reservation or allocation, but lots.
   const now = clock.now();
   const cycle = await ensureCurrentCycle(tx, org, now);
+  // A new cycle changed the lots; only an increase takes from them, and needs them as they are.
+  const increases = batch.some((request) => request.operation.kind === 'INCREASE');
+  const lotsBefore = cycle.changed && increases ? await balanceLots(tx, organizationId) : lotsAtLock;
   const state: BatchState = {
     now,
     reservations: new Map(found.map((reservation) => [reservation.id, reservation])),
     allocations: groupByReservation(allocations),
     keys: known,
     drafts: [],
+    lotsBefore,
     settlements: new Map(),
+    grown: new Set(),
     extended: new Set(),
     newKeys: [],
     refundedIntoExpired: false,
@@ -257,7 +293,7 @@ function decide(state: BatchState, request: SettlementRequest): SettlementAnswer
     return operation.kind === 'EXPIRE' ? { reservation: refunded, wrote: true } : new ReservationStateError('REFUNDED');
   }
   const after = apply(state, reservation, operation);
-  if (after instanceof InvalidInputError) return after;
+  if (after instanceof CreditError) return after;
   if (idempotencyKey !== null && operation.kind !== 'EXPIRE') {
     const record: OperationKeyRecord = {
       idempotencyKey,
@@ -274,7 +310,7 @@ function decide(state: BatchState, request: SettlementRequest): SettlementAnswer
 }
 
 /** Applies an operation to a pending reservation that has not expired. */
-function apply(state: BatchState, reservation: Reservation, operation: Operation): Reservation | InvalidInputError {
+function apply(state: BatchState, reservation: Reservation, operation: Operation): Reservation | CreditError {
   switch (operation.kind) {
     case 'CAPTURE': {
       const amount = operation.amount ?? reservation.amount;
@@ -295,9 +331,53 @@ function apply(state: BatchState, reservation: Reservation, operation: Operation
       state.extended.add(reservation.id);
       return extended;
     }
+    case 'INCREASE':
+      return grow(state, reservation, operation.additionalCredits);
     case 'EXPIRE':
       return reservation;
   }
+}
+
+/**
+ * Takes `additional` credits for a pending reservation from the lots as the batch has left them
+ * so far, in consumption order, and records them as allocations after its others.
+ */
+function grow(state: BatchState, reservation: Reservation, additional: number): Reservation | CreditError {
+  if (reservation.amount + additional > BALANCE_CREDITS_MAX) {
+    return new InvalidInputError(
+      `A reservation may hold at most ${BALANCE_CREDITS_MAX} credits; it holds ${reservation.amount}.`,
+      'additionalCredits',
+    );
+  }
+  const lots = spendableInOrder(afterPosting(state.lotsBefore, state.drafts), state.now);
+  const taken = allocateCost(lots, additional);
+  if (taken instanceof InsufficientCreditsError) return taken;
+  const byId = new Map(lots.map((lot) => [lot.id, lot]));
+  const allocations = state.allocations.get(reservation.id) ?? [];
+  for (const part of taken) {
+    const lot = byId.get(part.lotId)!;
+    state.drafts.push({
+      organizationId: reservation.organizationId,
+      lotId: part.lotId,
+      reservationId: reservation.id,
+      kind: 'RESERVE',
+      availableChange: -part.amount,
+      reservedChange: part.amount,
+      createdAt: state.now,
+    });
+    allocations.push({
+      reservationId: reservation.id,
+      lotId: part.lotId,
+      type: lot.type,
+      amount: part.amount,
+      lotExpiresAt: lot.expiresAt,
+    });
+  }
+  state.allocations.set(reservation.id, allocations);
+  const grown = { ...reservation, amount: reservation.amount + additional };
+  state.reservations.set(reservation.id, grown);
+  state.grown.add(reservation.id);
+  return grown;
 }
 
 /**
@@ -338,9 +418,12 @@ function settle(state: BatchState, reservation: Reservation, captureAmount: numb
     settledAt: state.now,
     refundReason: captureAmount < reservation.amount ? refundReason : null,
     expiresAt: reservation.expiresAt,
+    amount: reservation.amount,
   };
   state.settlements.set(reservation.id, settlement);
   state.extended.delete(reservation.id);
+  // The settlement writes the grown amount itself.
+  state.grown.delete(reservation.id);
   const { reservationId: _id, ...settled } = settlement;
   const after: Reservation = { ...reservation, ...settled };
   state.reservations.set(reservation.id, after);
@@ -358,6 +441,10 @@ async function writeDecisions(tx: Tx, organizationId: string, state: BatchState)
   if (state.drafts.length > 0) {
     version = await postEntries(tx, state.drafts, {
       settlements: [...state.settlements.values()],
+      grownReservations: [...state.grown].map((id) => ({
+        reservationId: id,
+        amount: state.reservations.get(id)!.amount,
+      })),
       operationKeys: keysLeft,
       announce: true,
     });

@@ -58,3 +58,6 @@ export const RESERVE_ERRORS = [InvalidInputError, NotFoundError, InsufficientCre
 
 /** What a capture, refund or extension of a reservation may fail with. */
 export const SETTLEMENT_ERRORS = [InvalidInputError, NotFoundError, ReservationStateError, IdempotencyConflictError];
+
+/** What growing a reservation may fail with: a settlement's failures, and too few credits. */
+export const INCREASE_ERRORS = [...SETTLEMENT_ERRORS, InsufficientCreditsError];

@@ -7,6 +7,7 @@ import './balance.ts';
 import './organizations.ts';
 import './grants.ts';
 import './reservations.ts';
+import './reservation-increases.ts';
 import './quotes.ts';
 import './ledger.ts';
 import './subscriptions.ts';

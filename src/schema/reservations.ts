@@ -80,7 +80,7 @@ interface ReservationPayload {
  * Runs a reservation write with a context that keeps the balance the write reports leaving, and
  * answers both: the payload's balance then needs no second read.
  */
-async function withBalance(
+export async function withBalance(
   ctx: GraphQLContext,
   write: (ledger: LedgerContext) => Promise<Reservation>,
 ): Promise<ReservationPayload> {
@@ -89,7 +89,7 @@ async function withBalance(
   return { reservation, balance };
 }
 
-function reservationSuccessType(name: string, withBalance: boolean) {
+export function reservationSuccessType(name: string, withBalance: boolean) {
   return builder.objectRef<ReservationPayload>(name).implement({
     fields: (t) => ({
       reservation: t.field({ type: ReservationType, resolve: (payload) => payload.reservation }),

@@ -12,6 +12,7 @@ import {
   CREATE_ORGANIZATION,
   EXTEND,
   GRANT_CREDITS,
+  INCREASE,
   LEDGER,
   PURCHASE_PACK,
   QUOTE,
@@ -288,6 +289,24 @@ const operations: Operation[] = [
     prepare: pendingReservation,
     run: (w, token, id) => w.t.gql(EXTEND, { input: { reservationId: id, ttlSeconds: 600 } }, token),
     runMissing: (w, token) => w.t.gql(EXTEND, { input: { reservationId: MISSING_ID, ttlSeconds: 600 } }, token),
+  },
+  {
+    name: 'increaseReservation',
+    field: 'increaseReservation',
+    expected: settling,
+    prepare: pendingReservation,
+    run: (w, token, id) =>
+      w.t.gql(
+        INCREASE,
+        { input: { reservationId: id, additionalCredits: 1, idempotencyKey: uniqueKey('grow') } },
+        token,
+      ),
+    runMissing: (w, token) =>
+      w.t.gql(
+        INCREASE,
+        { input: { reservationId: MISSING_ID, additionalCredits: 1, idempotencyKey: uniqueKey('grow') } },
+        token,
+      ),
   },
   {
     name: 'setBalanceAlert',

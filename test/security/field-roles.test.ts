@@ -39,6 +39,7 @@ const FIELDS_OF_SCOPE: Record<(typeof SCOPES)[number], string[]> = {
     'creditPacks',
     'creditQuote',
     'extendReservation',
+    'increaseReservation',
     'models',
     'plans',
     'refundReservation',

@@ -72,3 +72,8 @@ export const LEDGER = `
   }`;
 
 export const RESERVATION = `query ($id: ID!) { reservation(id: $id) { ${RESERVATION_FIELDS} } }`;
+
+export const INCREASE = `
+  mutation ($input: IncreaseReservationInput!) {
+    increaseReservation(input: $input) { ${ERROR_FIELDS} ... on ReservationStateError { status } ... on InsufficientCreditsError { required available } ... on IncreaseReservationSuccess { reservation { ${RESERVATION_FIELDS} } balance { ${BALANCE_FIELDS} } } }
+  }`;
