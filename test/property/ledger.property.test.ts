@@ -25,7 +25,12 @@ import { CreditError, InsufficientCreditsError, ReservationStateError } from '..
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
 import { reserveCredits, type Reservation } from '../../src/ledger/reservations.ts';
-import { captureReservation, extendReservation, refundReservation } from '../../src/ledger/settlements.ts';
+import {
+  captureReservation,
+  extendReservation,
+  increaseReservation,
+  refundReservation,
+} from '../../src/ledger/settlements.ts';
 import { sweepUntilIdle } from '../../src/ledger/sweeper.ts';
 import { createTestDatabase, drivers } from '../support/database.ts';
 import * as M from './model.ts';
@@ -545,6 +550,37 @@ class ExtendCommand implements Cmd {
     `extend(${formatPick(this.pick)}, ${this.ttlSeconds}s${this.afterMs > 0 ? `, after ${formatMs(this.afterMs)}` : ''})`;
 }
 
+class IncreaseCommand implements Cmd {
+  constructor(
+    readonly pick: Pick,
+    readonly additionalCredits: number,
+  ) {}
+  check = (m: Readonly<Model>) => m.s.reservations.length > 0;
+  async run(model: Model, real: Real) {
+    const index = pickReservation(model.s, this.pick);
+    const id = real.ids.reservations[index]!;
+    const idempotencyKey = `settle-${real.serial++}`;
+    const call = () =>
+      increaseReservation(
+        real.ctx,
+        { reservationId: id, additionalCredits: this.additionalCredits, idempotencyKey },
+        null,
+      );
+    const { actual } = await step(model, real, {
+      label: this.toString(),
+      alternatives: M.settleOp(model.s, index, { kind: 'increase', additionalCredits: this.additionalCredits }),
+      call,
+      answer: (r, m, _ids, state) => {
+        const expected = state.reservations[m.index]!;
+        const problems = answerMatches(r, expected);
+        return r.amount === expected.amount ? problems : [...problems, `amount ${r.amount}, model ${expected.amount}`];
+      },
+    });
+    rememberKeyed(real, this.toString(), call, actual);
+  }
+  toString = () => `increase(${formatPick(this.pick)}, ${this.additionalCredits})`;
+}
+
 function rememberKeyed(real: Real, label: string, call: () => Promise<Reservation>, actual: RealOutcome<Reservation>) {
   if ('ok' in actual) real.keyed.push({ label, call, answer: actual.ok });
 }
@@ -820,6 +856,12 @@ const commandArbs: Array<fc.Arbitrary<Cmd>> = [
       arbitrary: fc.tuple(reservationPickArb, captureSpecArb).map(([p, s]): Cmd => new CaptureCommand(p, s)),
     },
     { weight: 3, arbitrary: reservationPickArb.map((p): Cmd => new RefundCommand(p)) },
+    {
+      weight: 3,
+      arbitrary: fc
+        .tuple(reservationPickArb, fc.oneof(fc.integer({ min: 1, max: 40 }), fc.constantFrom(0, 400, 5000)))
+        .map(([p, a]): Cmd => new IncreaseCommand(p, a)),
+    },
     { weight: 2, arbitrary: fc.nat().map((n): Cmd => new RetrySettlementCommand(n)) },
     {
       weight: 4,

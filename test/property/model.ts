@@ -693,7 +693,8 @@ function isPastTtl(r: Reservation, now: number): boolean {
 export type ReservationOp =
   | { kind: 'capture'; amount: number | null }
   | { kind: 'refund'; reason: string }
-  | { kind: 'extend'; ttlSeconds: number };
+  | { kind: 'extend'; ttlSeconds: number }
+  | { kind: 'increase'; additionalCredits: number };
 
 /**
  * capture, refund and extend of reservation `index`. Each is a write: the catch-up runs first.
@@ -711,6 +712,7 @@ function settleOpUnder(s0: State, index: number, op: ReservationOp): Alternative
     return [refused(s0, { error: 'InvalidInputError' })];
   if (op.kind === 'extend' && (op.ttlSeconds < 1 || op.ttlSeconds > TTL_MAX_SECONDS))
     return [refused(s0, { error: 'InvalidInputError' })];
+  if (op.kind === 'increase' && op.additionalCredits < 1) return [refused(s0, { error: 'InvalidInputError' })];
   const s = draftOf(s0);
   catchUp(s);
   const caughtUp = structuredClone(s);
@@ -758,6 +760,34 @@ function settleOpUnder(s0: State, index: number, op: ReservationOp): Alternative
       const cap = r.createdAt + LIFETIME_MS;
       r.expiresAt = Math.min(wanted, cap);
       s.events.push(wanted > cap ? 'extend capped at 24 h' : 'extend');
+      break;
+    }
+    case 'increase': {
+      // README "Growing a reservation": the additional credits come from the lots in consumption
+      // order as they stand now, all or nothing, and are held after the reservation's first
+      // credits; its expiry does not move.
+      const order = consumptionOrder(s);
+      const total = order.reduce((sum, b) => sum + b.available, 0);
+      if (total < op.additionalCredits) {
+        return refusedAfterCatchUp(s0, caughtUp, {
+          error: 'InsufficientCreditsError',
+          required: op.additionalCredits,
+          available: total,
+        });
+      }
+      let remaining = op.additionalCredits;
+      for (const b of order) {
+        if (remaining === 0) break;
+        const take = Math.min(b.available, remaining);
+        b.available -= take;
+        b.reserved += take;
+        r.holds.push({ bucket: b.key, amount: take, captured: 0, refunded: 0 });
+        remaining -= take;
+      }
+      r.amount += op.additionalCredits;
+      s.events.push('increase');
+      if (new Set(r.holds.map((h) => bucket(s, h.bucket).type)).size > 1)
+        s.events.push('grown reservation spans several account types');
       break;
     }
   }

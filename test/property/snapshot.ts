@@ -338,14 +338,18 @@ export function diff(s: M.State, db: Snapshot, ids: Identities): string[] {
     const realHolds = [...perBucket]
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([k, t]) => ({ lots: describeBucketKey(k), ...t }));
-    const modelHolds = [...r.holds]
-      .sort((a, b) => (a.bucket < b.bucket ? -1 : 1))
-      .map((h) => ({
-        lots: describeBucketKey(h.bucket),
-        reserved: h.amount,
-        captured: h.captured,
-        refunded: h.refunded,
-      }));
+    // A grown reservation may hold one tie group twice (first credits and an increase): per group.
+    const modelPerBucket = new Map<string, { reserved: number; captured: number; refunded: number }>();
+    for (const h of r.holds) {
+      const t = modelPerBucket.get(h.bucket) ?? { reserved: 0, captured: 0, refunded: 0 };
+      t.reserved += h.amount;
+      t.captured += h.captured;
+      t.refunded += h.refunded;
+      modelPerBucket.set(h.bucket, t);
+    }
+    const modelHolds = [...modelPerBucket]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, t]) => ({ lots: describeBucketKey(k), ...t }));
     eq(`reservation ${r.idempotencyKey}: taken from, consumed in and returned to`, realHolds, modelHolds);
   });
 
