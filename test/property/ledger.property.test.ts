@@ -24,7 +24,7 @@ import type { LedgerContext } from '../../src/ledger/context.ts';
 import { CreditError, InsufficientCreditsError, ReservationStateError } from '../../src/ledger/errors.ts';
 import { grantCredits, purchaseCreditPack } from '../../src/ledger/grants.ts';
 import { changePlan, createOrganization } from '../../src/ledger/organizations.ts';
-import { reserveCredits, type Reservation } from '../../src/ledger/reservations.ts';
+import { listAllocations, reserveCredits, type Reservation } from '../../src/ledger/reservations.ts';
 import {
   captureReservation,
   extendReservation,
@@ -577,6 +577,11 @@ class IncreaseCommand implements Cmd {
       },
     });
     rememberKeyed(real, this.toString(), call, actual);
+    if ('ok' in actual) {
+      // The credits the increase took are now the reservation's last: a capture consumes them last.
+      const allocations = await listAllocations(real.database.db, [id], real.organizationId);
+      real.lastLots.set(id, allocations.at(-1)!.lotId);
+    }
   }
   toString = () => `increase(${formatPick(this.pick)}, ${this.additionalCredits})`;
 }
